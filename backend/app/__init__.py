@@ -1,0 +1,1 @@
+"""MonAssurance report-job platform."""

@@ -1,0 +1,99 @@
+"""Every error answers ``{"error": CODE, "message": ..., "timestamp": ...}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.api.schemas import ErrorBody
+from app.domain.errors import AppError, Conflict, InvalidInput, NotFound, Unavailable
+from app.domain.jobs import utcnow
+
+log = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[AppError], int]] = [
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unavailable, 503),
+]
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": code, "message": message, "timestamp": utcnow().isoformat()}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def status_of(exc: AppError) -> int:
+    return next((status for kind, status in _STATUS if isinstance(exc, kind)), 400)
+
+
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return error_response(status_of(exc), exc.code, exc.message)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors: list[dict[str, Any]] = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "MALFORMED_JSON", "The request body is not valid JSON.")
+    parts = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+        for e in errors
+    ]
+    return error_response(422, "VALIDATION_ERROR", "Invalid request: " + "; ".join(parts) + ".")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = f"No route {request.method} {request.url.path}."
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("http.unhandled", exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "Internal server error; it has been logged.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route may give."""
+    described = {
+        400: "Malformed request body",
+        404: "Job not found",
+        409: "Conflicts with the job's status",
+        422: "Invalid input",
+        503: "No backend can take the job",
+    }
+    return {s: {"model": ErrorBody, "description": described[s]} for s in statuses}

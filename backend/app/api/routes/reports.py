@@ -1,0 +1,181 @@
+"""Report routes: enqueue, list, inspect, download, cancel, queue status."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import FileResponse
+
+from app.api.deps import ServiceDeps
+from app.api.errors import error_responses
+from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut, ReportRequest
+from app.domain.errors import InvalidInput
+from app.domain.jobs import Backend, JobStatus, ReportType, utcnow
+from app.domain.ports import Cursor, JobFilter
+from app.services.cancel import cancel_job
+from app.services.enqueue import enqueue_report
+from app.services.queries import artifact_of, get_job, list_jobs, queue_status
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+HEAVY = (ReportType.PDF, ReportType.EXCEL, ReportType.ANALYSIS)
+
+OptionalBody = Annotated[ReportRequest | None, Body()]
+JobId = Annotated[UUID, "job id"]
+
+
+def _params(
+    body: ReportRequest | None, query: dict[str, Any]
+) -> tuple[ReportType | None, dict[str, Any]]:
+    given = {k: v for k, v in query.items() if v is not None}
+    if body is None:
+        report_type = given.pop("report_type", None)
+        return report_type, given
+    if given:
+        raise InvalidInput(
+            "Send the report parameters either in the query string or in a JSON body, not both.",
+            code="AMBIGUOUS_PARAMS",
+        )
+    return body.report_type, body.params()
+
+
+@router.post(
+    "/dummy",
+    status_code=202,
+    response_model=JobOut,
+    responses=error_responses(400, 422, 503),
+    summary="Enqueue the RQ-era dummy report",
+)
+def enqueue_dummy(
+    deps: ServiceDeps,
+    body: OptionalBody = None,
+    processing_time: Annotated[float | None, Query(description="0–3600 s")] = None,
+    seed: int | None = None,
+    simulate_failures: Annotated[int | None, Query(description="Testing aid, 0–5")] = None,
+) -> JobOut:
+    report_type, params = _params(
+        body,
+        {"processing_time": processing_time, "seed": seed, "simulate_failures": simulate_failures},
+    )
+    if report_type not in (None, ReportType.DUMMY):
+        raise InvalidInput(
+            f"/reports/dummy makes dummy reports; send {report_type} to /reports/heavy.",
+            code="INVALID_REPORT_TYPE",
+        )
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params=params)
+    return JobOut.of(job)
+
+
+@router.post(
+    "/heavy",
+    status_code=202,
+    response_model=JobOut,
+    responses=error_responses(400, 422, 503),
+    summary="Enqueue a heavy report (pdf, excel, analysis)",
+)
+def enqueue_heavy(
+    deps: ServiceDeps,
+    body: OptionalBody = None,
+    report_type: Annotated[ReportType | None, Query(description="pdf, excel or analysis")] = None,
+    pages: Annotated[int | None, Query(description="pdf: 1–1000 (default 50)")] = None,
+    rows: Annotated[int | None, Query(description="excel: 1–1,000,000; analysis: ≥100")] = None,
+    sheets: Annotated[int | None, Query(description="excel: 1–12 (default 3)")] = None,
+    processing_time: Annotated[float | None, Query(description="0–3600 s (default 0)")] = None,
+    seed: int | None = None,
+) -> JobOut:
+    chosen, params = _params(
+        body,
+        {
+            "report_type": report_type,
+            "pages": pages,
+            "rows": rows,
+            "sheets": sheets,
+            "processing_time": processing_time,
+            "seed": seed,
+        },
+    )
+    if chosen not in HEAVY:
+        raise InvalidInput(
+            "report_type must be one of pdf, excel, analysis"
+            + (" (dummy reports go to /reports/dummy)." if chosen else "."),
+            code="INVALID_REPORT_TYPE",
+        )
+    job = enqueue_report(deps=deps, report_type=chosen, params=params)
+    return JobOut.of(job)
+
+
+@router.get("/jobs", response_model=JobList, responses=error_responses(422))
+def jobs(
+    deps: ServiceDeps,
+    status: JobStatus | None = None,
+    report_type: ReportType | None = None,
+    backend: Backend | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+) -> JobList:
+    page = list_jobs(
+        deps=deps,
+        where=JobFilter(status=status, report_type=report_type, backend=backend),
+        limit=limit,
+        after=decode_cursor(cursor) if cursor else None,
+    )
+    return JobList(
+        items=[JobOut.of(j) for j in page.items],
+        next=encode_cursor(page.next) if page.next else None,
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=error_responses(404, 422))
+def job(deps: ServiceDeps, job_id: UUID) -> JobOut:
+    return JobOut.of(get_job(deps=deps, job_id=job_id))
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses=error_responses(404, 409, 422),
+    summary="Cancel a job: a queued job never runs, a running one stops at its next checkpoint",
+)
+def cancel(deps: ServiceDeps, job_id: UUID) -> JobOut:
+    return JobOut.of(cancel_job(deps=deps, job_id=job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/download",
+    response_class=FileResponse,
+    responses={200: {"description": "The report file"}, **error_responses(404, 409, 422)},
+)
+def download(deps: ServiceDeps, job_id: UUID) -> FileResponse:
+    _, artifact, path = artifact_of(deps=deps, job_id=job_id)
+    return FileResponse(path, media_type=artifact.content_type, filename=artifact.filename)
+
+
+@router.get("/queues/status", response_model=QueuesOut)
+def queues(deps: ServiceDeps) -> QueuesOut:
+    return QueuesOut(
+        queues=[QueueStatusOut.of(s) for s in queue_status(deps=deps)], generated_at=utcnow()
+    )
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = f"{cursor.created_at.isoformat()}|{cursor.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        created, _, ident = raw.partition("|")
+        at = datetime.fromisoformat(created)
+        if at.tzinfo is None:
+            raise ValueError("naive")
+        return Cursor(created_at=at, id=UUID(ident))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            "cursor is not a value returned as `next` by this API.", code="INVALID_CURSOR"
+        ) from exc

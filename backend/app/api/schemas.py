@@ -1,0 +1,137 @@
+"""HTTP request and response bodies (the public contract, shown in OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.domain.jobs import Backend, JobStatus, Queue, ReportJob, ReportType
+from app.services.queries import QueueStatus
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(examples=["JOB_NOT_FOUND"], description="Stable error code.")
+    message: str = Field(examples=["No report job with id 3f0c…"])
+    timestamp: datetime
+
+
+class JobErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class ArtifactOut(BaseModel):
+    filename: str = Field(examples=["pdf-3f0c5a8e-1d2b-4c1e-9a57-0f1e2d3c4b5a.pdf"])
+    content_type: str = Field(examples=["application/pdf"])
+    size_bytes: int
+    sha256: str
+
+
+class JobOut(BaseModel):
+    """A report job as the ledger has it."""
+
+    id: UUID
+    report_type: ReportType
+    status: JobStatus
+    backend: Backend | None = Field(description="Where the job was dispatched.")
+    queue: Queue
+    priority: int
+    params: dict[str, Any]
+    progress: int = Field(ge=0, le=100)
+    stage: str | None
+    attempts: int
+    max_attempts: int
+    error: JobErrorOut | None
+    artifact: ArtifactOut | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: ReportJob) -> JobOut:
+        a = job.artifact
+        return cls(
+            id=job.id,
+            report_type=job.report_type,
+            status=job.status,
+            backend=job.backend,
+            queue=job.queue,
+            priority=job.priority,
+            params=job.params,
+            progress=job.progress,
+            stage=job.stage,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            error=JobErrorOut(code=job.error.code, message=job.error.message)
+            if job.error
+            else None,
+            artifact=ArtifactOut(
+                filename=a.filename,
+                content_type=a.content_type,
+                size_bytes=a.size_bytes,
+                sha256=a.sha256,
+            )
+            if a
+            else None,
+            created_at=job.created_at,
+            queued_at=job.queued_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+        )
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    next: str | None = Field(description="Cursor for the next page; null on the last page.")
+
+
+class ReportRequest(BaseModel):
+    """Parameters of a report, as a JSON body. Which apply depends on ``report_type``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    report_type: ReportType | None = Field(None, description="Required for /reports/heavy.")
+    pages: int | None = Field(None, description="pdf: 1–1000 pages (default 50).")
+    rows: int | None = Field(
+        None, description="excel: 1–1,000,000 rows (default 10,000); analysis: claims, ≥100."
+    )
+    sheets: int | None = Field(None, description="excel: 1–12 data sheets (default 3).")
+    processing_time: float | None = Field(
+        None, description="Minimum duration in seconds, 0–3600 (default 0)."
+    )
+    seed: int | None = Field(None, description="Seed of the generated data (default 0).")
+    simulate_failures: int | None = Field(
+        None, description="dummy only: the first N attempts fail (testing aid, 0–5)."
+    )
+
+    def params(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, exclude={"report_type"})
+
+
+class QueueStatusOut(BaseModel):
+    queue: Queue
+    backend: Backend | None
+    waiting: int = Field(description="Jobs pending, queued or waiting for a retry.")
+    running: int
+    workers: int | None = Field(description="Live workers; null when the backend cannot tell.")
+
+    @classmethod
+    def of(cls, status: QueueStatus) -> QueueStatusOut:
+        return cls(
+            queue=status.queue,
+            backend=status.backend,
+            waiting=status.waiting,
+            running=status.running,
+            workers=status.workers,
+        )
+
+
+class QueuesOut(BaseModel):
+    queues: list[QueueStatusOut]
+    generated_at: datetime

@@ -1,0 +1,230 @@
+"""The SQL job repository: every query of the ledger lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import ReportJobRow
+from app.domain.jobs import (
+    TERMINAL,
+    Artifact,
+    Backend,
+    JobError,
+    JobStatus,
+    Queue,
+    ReportJob,
+    ReportType,
+    sources_of,
+)
+from app.domain.ports import Cursor, JobFilter, JobPage, StatusCount
+
+_UNFINISHED = [s.value for s in JobStatus if s not in TERMINAL]
+
+
+class SqlJobRepository:
+    """:class:`~app.domain.ports.JobRepository` over SQLAlchemy; one transaction per call."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def ping(self) -> None:
+        with self._sessions() as session:
+            session.execute(select(1))
+
+    def add(self, job: ReportJob) -> None:
+        with self._sessions.begin() as session:
+            session.add(_to_row(job))
+
+    def get(self, job_id: UUID) -> ReportJob | None:
+        with self._sessions() as session:
+            row = session.get(ReportJobRow, job_id)
+            return _to_job(row) if row else None
+
+    def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage:
+        t = ReportJobRow
+        stmt = select(t).order_by(t.created_at.desc(), t.id.desc()).limit(limit + 1)
+        for column, value in (
+            (t.status, where.status),
+            (t.report_type, where.report_type),
+            (t.backend, where.backend),
+            (t.owner, where.owner),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    t.created_at < after.created_at,
+                    and_(t.created_at == after.created_at, t.id < after.id),
+                )
+            )
+        with self._sessions() as session:
+            rows = session.scalars(stmt).all()
+        items = [_to_job(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return JobPage(
+            items=items,
+            next=Cursor(items[-1].created_at, items[-1].id) if more and items else None,
+        )
+
+    def transition(
+        self,
+        job_id: UUID,
+        target: JobStatus,
+        *,
+        now: datetime,
+        expected: frozenset[JobStatus] | None = None,
+        worker: str | None = None,
+        error: JobError | None = None,
+        artifact: Artifact | None = None,
+    ) -> ReportJob | None:
+        t = ReportJobRow
+        sources = sources_of(target) if expected is None else expected
+        values: dict[str, Any] = {"status": target.value, "updated_at": now}
+        if target is JobStatus.QUEUED:
+            values["queued_at"] = now
+        elif target is JobStatus.RUNNING:
+            values.update(
+                attempts=t.attempts + 1,
+                started_at=now,
+                queued_at=func.coalesce(t.queued_at, now),
+                worker=worker,
+                progress=0,
+                stage="starting",
+            )
+        elif target is JobStatus.COMPLETED:
+            values.update(progress=100, stage="done", error_code=None, error_message=None)
+        if target in TERMINAL:
+            values["finished_at"] = now
+        if error is not None:
+            values.update(error_code=error.code, error_message=error.message)
+        if artifact is not None:
+            values.update(
+                artifact_key=artifact.key,
+                artifact_filename=artifact.filename,
+                artifact_content_type=artifact.content_type,
+                artifact_size=artifact.size_bytes,
+                artifact_sha256=artifact.sha256,
+            )
+        stmt = (
+            update(t)
+            .where(t.id == job_id, t.status.in_([s.value for s in sources]))
+            .values(**values)
+            .returning(t)
+            .execution_options(synchronize_session=False)
+        )
+        with self._sessions.begin() as session:
+            row = session.scalars(stmt).one_or_none()
+            return _to_job(row) if row else None
+
+    def record_progress(
+        self, job_id: UUID, *, progress: int, stage: str | None, now: datetime
+    ) -> bool:
+        t = ReportJobRow
+        stmt = (
+            update(t)
+            .where(t.id == job_id, t.status == JobStatus.RUNNING.value)
+            .values(progress=max(0, min(progress, 100)), stage=stage, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        with self._sessions.begin() as session:
+            return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+    def unfinished(self, *, backend: Backend | None = None) -> Sequence[ReportJob]:
+        t = ReportJobRow
+        stmt = select(t).where(t.status.in_(_UNFINISHED)).order_by(t.created_at)
+        if backend is not None:
+            stmt = stmt.where(t.backend == backend.value)
+        with self._sessions() as session:
+            return [_to_job(r) for r in session.scalars(stmt)]
+
+    def status_counts(self) -> Sequence[StatusCount]:
+        t = ReportJobRow
+        stmt = (
+            select(t.queue, t.backend, t.status, func.count())
+            .where(t.status.in_(_UNFINISHED))
+            .group_by(t.queue, t.backend, t.status)
+        )
+        with self._sessions() as session:
+            return [
+                StatusCount(
+                    queue=Queue(queue),
+                    backend=Backend(backend) if backend else None,
+                    status=JobStatus(status),
+                    count=count,
+                )
+                for queue, backend, status, count in session.execute(stmt)
+            ]
+
+
+def _to_row(job: ReportJob) -> ReportJobRow:
+    artifact = job.artifact
+    return ReportJobRow(
+        id=job.id,
+        report_type=job.report_type.value,
+        params=job.params,
+        status=job.status.value,
+        backend=job.backend.value if job.backend else None,
+        queue=job.queue.value,
+        priority=job.priority,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        progress=job.progress,
+        stage=job.stage,
+        error_code=job.error.code if job.error else None,
+        error_message=job.error.message if job.error else None,
+        artifact_key=artifact.key if artifact else None,
+        artifact_filename=artifact.filename if artifact else None,
+        artifact_content_type=artifact.content_type if artifact else None,
+        artifact_size=artifact.size_bytes if artifact else None,
+        artifact_sha256=artifact.sha256 if artifact else None,
+        owner=job.owner,
+        idempotency_key=job.idempotency_key,
+        worker=job.worker,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        queued_at=job.queued_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def _to_job(row: ReportJobRow) -> ReportJob:
+    artifact = None
+    if row.artifact_key is not None:
+        artifact = Artifact(
+            key=row.artifact_key,
+            filename=row.artifact_filename or "",
+            content_type=row.artifact_content_type or "application/octet-stream",
+            size_bytes=row.artifact_size or 0,
+            sha256=row.artifact_sha256 or "",
+        )
+    return ReportJob(
+        id=row.id,
+        report_type=ReportType(row.report_type),
+        params=dict(row.params),
+        status=JobStatus(row.status),
+        queue=Queue(row.queue),
+        priority=row.priority,
+        backend=Backend(row.backend) if row.backend else None,
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        progress=row.progress,
+        stage=row.stage,
+        error=JobError(row.error_code, row.error_message or "") if row.error_code else None,
+        artifact=artifact,
+        owner=row.owner,
+        idempotency_key=row.idempotency_key,
+        worker=row.worker,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        queued_at=row.queued_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )

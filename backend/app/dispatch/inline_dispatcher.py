@@ -1,0 +1,132 @@
+"""Inline backend: a bounded thread pool inside the API process (the embedded default)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+from uuid import UUID
+
+from app.core.logging import job_id_var
+from app.domain.errors import BackendUnavailable
+from app.domain.jobs import Backend, Queue, ReportJob
+from app.domain.ports import WorkerCount
+
+log = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+
+
+class _Outcome(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def retry_in(self) -> float | None: ...
+
+
+Runner = Callable[[UUID], _Outcome]
+
+
+def inline_worker_id() -> str:
+    return f"inline@{HOST}:{os.getpid()}"
+
+
+def inline_worker_alive(worker: str) -> bool:
+    """Whether the inline worker that claimed a job still runs (unknown hosts count as alive)."""
+    name, _, rest = worker.partition("@")
+    host, _, pid = rest.rpartition(":")
+    if name != "inline" or host != HOST or not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return False  # we are a new process with the same pid: the old one is gone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class InlineDispatcher:
+    """Runs jobs on ``size`` threads; retries are re-submitted after their backoff."""
+
+    backend = Backend.INLINE
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._pool = ThreadPoolExecutor(size, thread_name_prefix="inline-job")
+        self._runner: Runner | None = None
+        self._stopping = threading.Event()
+        self._timers: set[threading.Timer] = set()
+        self._lock = threading.Lock()
+
+    def bind(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def available(self, queue: Queue) -> bool:
+        return queue is Queue.REPORTS and not self._stopping.is_set()
+
+    def dispatch(self, job: ReportJob) -> None:
+        self._submit(job.id)
+
+    def cancel(self, job: ReportJob) -> None:
+        """Nothing to do: the claim and the checkpoints read the ledger."""
+
+    def workers(self) -> Sequence[WorkerCount]:
+        return [WorkerCount(Backend.INLINE, Queue.REPORTS, 0 if self.stopping() else self.size)]
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; running ones stop at their next checkpoint and are requeued."""
+        self._stopping.set()
+        with self._lock:
+            for timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, job_id: UUID) -> None:
+        if self._stopping.is_set():
+            raise BackendUnavailable("The inline backend is shutting down.")
+        try:
+            self._pool.submit(self._run, job_id)
+        except RuntimeError as exc:  # pool already shut down
+            raise BackendUnavailable("The inline backend is shutting down.") from exc
+
+    def _run(self, job_id: UUID) -> None:
+        assert self._runner is not None, "InlineDispatcher.bind() was not called"
+        token = job_id_var.set(str(job_id))
+        try:
+            outcome = self._runner(job_id)
+        except Exception:
+            log.exception("report_job.inline.crashed")
+            return
+        finally:
+            job_id_var.reset(token)
+        if outcome.kind == "retry" and outcome.retry_in is not None:
+            self._later(outcome.retry_in, job_id)
+
+    def _later(self, delay: float, job_id: UUID) -> None:
+        def fire() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+            try:
+                self._submit(job_id)
+            except BackendUnavailable:
+                log.info("report_job.inline.retry_dropped", extra={"job_id": str(job_id)})
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._timers.add(timer)
+        timer.start()

@@ -1,0 +1,93 @@
+"""Errors with stable codes.
+
+Every error the platform raises on purpose is an :class:`AppError` with a stable
+``code``. The kind of error (a subclass family) tells an entrypoint how to answer:
+the HTTP layer maps kinds to status codes, workers map them to retry decisions.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+
+class AppError(Exception):
+    """Base of every deliberate error: a stable code and a message a person understands."""
+
+    code: str = "APP_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(AppError):
+    """The caller sent something the platform cannot accept (422)."""
+
+    code = "INVALID_INPUT"
+
+
+class InvalidParams(InvalidInput):
+    """Report parameters out of bounds or not applicable to the report type."""
+
+    code = "INVALID_PARAMS"
+
+
+class NotFound(AppError):
+    """The thing asked for does not exist, or is not the caller's to see (404)."""
+
+    code = "NOT_FOUND"
+
+
+class JobNotFound(NotFound):
+    code = "JOB_NOT_FOUND"
+
+    def __init__(self, job_id: UUID) -> None:
+        super().__init__(f"No report job with id {job_id}.")
+
+
+class Conflict(AppError):
+    """The request is valid but conflicts with the job's current state (409)."""
+
+    code = "CONFLICT"
+
+
+class IllegalTransition(Conflict):
+    code = "ILLEGAL_TRANSITION"
+
+
+class Unavailable(AppError):
+    """A dependency the request needs cannot be reached right now (503)."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
+class RenderError(AppError):
+    """A renderer failed; ``retryable`` says whether another attempt may succeed."""
+
+    code = "RENDER_FAILED"
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, code=code)
+        self.retryable = retryable
+
+
+class JobAlreadyFinished(Conflict):
+    code = "JOB_ALREADY_FINISHED"
+
+    def __init__(self, job_id: UUID, status: str) -> None:
+        super().__init__(
+            f"Job {job_id} is already {status}; only unfinished jobs can be cancelled."
+        )
+
+
+class JobNotCompleted(Conflict):
+    code = "JOB_NOT_COMPLETED"
+
+    def __init__(self, job_id: UUID, status: str) -> None:
+        super().__init__(f"Job {job_id} is {status}; its report can be downloaded once completed.")
+
+
+class BackendUnavailable(Unavailable):
+    code = "BACKEND_UNAVAILABLE"

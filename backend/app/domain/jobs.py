@@ -1,0 +1,262 @@
+"""Report jobs: types, statuses and their legal transitions, parameters, the job record."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.domain.errors import IllegalTransition, InvalidParams
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time: the only clock format the platform stores."""
+    return datetime.now(UTC)
+
+
+class ReportType(StrEnum):
+    DUMMY = "dummy"
+    PDF = "pdf"
+    EXCEL = "excel"
+    ANALYSIS = "analysis"
+
+
+class Backend(StrEnum):
+    INLINE = "inline"
+    CELERY = "celery"
+    RQ = "rq"
+
+
+class Queue(StrEnum):
+    """The seed's dedicated queues; :attr:`priority` follows its table (higher runs first)."""
+
+    REPORTS = "reports"
+    DOCUMENTS = "documents"
+    NOTIFICATIONS = "notifications"
+    CELERY = "celery"
+
+    @property
+    def priority(self) -> int:
+        return _QUEUE_PRIORITY[self]
+
+
+_QUEUE_PRIORITY = {Queue.REPORTS: 5, Queue.DOCUMENTS: 7, Queue.NOTIFICATIONS: 3, Queue.CELERY: 6}
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+# pending -> queued -> running -> completed | failed | cancelled, plus retrying.
+# pending -> running: a fast worker may claim a job before the API has recorded "queued".
+# running -> queued: recovery of a job whose worker was lost (the attempt stays counted).
+_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset(
+        {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {
+            JobStatus.COMPLETED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+            JobStatus.RETRYING,
+            JobStatus.QUEUED,
+        }
+    ),
+    JobStatus.RETRYING: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def sources_of(target: JobStatus) -> frozenset[JobStatus]:
+    """Statuses from which ``target`` may legally be reached."""
+    return frozenset(s for s, targets in _TRANSITIONS.items() if target in targets)
+
+
+def check_transition(current: JobStatus, target: JobStatus) -> None:
+    """Raise :class:`IllegalTransition` unless ``current -> target`` is legal."""
+    if target not in _TRANSITIONS[current]:
+        raise IllegalTransition(f"A job cannot go from {current} to {target}.")
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    processing_time: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Minimum duration in seconds, spread over the render's checkpoints.",
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the generated data.")
+
+
+class DummyParams(_Params):
+    simulate_failures: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Testing aid: the first N attempts fail with a retryable error.",
+    )
+
+
+class PdfParams(_Params):
+    pages: int = Field(50, ge=1, le=1000, description="Exact page count of the PDF.")
+
+
+class ExcelParams(_Params):
+    rows: int = Field(10_000, ge=1, le=1_000_000, description="Data rows across all sheets.")
+    sheets: int = Field(3, ge=1, le=12, description="Number of data sheets.")
+
+
+class AnalysisParams(_Params):
+    rows: int = Field(10_000, ge=100, le=1_000_000, description="Claims analysed.")
+
+
+ReportParams = DummyParams | PdfParams | ExcelParams | AnalysisParams
+
+PARAMS_MODELS: dict[ReportType, type[ReportParams]] = {
+    ReportType.DUMMY: DummyParams,
+    ReportType.PDF: PdfParams,
+    ReportType.EXCEL: ExcelParams,
+    ReportType.ANALYSIS: AnalysisParams,
+}
+
+
+def parse_params(report_type: ReportType, raw: dict[str, Any]) -> ReportParams:
+    """Validate raw parameters for ``report_type``; defaults fill what is missing.
+
+    Raises:
+        InvalidParams: a value is out of bounds, of the wrong type, or not applicable.
+    """
+    try:
+        return PARAMS_MODELS[report_type].model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: "
+            + (
+                f"not a parameter of {report_type} reports"
+                if err["type"] == "extra_forbidden"
+                else err["msg"]
+            )
+            for err in exc.errors()
+        )
+        raise InvalidParams(f"Invalid parameters for a {report_type} report: {problems}.") from exc
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    key: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportJob:
+    """A snapshot of one job's ledger row. Changes go through the repository."""
+
+    id: UUID
+    report_type: ReportType
+    params: dict[str, Any]
+    status: JobStatus
+    queue: Queue
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+    backend: Backend | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    progress: int = 0
+    stage: str | None = None
+    error: JobError | None = None
+    artifact: Artifact | None = None
+    owner: str | None = None
+    idempotency_key: str | None = None
+    worker: str | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    QUEUE_FOR_TYPE: ClassVar[Queue] = Queue.REPORTS
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        report_type: ReportType,
+        params: ReportParams,
+        max_attempts: int,
+        now: datetime,
+        owner: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ReportJob:
+        queue = cls.QUEUE_FOR_TYPE
+        return cls(
+            id=uuid4(),
+            report_type=report_type,
+            params=params.model_dump(mode="json"),
+            status=JobStatus.PENDING,
+            queue=queue,
+            priority=queue.priority,
+            max_attempts=max_attempts,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def typed_params(self) -> ReportParams:
+        return parse_params(self.report_type, self.params)
+
+    def with_backend(self, backend: Backend) -> ReportJob:
+        return replace(self, backend=backend)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with equal jitter.
+
+    Attempt ``n`` waits ``d/2 + U(0, d/2)`` seconds where ``d = min(cap, base * 2**(n-1))``.
+    """
+
+    base_seconds: float = 2.0
+    cap_seconds: float = 300.0
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.cap_seconds, self.base_seconds * 2.0 ** max(attempt - 1, 0))
+        return ceiling / 2 + float(self.rng.uniform(0, ceiling / 2))

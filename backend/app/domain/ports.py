@@ -1,0 +1,159 @@
+"""Ports: what the services need from the outside world, as Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from uuid import UUID
+
+from app.domain.jobs import (
+    Artifact,
+    Backend,
+    JobError,
+    JobStatus,
+    Queue,
+    ReportJob,
+    ReportParams,
+    ReportType,
+)
+from app.domain.progress import Progress
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    status: JobStatus | None = None
+    report_type: ReportType | None = None
+    backend: Backend | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Keyset position: the last item seen, ordered by (created_at, id) descending."""
+
+    created_at: datetime
+    id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    items: Sequence[ReportJob]
+    next: Cursor | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    queue: Queue
+    backend: Backend | None
+    status: JobStatus
+    count: int
+
+
+class JobRepository(Protocol):
+    """The ledger. Every query lives behind it; each call is one committed transaction."""
+
+    def ping(self) -> None:
+        """Raise unless the ledger answers."""
+        ...
+
+    def add(self, job: ReportJob) -> None: ...
+
+    def get(self, job_id: UUID) -> ReportJob | None: ...
+
+    def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage: ...
+
+    def transition(
+        self,
+        job_id: UUID,
+        target: JobStatus,
+        *,
+        now: datetime,
+        expected: frozenset[JobStatus] | None = None,
+        worker: str | None = None,
+        error: JobError | None = None,
+        artifact: Artifact | None = None,
+    ) -> ReportJob | None:
+        """Move the job to ``target`` if its status is in ``expected``.
+
+        ``expected`` defaults to every status ``target`` may legally follow. Returns the
+        updated job, or None when the row was not in an expected status (someone else
+        got there first): the conditional update is what makes delivery idempotent.
+        Entering ``running`` counts an attempt and records ``worker``; a terminal status
+        records ``finished_at``.
+        """
+        ...
+
+    def record_progress(
+        self, job_id: UUID, *, progress: int, stage: str | None, now: datetime
+    ) -> bool:
+        """Store progress of a running job; False when the job is no longer running."""
+        ...
+
+    def unfinished(self, *, backend: Backend | None = None) -> Sequence[ReportJob]:
+        """Jobs not in a terminal status, oldest first."""
+        ...
+
+    def status_counts(self) -> Sequence[StatusCount]:
+        """Count of unfinished jobs per (queue, backend, status)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCount:
+    backend: Backend
+    queue: Queue
+    workers: int
+
+
+class JobDispatcher(Protocol):
+    """Hands job ids to a backend. Implementations carry ids only, never payloads."""
+
+    def choose(self, job: ReportJob) -> Backend:
+        """The backend this job should go to. Raises Unavailable when there is none."""
+        ...
+
+    def dispatch(self, job: ReportJob) -> None:
+        """Hand the (committed) job to ``job.backend``. Raises Unavailable on failure."""
+        ...
+
+    def cancel(self, job: ReportJob) -> None:
+        """Best-effort backstop after the ledger says cancelled (revoke, stop command)."""
+        ...
+
+    def workers(self) -> Sequence[WorkerCount]:
+        """Live workers per backend and queue, as far as each backend can tell."""
+        ...
+
+
+class ArtifactStore(Protocol):
+    """Where finished reports live. Renderers write a local temp file; ``save`` publishes it."""
+
+    def temp_path(self, job_id: UUID, extension: str) -> Path: ...
+
+    def save(self, temp: Path, *, job_id: UUID, filename: str, content_type: str) -> Artifact:
+        """Publish ``temp`` atomically under the job; records its size and sha256."""
+        ...
+
+    def discard(self, temp: Path) -> None: ...
+
+    def delete(self, artifact: Artifact) -> None: ...
+
+    def local_path(self, artifact: Artifact) -> Path: ...
+
+
+class Renderer(Protocol):
+    """Writes one report type to a file, reporting progress at each page or chunk."""
+
+    content_type: str
+    extension: str
+
+    def render(self, params: ReportParams, target: Path, progress: Progress) -> None: ...
+
+
+class JobObserver(Protocol):
+    """Receives job lifecycle events (logs today, metrics later)."""
+
+    def job_event(self, event: str, job: ReportJob, **fields: Any) -> None: ...

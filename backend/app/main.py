@@ -1,0 +1,57 @@
+"""``create_app()``: the FastAPI application with its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app import bootstrap
+from app.api.errors import install_error_handlers
+from app.api.middleware import RequestIdMiddleware
+from app.api.routes import health, reports
+from app.core.config import Settings, get_settings
+from app.core.logging import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = bootstrap.build(settings)
+        try:
+            container.check_schema()
+        except Exception:
+            container.close()
+            raise
+        app.state.container = container
+        app.state.draining = False
+        await run_in_threadpool(container.recover)
+        log.info(
+            "api.started",
+            extra={"environment": settings.environment.value, "backend": settings.dispatch_backend},
+        )
+        yield
+        app.state.draining = True
+        await run_in_threadpool(container.close)
+        log.info("api.stopped")
+
+    app = FastAPI(
+        title="MonAssurance report jobs",
+        version="1.0.0",
+        description="Enqueue, follow, download and cancel report jobs. "
+        "The job ledger is the source of truth; Celery, RQ or an inline pool runs them.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(reports.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,36 @@
+"""What every service receives: the adapters, passed in by the composition root or a test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from app.domain.jobs import ReportType, RetryPolicy, utcnow
+from app.domain.ports import ArtifactStore, JobDispatcher, JobObserver, JobRepository, Renderer
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    max_attempts: int = 3
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    progress_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """The service layer's view of the world: ports only."""
+
+    repo: JobRepository
+    dispatcher: JobDispatcher
+    store: ArtifactStore
+    renderers: Mapping[ReportType, Renderer]
+    observer: JobObserver
+    policy: JobPolicy = field(default_factory=JobPolicy)
+    clock: Callable[[], datetime] = utcnow
+    worker_id: str = "local"
+    stopping: Callable[[], bool] = _never

@@ -1,0 +1,73 @@
+"""Read side: one job, a page of jobs, an artifact to download, queue status."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from app.domain.errors import JobNotCompleted, JobNotFound
+from app.domain.jobs import Artifact, Backend, JobStatus, Queue, ReportJob
+from app.domain.ports import Cursor, JobFilter, JobPage
+from app.services.deps import Deps
+
+MAX_PAGE = 100
+
+
+def get_job(*, deps: Deps, job_id: UUID, owner: str | None = None) -> ReportJob:
+    """The job, if it exists and ``owner`` (when given) owns it; else JobNotFound."""
+    job = deps.repo.get(job_id)
+    if job is None or (owner is not None and job.owner != owner):
+        raise JobNotFound(job_id)
+    return job
+
+
+def list_jobs(*, deps: Deps, where: JobFilter, limit: int, after: Cursor | None) -> JobPage:
+    """Newest first, keyset-paginated."""
+    return deps.repo.list_jobs(where, limit=max(1, min(limit, MAX_PAGE)), after=after)
+
+
+def artifact_of(
+    *, deps: Deps, job_id: UUID, owner: str | None = None
+) -> tuple[ReportJob, Artifact, Path]:
+    """The finished report of a completed job and where to read it."""
+    job = get_job(deps=deps, job_id=job_id, owner=owner)
+    if job.status is not JobStatus.COMPLETED or job.artifact is None:
+        raise JobNotCompleted(job.id, job.status)
+    return job, job.artifact, deps.store.local_path(job.artifact)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    queue: Queue
+    backend: Backend | None
+    waiting: int
+    running: int
+    workers: int | None
+
+
+_WAITING = frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RETRYING})
+
+
+def queue_status(*, deps: Deps) -> list[QueueStatus]:
+    """Per queue and backend: jobs waiting and running (ledger), live workers (backend)."""
+    waiting: dict[tuple[Queue, Backend | None], int] = defaultdict(int)
+    running: dict[tuple[Queue, Backend | None], int] = defaultdict(int)
+    workers: dict[tuple[Queue, Backend | None], int] = {}
+    for count in deps.repo.status_counts():
+        key = (count.queue, count.backend)
+        if count.status in _WAITING:
+            waiting[key] += count.count
+        elif count.status is JobStatus.RUNNING:
+            running[key] += count.count
+    for worker in deps.dispatcher.workers():
+        workers[(worker.queue, worker.backend)] = worker.workers
+    keys = sorted(
+        set(waiting) | set(running) | set(workers),
+        key=lambda k: (k[0].value, k[1].value if k[1] else ""),
+    )
+    return [
+        QueueStatus(q, b, waiting.get((q, b), 0), running.get((q, b), 0), workers.get((q, b)))
+        for q, b in keys
+    ]

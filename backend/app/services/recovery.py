@@ -1,0 +1,67 @@
+"""Start-up recovery: no job a previous process left behind stays stuck."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from app.domain.errors import Unavailable
+from app.domain.jobs import Backend, JobError, JobStatus
+from app.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+_RUNNING = frozenset({JobStatus.RUNNING})
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    redispatched: int = 0
+    failed: int = 0
+    left_alone: int = 0
+
+
+def recover_unfinished(
+    *, deps: Deps, backend: Backend, worker_alive: Callable[[str], bool]
+) -> RecoveryReport:
+    """Re-dispatch waiting jobs of ``backend``; re-run or fail those whose worker is gone.
+
+    ``worker_alive`` tells whether the process that claimed a running job still lives;
+    a job whose worker lives is left alone (another process is running it).
+    """
+    redispatched = failed = left_alone = 0
+    for job in deps.repo.unfinished(backend=backend):
+        current = job
+        if job.status is JobStatus.RUNNING:
+            if job.worker and worker_alive(job.worker):
+                left_alone += 1
+                continue
+            if job.attempts >= job.max_attempts:
+                lost = JobError(
+                    "WORKER_LOST", "The worker running this job stopped; no attempt left."
+                )
+                if deps.repo.transition(
+                    job.id, JobStatus.FAILED, now=deps.clock(), expected=_RUNNING, error=lost
+                ):
+                    failed += 1
+                continue
+            requeued = deps.repo.transition(
+                job.id, JobStatus.QUEUED, now=deps.clock(), expected=_RUNNING
+            )
+            if requeued is None:
+                continue
+            current = requeued
+        try:
+            deps.dispatcher.dispatch(current)
+        except Unavailable:
+            log.warning("report_job.recovery.dispatch_failed", extra={"job_id": str(job.id)})
+            continue
+        if current.status is JobStatus.PENDING:
+            deps.repo.transition(
+                job.id, JobStatus.QUEUED, now=deps.clock(), expected=frozenset({JobStatus.PENDING})
+            )
+        redispatched += 1
+    report = RecoveryReport(redispatched, failed, left_alone)
+    log.info("report_job.recovery.done", extra={"backend": backend.value, **asdict(report)})
+    return report

@@ -1,0 +1,175 @@
+"""The one execution path, whichever backend delivered the job id."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from app.domain.errors import AppError, RenderError
+from app.domain.jobs import JobError, JobStatus, ReportJob
+from app.domain.ports import JobRepository
+from app.domain.progress import JobCancelled, JobInterrupted
+from app.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+_RUNNING = frozenset({JobStatus.RUNNING})
+
+OutcomeKind = Literal["completed", "failed", "cancelled", "retry", "skipped", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What happened; ``retry_in`` tells the backend when to deliver the job again."""
+
+    kind: OutcomeKind
+    job: ReportJob | None
+    retry_in: float | None = None
+
+
+def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
+    """Claim the job, render it, store the artifact and record the outcome.
+
+    A job that is not claimable (already running elsewhere, finished, cancelled, unknown)
+    is skipped: that is what makes a duplicate delivery harmless.
+    """
+    job = deps.repo.transition(job_id, JobStatus.RUNNING, now=deps.clock(), worker=deps.worker_id)
+    if job is None:
+        current = deps.repo.get(job_id)
+        log.info(
+            "report_job.run.skipped",
+            extra={"status": current.status if current else "missing", "worker": deps.worker_id},
+        )
+        return RunOutcome("skipped", current)
+    deps.observer.job_event("started", job)
+    renderer = deps.renderers[job.report_type]
+    temp = deps.store.temp_path(job.id, renderer.extension)
+    progress = LedgerProgress(
+        repo=deps.repo,
+        job=job,
+        clock=deps.clock,
+        interval=deps.policy.progress_interval,
+        stopping=deps.stopping,
+    )
+    try:
+        renderer.render(job.typed_params(), temp, progress)
+        artifact = deps.store.save(
+            temp,
+            job_id=job.id,
+            filename=f"{job.report_type}-{job.id}.{renderer.extension}",
+            content_type=renderer.content_type,
+        )
+    except JobCancelled:
+        deps.store.discard(temp)
+        log.info("report_job.run.stopped", extra={"reason": "cancelled"})
+        return RunOutcome("cancelled", deps.repo.get(job.id))
+    except JobInterrupted:
+        deps.store.discard(temp)
+        requeued = deps.repo.transition(
+            job.id, JobStatus.QUEUED, now=deps.clock(), expected=_RUNNING
+        )
+        log.info("report_job.run.interrupted", extra={"requeued": requeued is not None})
+        return RunOutcome("interrupted", requeued)
+    except Exception as exc:
+        deps.store.discard(temp)
+        return _record_failure(deps, job, exc)
+    done = deps.repo.transition(
+        job.id, JobStatus.COMPLETED, now=deps.clock(), expected=_RUNNING, artifact=artifact
+    )
+    if done is None:  # cancelled between the last checkpoint and now
+        deps.store.delete(artifact)
+        return RunOutcome("cancelled", deps.repo.get(job.id))
+    deps.observer.job_event("completed", done)
+    return RunOutcome("completed", done)
+
+
+def _record_failure(deps: Deps, job: ReportJob, exc: Exception) -> RunOutcome:
+    if isinstance(exc, AppError):
+        error = JobError(exc.code, exc.message)
+        retryable = isinstance(exc, RenderError) and exc.retryable
+    else:  # an unexpected error: maybe transient (disk, database); retry it
+        log.exception("report_job.run.error")
+        error = JobError("RENDER_FAILED", f"{type(exc).__name__}: {exc}")
+        retryable = True
+    now = deps.clock()
+    if retryable and job.attempts < job.max_attempts:
+        updated = deps.repo.transition(
+            job.id, JobStatus.RETRYING, now=now, expected=_RUNNING, error=error
+        )
+        if updated is not None:
+            delay = deps.policy.retry.delay(job.attempts)
+            deps.observer.job_event("retrying", updated, error=error.code, retry_in=delay)
+            return RunOutcome("retry", updated, retry_in=delay)
+    else:
+        updated = deps.repo.transition(
+            job.id, JobStatus.FAILED, now=now, expected=_RUNNING, error=error
+        )
+        if updated is not None:
+            deps.observer.job_event("failed", updated, error=error.code)
+            return RunOutcome("failed", updated)
+    return RunOutcome("cancelled", deps.repo.get(job.id))
+
+
+class LedgerProgress:
+    """Progress that paces the render to ``processing_time`` and watches the ledger.
+
+    Progress is written at most once per ``interval``; that same write tells whether the
+    job is still ``running`` — when it is not, the job was cancelled and the render stops.
+    """
+
+    def __init__(
+        self,
+        *,
+        repo: JobRepository,
+        job: ReportJob,
+        clock: Callable[[], datetime],
+        interval: float,
+        stopping: Callable[[], bool],
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._repo = repo
+        self._job = job
+        self._clock = clock
+        self._interval = interval
+        self._stopping = stopping
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._processing_time = float(job.params.get("processing_time", 0.0))
+        self._started = self._last_write = monotonic()
+        self._percent = 0
+        self._stage = "starting"
+
+    @property
+    def attempt(self) -> int:
+        return self._job.attempts
+
+    def advance(self, fraction: float, stage: str) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        self._percent = max(self._percent, min(99, int(fraction * 100)))
+        self._stage = stage
+        deadline = self._started + fraction * self._processing_time
+        while True:
+            self._check()
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                return
+            self._sleep(min(remaining, self._interval / 4))
+
+    def _check(self) -> None:
+        if self._stopping():
+            raise JobInterrupted
+        now = self._monotonic()
+        if now - self._last_write < self._interval:
+            return
+        self._last_write = now
+        still_running = self._repo.record_progress(
+            self._job.id, progress=self._percent, stage=self._stage, now=self._clock()
+        )
+        if not still_running:
+            raise JobCancelled

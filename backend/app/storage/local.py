@@ -1,0 +1,60 @@
+"""Artifacts on the local filesystem: temp file, then an atomic rename."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from uuid import UUID
+
+from app.domain.jobs import Artifact
+
+_CHUNK = 1 << 20
+
+
+class LocalArtifactStore:
+    """:class:`~app.domain.ports.ArtifactStore` in a directory: ``<root>/<job id>/<filename>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def temp_path(self, job_id: UUID, extension: str) -> Path:
+        return self._tmp / f"{job_id}-{secrets.token_hex(4)}.{extension}.part"
+
+    def save(self, temp: Path, *, job_id: UUID, filename: str, content_type: str) -> Artifact:
+        digest = hashlib.sha256()
+        with temp.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+            os.fsync(fh.fileno())
+        size = temp.stat().st_size
+        key = f"{job_id}/{Path(filename).name}"
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, final)
+        return Artifact(
+            key=key,
+            filename=final.name,
+            content_type=content_type,
+            size_bytes=size,
+            sha256=digest.hexdigest(),
+        )
+
+    def discard(self, temp: Path) -> None:
+        temp.unlink(missing_ok=True)
+
+    def delete(self, artifact: Artifact) -> None:
+        path = self.local_path(artifact)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+
+    def local_path(self, artifact: Artifact) -> Path:
+        path = (self.root / artifact.key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"artifact key escapes the store: {artifact.key!r}")
+        return path

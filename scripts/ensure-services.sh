@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL, Redis and RabbitMQ answer on 127.0.0.1, starting the ones that are
+# installed but stopped. Exits non-zero, saying how to get a service, when one cannot be had:
+# integration tests are never silently skipped.
+set -u
+
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
+
+wait_up() {
+  local port=$1 seconds=$2
+  for _ in $(seq 1 "$seconds"); do up "$port" && return 0; sleep 1; done
+  return 1
+}
+
+ensure() {
+  local name=$1 port=$2 binary=$3 start=$4 install=$5
+  if up "$port"; then echo "services: $name is up on 127.0.0.1:$port"; return 0; fi
+  if command -v "$binary" >/dev/null 2>&1 || [ -x "$binary" ]; then
+    echo "services: $name is down; starting it"
+    bash -c "$start" >/dev/null 2>&1 || true
+    if wait_up "$port" 90; then echo "services: $name started"; return 0; fi
+  fi
+  echo "services: ERROR: $name is not answering on 127.0.0.1:$port and could not be started." >&2
+  echo "services: install it ($install) or start it, then run 'make test' again." >&2
+  return 1
+}
+
+status=0
+ensure PostgreSQL 5432 pg_ctlcluster \
+  'pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start' \
+  'apt-get install postgresql' || status=1
+ensure Redis 6379 redis-server \
+  'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no' \
+  'apt-get install redis-server' || status=1
+ensure RabbitMQ 5672 rabbitmq-server 'rabbitmq-server -detached' \
+  'apt-get install rabbitmq-server' || status=1
+exit $status

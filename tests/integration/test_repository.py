@@ -1,0 +1,179 @@
+"""The SQL repository on the embedded SQLite default and on real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from app.db.repository import SqlJobRepository
+from app.db.session import make_engine, make_sessions
+from app.domain.jobs import (
+    Artifact,
+    Backend,
+    JobError,
+    JobStatus,
+    PdfParams,
+    ReportJob,
+    ReportType,
+    utcnow,
+)
+from app.domain.ports import JobFilter
+from sqlalchemy import text
+
+
+@pytest.fixture
+def repo(db_url: str) -> Iterator[SqlJobRepository]:
+    engine = make_engine(db_url, pool_size=10)
+    yield SqlJobRepository(make_sessions(engine))
+    engine.dispose()
+
+
+def _job(owner: str, **changes: object) -> ReportJob:
+    job = ReportJob.new(
+        report_type=ReportType.PDF,
+        params=PdfParams(pages=2),
+        max_attempts=3,
+        now=utcnow(),
+        owner=owner,
+    ).with_backend(Backend.INLINE)
+    return replace(job, **changes)  # type: ignore[arg-type]
+
+
+def test_round_trip_keeps_every_field_and_utc(repo: SqlJobRepository) -> None:
+    job = _job(f"o-{uuid.uuid4()}", idempotency_key="k1")
+    repo.add(job)
+    loaded = repo.get(job.id)
+    assert loaded == job
+    assert loaded is not None
+    assert loaded.created_at.utcoffset() == timedelta(0)
+
+
+def test_claim_is_conditional_and_counts_the_attempt(repo: SqlJobRepository) -> None:
+    job = _job("claim")
+    repo.add(job)
+    claimed = repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker="w1")
+    assert claimed is not None
+    assert (claimed.status, claimed.attempts, claimed.worker) == (JobStatus.RUNNING, 1, "w1")
+    assert claimed.queued_at is not None  # claimed before "queued" was recorded
+    assert repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker="w2") is None
+
+
+def test_only_one_of_many_concurrent_claims_wins(repo: SqlJobRepository) -> None:
+    job = _job("race")
+    repo.add(job)
+    assert repo.transition(job.id, JobStatus.QUEUED, now=utcnow()) is not None
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(
+                lambda i: repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker=f"w{i}"),
+                range(8),
+            )
+        )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    stored = repo.get(job.id)
+    assert stored is not None
+    assert stored.attempts == 1
+    assert stored.worker == winners[0].worker
+
+
+def test_completion_records_artifact_and_finish_time(repo: SqlJobRepository) -> None:
+    job = _job("done")
+    repo.add(job)
+    repo.transition(job.id, JobStatus.RUNNING, now=utcnow())
+    artifact = Artifact(f"{job.id}/r.pdf", "r.pdf", "application/pdf", 1234, "ab" * 32)
+    done = repo.transition(job.id, JobStatus.COMPLETED, now=utcnow(), artifact=artifact)
+    assert done is not None
+    assert (done.artifact, done.progress, done.stage) == (artifact, 100, "done")
+    assert done.finished_at is not None
+    assert repo.transition(job.id, JobStatus.CANCELLED, now=utcnow()) is None
+
+
+def test_progress_only_while_running(repo: SqlJobRepository) -> None:
+    job = _job("progress")
+    repo.add(job)
+    assert not repo.record_progress(job.id, progress=10, stage="x", now=utcnow())
+    repo.transition(job.id, JobStatus.RUNNING, now=utcnow())
+    assert repo.record_progress(job.id, progress=42, stage="page 21", now=utcnow())
+    stored = repo.get(job.id)
+    assert stored is not None
+    assert (stored.progress, stored.stage) == (42, "page 21")
+    repo.transition(job.id, JobStatus.CANCELLED, now=utcnow())
+    assert not repo.record_progress(job.id, progress=50, stage="x", now=utcnow())
+
+
+def test_failure_keeps_the_error(repo: SqlJobRepository) -> None:
+    job = _job("fail")
+    repo.add(job)
+    repo.transition(job.id, JobStatus.RUNNING, now=utcnow())
+    failed = repo.transition(
+        job.id, JobStatus.FAILED, now=utcnow(), error=JobError("BOOM", "it broke")
+    )
+    assert failed is not None
+    assert failed.error == JobError("BOOM", "it broke")
+
+
+def test_keyset_pages_cover_everything_once_newest_first(repo: SqlJobRepository) -> None:
+    owner = f"page-{uuid.uuid4()}"
+    base = utcnow()
+    jobs = [_job(owner, created_at=base + timedelta(seconds=i // 2)) for i in range(25)]
+    for job in jobs:
+        repo.add(job)
+    seen: list[ReportJob] = []
+    after = None
+    pages = 0
+    while True:
+        page = repo.list_jobs(JobFilter(owner=owner), limit=7, after=after)
+        seen.extend(page.items)
+        pages += 1
+        if page.next is None:
+            break
+        after = page.next
+    assert pages == 4
+    assert len(seen) == 25
+    assert {j.id for j in seen} == {j.id for j in jobs}
+    keys = [(j.created_at, j.id) for j in seen]
+    assert keys == sorted(keys, reverse=True)
+
+
+def test_filters_combine(repo: SqlJobRepository) -> None:
+    owner = f"filter-{uuid.uuid4()}"
+    a, b = _job(owner), _job(owner)
+    repo.add(a)
+    repo.add(b)
+    repo.transition(b.id, JobStatus.CANCELLED, now=utcnow())
+    page = repo.list_jobs(JobFilter(owner=owner, status=JobStatus.CANCELLED), limit=10, after=None)
+    assert [j.id for j in page.items] == [b.id]
+    none = repo.list_jobs(
+        JobFilter(owner=owner, report_type=ReportType.EXCEL), limit=10, after=None
+    )
+    assert none.items == []
+
+
+def test_status_counts_and_unfinished(repo: SqlJobRepository) -> None:
+    owner = f"count-{uuid.uuid4()}"
+    before = {(c.backend, c.status): c.count for c in repo.status_counts()}
+    jobs = [_job(owner) for _ in range(3)]
+    for job in jobs:
+        repo.add(job)
+    repo.transition(jobs[0].id, JobStatus.RUNNING, now=utcnow())
+    repo.transition(jobs[1].id, JobStatus.CANCELLED, now=utcnow())
+    after = {(c.backend, c.status): c.count for c in repo.status_counts()}
+    running = (Backend.INLINE, JobStatus.RUNNING)
+    pending = (Backend.INLINE, JobStatus.PENDING)
+    assert after[running] - before.get(running, 0) == 1
+    assert after[pending] - before.get(pending, 0) == 1
+    unfinished = {j.id for j in repo.unfinished(backend=Backend.INLINE)}
+    assert {jobs[0].id, jobs[2].id} <= unfinished
+    assert jobs[1].id not in unfinished
+
+
+def test_the_database_refuses_an_unknown_status(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with pytest.raises(Exception, match=r"(?i)check"), engine.begin() as conn:
+        conn.execute(text("UPDATE report_jobs SET status = 'lost'"))
+    engine.dispose()

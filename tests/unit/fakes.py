@@ -1,0 +1,173 @@
+"""In-memory adapters implementing the ports, for service unit tests."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from uuid import UUID
+
+from app.domain.errors import BackendUnavailable
+from app.domain.jobs import (
+    TERMINAL,
+    Artifact,
+    Backend,
+    JobError,
+    JobStatus,
+    Queue,
+    ReportJob,
+    ReportParams,
+    sources_of,
+)
+from app.domain.ports import Cursor, JobFilter, JobPage, StatusCount, WorkerCount
+from app.domain.progress import Progress
+
+
+class MemoryRepository:
+    def __init__(self) -> None:
+        self.jobs: dict[UUID, ReportJob] = {}
+        self.progress_writes: list[tuple[int, str | None]] = []
+        self._lock = threading.Lock()
+
+    def ping(self) -> None:
+        return None
+
+    def add(self, job: ReportJob) -> None:
+        self.jobs[job.id] = job
+
+    def get(self, job_id: UUID) -> ReportJob | None:
+        return self.jobs.get(job_id)
+
+    def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage:
+        items = sorted(self.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+        items = [
+            j
+            for j in items
+            if (where.status is None or j.status == where.status)
+            and (where.report_type is None or j.report_type == where.report_type)
+            and (after is None or (j.created_at, j.id) < (after.created_at, after.id))
+        ]
+        page = items[:limit]
+        more = len(items) > limit
+        return JobPage(page, Cursor(page[-1].created_at, page[-1].id) if more else None)
+
+    def transition(
+        self,
+        job_id: UUID,
+        target: JobStatus,
+        *,
+        now: datetime,
+        expected: frozenset[JobStatus] | None = None,
+        worker: str | None = None,
+        error: JobError | None = None,
+        artifact: Artifact | None = None,
+    ) -> ReportJob | None:
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.status not in (expected or sources_of(target)):
+                return None
+            job = replace(job, status=target, updated_at=now)
+            if target is JobStatus.QUEUED:
+                job = replace(job, queued_at=now)
+            if target is JobStatus.RUNNING:
+                job = replace(
+                    job, attempts=job.attempts + 1, started_at=now, worker=worker, progress=0
+                )
+            if target is JobStatus.COMPLETED:
+                job = replace(job, progress=100, stage="done", error=None)
+            if target in TERMINAL:
+                job = replace(job, finished_at=now)
+            if error is not None:
+                job = replace(job, error=error)
+            if artifact is not None:
+                job = replace(job, artifact=artifact)
+            self.jobs[job_id] = job
+            return job
+
+    def record_progress(
+        self, job_id: UUID, *, progress: int, stage: str | None, now: datetime
+    ) -> bool:
+        job = self.jobs[job_id]
+        if job.status is not JobStatus.RUNNING:
+            return False
+        self.progress_writes.append((progress, stage))
+        self.jobs[job_id] = replace(job, progress=progress, stage=stage, updated_at=now)
+        return True
+
+    def unfinished(self, *, backend: Backend | None = None) -> Sequence[ReportJob]:
+        return [
+            j
+            for j in sorted(self.jobs.values(), key=lambda j: j.created_at)
+            if j.status not in TERMINAL and (backend is None or j.backend == backend)
+        ]
+
+    def status_counts(self) -> Sequence[StatusCount]:
+        counts: dict[tuple[Queue, Backend | None, JobStatus], int] = {}
+        for j in self.unfinished():
+            key = (j.queue, j.backend, j.status)
+            counts[key] = counts.get(key, 0) + 1
+        return [StatusCount(q, b, s, n) for (q, b, s), n in counts.items()]
+
+
+class RecordingDispatcher:
+    """Records dispatches; ``fail`` makes the next dispatch raise."""
+
+    def __init__(self, backend: Backend = Backend.INLINE, *, available: bool = True) -> None:
+        self.backend = backend
+        self.is_available = available
+        self.fail = False
+        self.dispatched: list[UUID] = []
+        self.cancelled: list[UUID] = []
+
+    def choose(self, job: ReportJob) -> Backend:
+        if not self.is_available:
+            raise BackendUnavailable("no backend in this test")
+        return self.backend
+
+    def dispatch(self, job: ReportJob) -> None:
+        if self.fail:
+            raise BackendUnavailable("broker went away")
+        self.dispatched.append(job.id)
+
+    def cancel(self, job: ReportJob) -> None:
+        self.cancelled.append(job.id)
+
+    def workers(self) -> Sequence[WorkerCount]:
+        return [WorkerCount(self.backend, Queue.REPORTS, 2)]
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, UUID]] = []
+
+    def job_event(self, event: str, job: ReportJob, **fields: object) -> None:
+        self.events.append((event, job.id))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+
+class ScriptedRenderer:
+    """Writes ``steps`` lines, checkpointing after each; can raise on a given attempt."""
+
+    content_type = "text/plain"
+    extension = "txt"
+
+    def __init__(
+        self, steps: int = 4, fail_on: set[int] | None = None, error: Exception | None = None
+    ) -> None:
+        self.steps = steps
+        self.fail_on = fail_on or set()
+        self.error = error or RuntimeError("disk full")
+        self.calls = 0
+
+    def render(self, params: ReportParams, target: Path, progress: Progress) -> None:
+        self.calls += 1
+        if progress.attempt in self.fail_on:
+            raise self.error
+        with target.open("w") as fh:
+            for i in range(self.steps):
+                fh.write(f"line {i}\n")
+                progress.advance((i + 1) / self.steps, f"step {i + 1}")

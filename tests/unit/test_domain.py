@@ -1,0 +1,142 @@
+"""The job state machine, parameter bounds and the retry policy."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from app.domain.errors import IllegalTransition, InvalidParams
+from app.domain.jobs import (
+    TERMINAL,
+    AnalysisParams,
+    ExcelParams,
+    JobStatus,
+    PdfParams,
+    Queue,
+    ReportJob,
+    ReportType,
+    RetryPolicy,
+    check_transition,
+    parse_params,
+    sources_of,
+    utcnow,
+)
+
+S = JobStatus
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (S.PENDING, S.QUEUED),
+        (S.QUEUED, S.RUNNING),
+        (S.PENDING, S.RUNNING),
+        (S.RUNNING, S.COMPLETED),
+        (S.RUNNING, S.FAILED),
+        (S.RUNNING, S.RETRYING),
+        (S.RETRYING, S.RUNNING),
+        (S.RUNNING, S.QUEUED),
+        (S.PENDING, S.CANCELLED),
+        (S.QUEUED, S.CANCELLED),
+        (S.RUNNING, S.CANCELLED),
+        (S.RETRYING, S.CANCELLED),
+    ],
+)
+def test_legal_transitions(current: JobStatus, target: JobStatus) -> None:
+    check_transition(current, target)
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (S.COMPLETED, S.RUNNING),
+        (S.CANCELLED, S.QUEUED),
+        (S.FAILED, S.RETRYING),
+        (S.QUEUED, S.COMPLETED),
+        (S.PENDING, S.RETRYING),
+        (S.RETRYING, S.COMPLETED),
+    ],
+)
+def test_illegal_transitions_raise(current: JobStatus, target: JobStatus) -> None:
+    with pytest.raises(IllegalTransition) as err:
+        check_transition(current, target)
+    assert err.value.code == "ILLEGAL_TRANSITION"
+
+
+def test_terminal_statuses_lead_nowhere() -> None:
+    for status in TERMINAL:
+        assert status.terminal
+        for target in JobStatus:
+            with pytest.raises(IllegalTransition):
+                check_transition(status, target)
+
+
+def test_cancel_reachable_from_every_unfinished_status() -> None:
+    assert sources_of(S.CANCELLED) == frozenset(set(JobStatus) - TERMINAL)
+    assert sources_of(S.RUNNING) == {S.PENDING, S.QUEUED, S.RETRYING}
+
+
+def test_defaults_fill_missing_params() -> None:
+    params = parse_params(ReportType.PDF, {})
+    assert params == PdfParams(pages=50, processing_time=0.0, seed=0)
+    assert parse_params(ReportType.EXCEL, {"rows": "200"}) == ExcelParams(rows=200)
+
+
+@pytest.mark.parametrize(
+    ("report_type", "raw", "needle"),
+    [
+        (ReportType.PDF, {"pages": 0}, "pages"),
+        (ReportType.PDF, {"pages": -1}, "pages"),
+        (ReportType.PDF, {"pages": 10**9}, "pages"),
+        (ReportType.PDF, {"pages": 1001}, "pages"),
+        (ReportType.PDF, {"processing_time": 3600.5}, "processing_time"),
+        (ReportType.PDF, {"processing_time": -1}, "processing_time"),
+        (ReportType.PDF, {"rows": 10}, "not a parameter of pdf reports"),
+        (ReportType.EXCEL, {"rows": 1_000_001}, "rows"),
+        (ReportType.EXCEL, {"sheets": 0}, "sheets"),
+        (ReportType.ANALYSIS, {"rows": 99}, "rows"),
+        (ReportType.DUMMY, {"simulate_failures": 6}, "simulate_failures"),
+        (ReportType.PDF, {"pages": "many"}, "pages"),
+    ],
+)
+def test_out_of_bounds_params_are_refused(
+    report_type: ReportType, raw: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(InvalidParams) as err:
+        parse_params(report_type, raw)
+    assert err.value.code == "INVALID_PARAMS"
+    assert needle in err.value.message
+
+
+def test_bounds_are_inclusive() -> None:
+    assert parse_params(ReportType.PDF, {"pages": 1000, "processing_time": 3600}).pages == 1000  # type: ignore[union-attr]
+    assert isinstance(parse_params(ReportType.ANALYSIS, {"rows": 100}), AnalysisParams)
+
+
+def test_new_job_is_pending_on_the_reports_queue_with_its_priority() -> None:
+    now = utcnow()
+    job = ReportJob.new(
+        report_type=ReportType.PDF, params=PdfParams(pages=3), max_attempts=3, now=now
+    )
+    assert job.status is S.PENDING
+    assert job.queue is Queue.REPORTS
+    assert job.priority == 5
+    assert job.params == {"pages": 3, "processing_time": 0.0, "seed": 0}
+    assert job.created_at.tzinfo is not None
+
+
+def test_queue_priorities_follow_the_seed_table() -> None:
+    assert {q.value: q.priority for q in Queue} == {
+        "reports": 5,
+        "documents": 7,
+        "notifications": 3,
+        "celery": 6,
+    }
+
+
+def test_retry_delay_grows_exponentially_within_jitter_and_cap() -> None:
+    policy = RetryPolicy(base_seconds=2, cap_seconds=20, rng=random.Random(7))
+    for attempt, ceiling in [(1, 2), (2, 4), (3, 8), (4, 16), (5, 20), (9, 20)]:
+        for _ in range(50):
+            delay = policy.delay(attempt)
+            assert ceiling / 2 <= delay <= ceiling
