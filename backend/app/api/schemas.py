@@ -30,8 +30,37 @@ class ArtifactOut(BaseModel):
     sha256: str
 
 
+_JOB_EXAMPLE = {
+    "id": "5f0c3a8e-1d2b-4c1e-9a57-0f1e2d3c4b5a",
+    "report_type": "pdf",
+    "status": "completed",
+    "backend": "celery",
+    "queue": "reports",
+    "priority": 5,
+    "params": {"pages": 50, "processing_time": 30.0, "seed": 0},
+    "progress": 100,
+    "stage": "done",
+    "attempts": 1,
+    "max_attempts": 3,
+    "error": None,
+    "artifact": {
+        "filename": "pdf-5f0c3a8e-1d2b-4c1e-9a57-0f1e2d3c4b5a.pdf",
+        "content_type": "application/pdf",
+        "size_bytes": 183201,
+        "sha256": "9b1d0c5e6f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c",
+    },
+    "created_at": "2026-11-22T09:00:00.000000Z",
+    "queued_at": "2026-11-22T09:00:00.004000Z",
+    "started_at": "2026-11-22T09:00:00.020000Z",
+    "finished_at": "2026-11-22T09:00:30.900000Z",
+    "updated_at": "2026-11-22T09:00:30.900000Z",
+}
+
+
 class JobOut(BaseModel):
     """A report job as the ledger has it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_JOB_EXAMPLE]})
 
     id: UUID
     report_type: ReportType
@@ -94,7 +123,16 @@ class JobList(BaseModel):
 class ReportRequest(BaseModel):
     """Parameters of a report, as a JSON body. Which apply depends on ``report_type``."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {"report_type": "pdf", "pages": 50, "processing_time": 30},
+                {"report_type": "excel", "rows": 100000, "sheets": 4, "seed": 7},
+            ]
+        },
+    )
 
     report_type: ReportType | None = Field(None, description="Required for /reports/heavy.")
     pages: int | None = Field(None, description="pdf: 1–1000 pages (default 50).")

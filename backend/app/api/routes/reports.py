@@ -145,9 +145,11 @@ def cancel(deps: ServiceDeps, job_id: UUID) -> JobOut:
     return JobOut.of(cancel_job(deps=deps, job_id=job_id))
 
 
-@router.get(
+@router.api_route(
     "/jobs/{job_id}/download",
+    methods=["GET", "HEAD"],
     response_class=FileResponse,
+    summary="Download the report (supports HEAD and Range requests)",
     responses={200: {"description": "The report file"}, **error_responses(404, 409, 422)},
 )
 def download(deps: ServiceDeps, job_id: UUID) -> FileResponse:

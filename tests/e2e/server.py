@@ -1,0 +1,130 @@
+"""A real API process for end-to-end tests, started the way `make run` starts it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    url: str
+    data_dir: Path
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _env(data_dir: Path, database_url: str, port: int, extra: dict[str, str]) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "ENVIRONMENT": "test",
+        "DISPATCH_BACKEND": "inline",
+        "INLINE_WORKERS": "2",
+        "PROGRESS_INTERVAL": "0.25",
+        "RETRY_BACKOFF_BASE": "0.2",
+        "LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def start(data_dir: Path, database_url: str, **extra: str) -> LiveServer:
+    """Migrate, then start `manage.py serve` and wait until it is ready."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = _env(data_dir, database_url, port, extra)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    log_path = data_dir / f"server-{port}.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--grace", "5"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = LiveServer(f"http://127.0.0.1:{port}", data_dir, database_url, process, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"API exited with {process.returncode}:\n{server.logs()}")
+        try:
+            if httpx.get(f"{server.url}/health/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    stop(server)
+    raise RuntimeError(f"API did not become ready:\n{server.logs()}")
+
+
+def stop(server: LiveServer, sig: int = signal.SIGTERM) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(sig)
+        try:
+            server.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=5)
+
+
+@contextmanager
+def running(data_dir: Path, database_url: str, **extra: str) -> Iterator[LiveServer]:
+    server = start(data_dir, database_url, **extra)
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+def wait_for(
+    client: httpx.Client, job_id: str, statuses: set[str] | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll a job until its status is in ``statuses`` (default: terminal)."""
+    wanted = statuses or TERMINAL
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/api/v1/reports/jobs/{job_id}").json()
+        if body.get("status") in wanted:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {body.get('status')} after {timeout}s: {body}")
