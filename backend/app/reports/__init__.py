@@ -1,0 +1,36 @@
+"""Report renderers: one per report type, each writing a file from validated params.
+
+This package depends only on ``app.domain`` (params, progress, errors): renderers know
+nothing of jobs, queues, HTTP or databases.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app.domain.jobs import ReportType
+from app.reports.analysis import AnalysisRenderer
+from app.reports.dummy import DummyRenderer
+from app.reports.excel import ExcelRenderer
+from app.reports.pdf import PdfRenderer
+
+if TYPE_CHECKING:
+    from app.domain.ports import Renderer
+
+__all__ = [
+    "AnalysisRenderer",
+    "DummyRenderer",
+    "ExcelRenderer",
+    "PdfRenderer",
+    "default_renderers",
+]
+
+
+def default_renderers() -> dict[ReportType, Renderer]:
+    """One renderer instance per report type."""
+    return {
+        ReportType.DUMMY: DummyRenderer(),
+        ReportType.PDF: PdfRenderer(),
+        ReportType.EXCEL: ExcelRenderer(),
+        ReportType.ANALYSIS: AnalysisRenderer(),
+    }

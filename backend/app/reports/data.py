@@ -1,0 +1,235 @@
+"""Deterministic, streaming generator of French insurance data (policies and claims).
+
+Everything derives from an integer seed through private ``random.Random`` instances
+(no global random state, no wall clock): the same seed and count always yield the same
+rows. Generators are lazy, so a consumer that streams never holds a million rows.
+
+A :class:`Portfolio` of policies is addressed by index and each policy is derived from
+a hash of ``(seed, index)``, so a claim can name its policy without the portfolio ever
+being materialised. Claims cover the fixed window :data:`WINDOW_START` ..
+:data:`WINDOW_END`, come out sorted by date of loss, and follow a winter-peaking
+seasonality; amounts are lognormal per guarantee, scaled by a regional severity factor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import NamedTuple
+
+from app.reports._catalog import HOLDERS, PRODUCTS, REGIONS, TARGET_LOSS_RATIO, Product
+
+__all__ = [
+    "AS_OF",
+    "PRODUCTS",
+    "REGIONS",
+    "STATUSES",
+    "TARGET_LOSS_RATIO",
+    "WINDOW_DAYS",
+    "WINDOW_END",
+    "WINDOW_START",
+    "Claim",
+    "Policy",
+    "Portfolio",
+    "Product",
+    "claims",
+    "daily_counts",
+]
+
+WINDOW_START = date(2024, 1, 1)
+WINDOW_END = date(2025, 12, 31)
+WINDOW_DAYS = (WINDOW_END - WINDOW_START).days + 1
+AS_OF = date(2026, 1, 31)
+"""Date the claim statuses are observed at."""
+
+STATUSES = ("Ouvert", "En cours", "Réglé", "Refusé")
+
+
+class Policy(NamedTuple):
+    number: str
+    holder: str
+    product: str
+    region: str
+    start_date: date
+    annual_premium: float
+    """EUR, rounded to the cent."""
+
+
+class Claim(NamedTuple):
+    claim_id: str
+    loss_date: date
+    policy_number: str
+    holder: str
+    product: str
+    guarantee: str
+    region: str
+    amount: float
+    """EUR, rounded to the cent."""
+    status: str
+
+
+def _table(weights: list[float], size: int) -> list[int]:
+    """Indices laid out in ``size`` slots in proportion to ``weights`` (largest remainder)."""
+    total = sum(weights)
+    exact = [w * size / total for w in weights]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[: size - sum(counts)]:
+        counts[i] += 1
+    return [i for i, n in enumerate(counts) for _ in range(n)]
+
+
+_REGION_NAMES = tuple(REGIONS)
+_REGION_TABLE = tuple(_REGION_NAMES[i] for i in _table([p for p, _ in REGIONS.values()], 1024))
+_SEVERITY = {name: factor for name, (_, factor) in REGIONS.items()}
+_CLAIM_PRODUCT_TABLE = tuple(_table([p.policy_share * p.frequency for p in PRODUCTS], 1024))
+_GUARANTEE_TABLES = tuple(
+    tuple(p.guarantees[i] for i in _table([w for _, w, _, _ in p.guarantees], 100))
+    for p in PRODUCTS
+)
+_START_ORIGIN = date(2002, 1, 1)
+_START_SPAN = (WINDOW_START - _START_ORIGIN).days  # every policy is in force on WINDOW_START
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """SplitMix64 finaliser: 64 well-mixed bits from an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+class Portfolio:
+    """``size`` policies split by product in contiguous index ranges, derived on demand."""
+
+    def __init__(self, seed: int, size: int) -> None:
+        self.seed = seed
+        self.size = size
+        self.key = (seed * 0x2545F4914F6CDD1D) & _MASK
+        bounds = [0]
+        for product in PRODUCTS[:-1]:
+            bounds.append(bounds[-1] + round(size * product.policy_share))
+        bounds.append(size)
+        if any(b >= e for b, e in itertools.pairwise(bounds)):
+            raise ValueError(f"A portfolio of {size} policies leaves a product without any.")
+        self.ranges: tuple[tuple[int, int], ...] = tuple(itertools.pairwise(bounds))
+
+    @classmethod
+    def for_claims(cls, seed: int, claims_count: int) -> Portfolio:
+        """The portfolio whose expected claims over the window number ``claims_count``."""
+        rate = sum(p.policy_share * p.frequency for p in PRODUCTS) * WINDOW_DAYS / 365.25
+        return cls(seed, max(len(PRODUCTS) * 10, round(claims_count / rate)))
+
+    def product_index(self, index: int) -> int:
+        for i, (_, end) in enumerate(self.ranges):
+            if index < end:
+                return i
+        raise IndexError(index)
+
+    def policy(self, index: int) -> Policy:
+        """The policy at ``index`` (0 <= index < size)."""
+        h = _mix(self.key ^ index)
+        product = PRODUCTS[self.product_index(index)]
+        factor = 0.75 + (h >> 48) / 131070  # 0.75 .. 1.25, mean 1
+        return Policy(
+            number=f"{product.code}-{index:08d}",
+            holder=HOLDERS[(h >> 10) & 4095],
+            product=product.label,
+            region=_REGION_TABLE[h & 1023],
+            start_date=_START_ORIGIN + timedelta(days=((h >> 22) & 0x3FFFFFF) % _START_SPAN),
+            annual_premium=round(product.base_premium * factor, 2),
+        )
+
+    def policies(self) -> Iterator[Policy]:
+        """Every policy, in index order, lazily."""
+        return (self.policy(i) for i in range(self.size))
+
+    def earned_premiums(self) -> Iterator[tuple[str, int]]:
+        """(region, premium in cents earned over the window) per policy, lazily.
+
+        Every policy is in force for the whole two-year window, so it earns its annual
+        premium twice. Same figures as :meth:`policy`, without building the records.
+        """
+        key, regions, years = self.key, _REGION_TABLE, round(WINDOW_DAYS / 365.25)
+        for i, (start, end) in enumerate(self.ranges):
+            base = PRODUCTS[i].base_premium
+            for index in range(start, end):
+                h = _mix(key ^ index)
+                premium = round(base * (0.75 + (h >> 48) / 131070), 2)
+                yield regions[h & 1023], round(premium * 100) * years
+
+
+def daily_counts(count: int) -> list[int]:
+    """How many of ``count`` claims fall on each day of the window (winter peak).
+
+    Deterministic and independent of the seed, so a consumer can size sheets or pages
+    before generating the claims.
+    """
+    days = (WINDOW_START + timedelta(days=d) for d in range(WINDOW_DAYS))
+    weights = [
+        1.0 + 0.2 * math.cos(2 * math.pi * (d.timetuple().tm_yday - 20) / 365.25) for d in days
+    ]
+    cumulative = list(itertools.accumulate(weights, initial=0.0))
+    bounds = [round(count * c / cumulative[-1]) for c in cumulative]  # spreads remainders evenly
+    return [b - a for a, b in itertools.pairwise(bounds)]
+
+
+def claims(seed: int, count: int, portfolio: Portfolio | None = None) -> Iterator[Claim]:
+    """``count`` claims sorted by date of loss, lazily; ids ``SIN-<year>-<n>``, n from 1.
+
+    Args:
+        seed: the data seed; the default portfolio is ``Portfolio.for_claims(seed, count)``.
+        count: exactly how many claims to yield.
+        portfolio: the policies the claims hit.
+    """
+    book = portfolio or Portfolio.for_claims(seed, count)
+    rng = random.Random(seed * 1_000_003 + 7)
+    rand, lognormal = rng.random, rng.lognormvariate
+    product_table, guarantee_tables, severity = _CLAIM_PRODUCT_TABLE, _GUARANTEE_TABLES, _SEVERITY
+    ranges, key, holders, regions = book.ranges, book.key, HOLDERS, _REGION_TABLE
+    codes = [p.code for p in PRODUCTS]
+    labels = [p.label for p in PRODUCTS]
+    number = 0
+    for offset, today in enumerate(daily_counts(count)):
+        if not today:
+            continue
+        loss_date = WINDOW_START + timedelta(days=offset)
+        year = loss_date.year
+        age = (AS_OF - loss_date).days
+        refused = 0.05 * min(1.0, age / 60)
+        settled = refused + 0.92 * (1 - math.exp(-age / 45))
+        in_progress = settled + (1 - settled) * 0.6
+        for _ in range(today):
+            number += 1
+            p = product_table[int(rand() * 1024)]
+            start, end = ranges[p]
+            index = start + int(rand() * (end - start))
+            h = _mix(key ^ index)  # the fields of book.policy(index), without building it
+            region = regions[h & 1023]
+            label, _, mu, sigma = guarantee_tables[p][int(rand() * 100)]
+            amount = max(15.0, round(lognormal(mu, sigma) * severity[region], 2))
+            r = rand()
+            status = (
+                "Refusé"
+                if r < refused
+                else "Réglé"
+                if r < settled
+                else "En cours"
+                if r < in_progress
+                else "Ouvert"
+            )
+            yield Claim(
+                f"SIN-{year}-{number:07d}",
+                loss_date,
+                f"{codes[p]}-{index:08d}",
+                holders[(h >> 10) & 4095],
+                labels[p],
+                label,
+                region,
+                amount,
+                status,
+            )
