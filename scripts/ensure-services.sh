@@ -34,4 +34,26 @@ ensure Redis 6379 redis-server \
   'apt-get install redis-server' || status=1
 ensure RabbitMQ 5672 rabbitmq-server 'rabbitmq-server -detached' \
   'apt-get install rabbitmq-server' || status=1
+
+# Prometheus and promtool (Debian package `prometheus`): installed when missing, never run
+# as a daemon here — the tests start their own on a free loopback port with a temp config.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    echo "services: prometheus and promtool are installed"; return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  local install="$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus"
+  echo "services: installing prometheus (with promtool) from the Debian package"
+  bash -c "$install" >/dev/null 2>&1 || { bash -c "$sudo apt-get update" >/dev/null 2>&1 && bash -c "$install" >/dev/null 2>&1; }
+  # The package may have started its service: stop it, tests run their own.
+  if pgrep -x prometheus >/dev/null 2>&1; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
+  fi
+  if command -v promtool >/dev/null 2>&1; then echo "services: prometheus installed"; return 0; fi
+  echo "services: ERROR: prometheus/promtool missing and could not be installed." >&2
+  echo "services: install it (apt-get install prometheus), then run 'make test' again." >&2
+  return 1
+}
+ensure_prometheus || status=1
 exit $status

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import socket
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from functools import partial
+from typing import Any
 
 from sqlalchemy import Engine
 
-from app.core.config import Settings, get_settings
+from app.core.celery_app import create_celery_app
+from app.core.config import Environment, Settings, get_settings
+from app.core.health import Check, run_checks
+from app.core.metrics import MetricsObserver, MetricsOpsRecorder, count_fallback
 from app.core.observers import FanOut, LoggingObserver
+from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.repository import SqlJobRepository
 from app.db.schema import current_revision, head_revision
 from app.db.session import make_engine, make_sessions
-from app.dispatch.base import BackendAdapter
+from app.dispatch.base import BrokeredBackend
+from app.dispatch.callbacks import HttpCallbackSender
+from app.dispatch.celery_dispatcher import CeleryDispatcher
+from app.dispatch.circuit import CircuitBreaker
 from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive, inline_worker_id
-from app.dispatch.router import Router
-from app.domain.errors import AppError
-from app.domain.jobs import Backend, RetryPolicy
+from app.dispatch.router import Router, RoutingPolicy
+from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
+from app.domain.errors import AppError, Misconfigured
+from app.domain.jobs import Backend, ReportType, RetryPolicy
 from app.reports import default_renderers
 from app.services.deps import Deps, JobPolicy
+from app.services.housekeeping import Housekeeping, HousekeepingPolicy
+from app.services.pipeline import run_pipeline
 from app.services.recovery import RecoveryReport, recover_unfinished
-from app.services.run_report import run_report
 from app.storage.local import LocalArtifactStore
 
 
@@ -35,6 +50,13 @@ class Container:
     engine: Engine
     deps: Deps
     inline: InlineDispatcher | None
+    brokers: list[BrokeredBackend] = field(default_factory=list)
+    pid: int = field(default_factory=os.getpid)
+
+    @property
+    def router(self) -> Router:
+        assert isinstance(self.deps.dispatcher, Router)
+        return self.deps.dispatcher
 
     def check_schema(self) -> None:
         """Refuse to run against a database whose schema is not at the migrations' head."""
@@ -54,39 +76,138 @@ class Container:
             deps=self.deps, backend=Backend.INLINE, worker_alive=inline_worker_alive
         )
 
+    def after_fork(self, backend: Backend) -> None:
+        """In a forked child: own database connections, own worker id."""
+        self.engine.dispose(close=False)
+        self.deps = replace(self.deps, worker_id=worker_id(backend))
+        self.pid = os.getpid()
+
     def close(self) -> None:
         if self.inline is not None:
             self.inline.shutdown()
+        for broker in self.brokers:
+            broker.close()
         self.engine.dispose()
 
 
+def worker_id(backend: Backend) -> str:
+    return f"{backend.value}@{socket.gethostname()}:{os.getpid()}"
+
+
 def build(settings: Settings | None = None) -> Container:
+    """The API's container: the router over every enabled backend, probes started."""
     settings = settings or get_settings()
+    inline = InlineDispatcher(settings.inline_workers) if settings.inline_allowed else None
+    container = _assemble(settings, inline=inline, worker=inline_worker_id())
+    if inline is not None:
+        deps = container.deps
+        inline.bind(lambda job_id: run_pipeline(deps=deps, job_id=job_id))
+    for broker in container.brokers:
+        broker.start()
+    return container
+
+
+def build_worker(backend: Backend, settings: Settings | None = None) -> Container:
+    """A Celery or RQ worker process's container: no inline pool, no background probes."""
+    return _assemble(settings or get_settings(), inline=None, worker=worker_id(backend))
+
+
+def _assemble(settings: Settings, *, inline: InlineDispatcher | None, worker: str) -> Container:
     engine = make_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
-    adapters: list[BackendAdapter] = []
-    inline: InlineDispatcher | None = None
-    if settings.dispatch_backend in ("auto", "inline"):
-        inline = InlineDispatcher(settings.inline_workers)
-        adapters.append(inline)
+    retry = RetryPolicy(settings.retry_backoff_base, settings.retry_backoff_max)
+    brokers = _brokers(settings, retry)
     forced = None if settings.dispatch_backend == "auto" else Backend(settings.dispatch_backend)
+    policy = RoutingPolicy(
+        celery_percent=settings.celery_traffic_percent,
+        overrides={ReportType(k): v for k, v in settings.celery_traffic_overrides.items()},
+        inline_allowed=settings.inline_allowed,
+        forced=forced,
+    )
     deps = Deps(
         repo=SqlJobRepository(make_sessions(engine)),
-        dispatcher=Router(adapters, forced=forced),
+        dispatcher=Router(brokers, inline=inline, policy=policy, on_fallback=count_fallback),
         store=LocalArtifactStore(settings.artifacts),
         renderers=default_renderers(),
-        observer=FanOut([LoggingObserver()]),
+        observer=FanOut([LoggingObserver(), MetricsObserver()]),
         policy=JobPolicy(
             max_attempts=settings.max_attempts,
-            retry=RetryPolicy(settings.retry_backoff_base, settings.retry_backoff_max),
+            retry=retry,
             progress_interval=settings.progress_interval,
+            callback_attempts=settings.callback_max_attempts,
         ),
-        worker_id=inline_worker_id(),
+        worker_id=worker,
         stopping=inline.stopping if inline else (lambda: False),
+        callbacks=_callbacks(settings),
     )
-    if inline is not None:
-        inline.bind(lambda job_id: run_report(deps=deps, job_id=job_id))
-    return Container(settings=settings, engine=engine, deps=deps, inline=inline)
+    return Container(settings=settings, engine=engine, deps=deps, inline=inline, brokers=brokers)
+
+
+def _brokers(settings: Settings, retry: RetryPolicy) -> list[BrokeredBackend]:
+    mode = settings.dispatch_backend
+    brokers: list[BrokeredBackend] = []
+    if mode == "celery" or (mode == "auto" and settings.celery_enabled):
+        brokers.append(
+            CeleryDispatcher(create_celery_app(settings), settings, breaker=_breaker(settings))
+        )
+    if mode == "rq" or (mode == "auto" and settings.rq_enabled):
+        connection = redis_client(settings.redis_url, settings.broker_timeout)
+        brokers.append(RqDispatcher(connection, settings, breaker=_breaker(settings), retry=retry))
+    return brokers
+
+
+def _breaker(settings: Settings) -> CircuitBreaker:
+    return CircuitBreaker(settings.circuit_failures, settings.circuit_reset_seconds)
+
+
+def _callbacks(settings: Settings) -> HttpCallbackSender | None:
+    if not settings.callback_allowed_hosts:
+        return None
+    if settings.environment is Environment.PRODUCTION and not settings.callback_secret:
+        raise Misconfigured("CALLBACK_SECRET is required in production when callbacks are on.")
+    return HttpCallbackSender(
+        allowed_hosts=settings.callback_allowed_hosts,
+        secret=settings.callback_secret,
+        timeout=settings.callback_timeout,
+    )
+
+
+def component_checks(container: Container) -> dict[str, Check]:
+    """The dependencies readiness needs: the ledger and every enabled broker."""
+    timeout = container.settings.health_timeout
+    checks: dict[str, Check] = {"database": container.deps.repo.ping}
+    for broker in container.brokers:
+        if isinstance(broker, CeleryDispatcher):
+            checks["broker.celery"] = partial(_ping_celery, broker, timeout)
+        elif isinstance(broker, RqDispatcher):
+            checks["broker.rq"] = broker.connection.ping
+    return checks
+
+
+def _ping_celery(broker: CeleryDispatcher, timeout: float) -> None:
+    connection = broker.app.connection_for_write()
+    try:
+        retry: dict[str, Any] = {"interval_step": 0.1, "timeout": timeout}  # stubs say int
+        connection.ensure_connection(max_retries=1, interval_start=0, **retry)
+    finally:  # releasing may wait on the socket: off the clock
+        threading.Thread(target=connection.release, daemon=True).start()
+
+
+def housekeeping(container: Container) -> Housekeeping:
+    """What the Beat tasks need besides the container's deps."""
+    settings = container.settings
+    return Housekeeping(
+        ops=SqlHousekeepingRepository(make_sessions(container.engine)),
+        policy=HousekeepingPolicy(
+            retention=timedelta(days=settings.retention_days),
+            queued_after=timedelta(seconds=settings.recovery_queued_after),
+            running_margin=timedelta(seconds=settings.recovery_running_margin),
+            time_limits={t: settings.hard_time_limit(t.value) for t in ReportType},
+            zone=settings.stats_timezone,
+        ),
+        recorder=MetricsOpsRecorder(),
+        probe=lambda: run_checks(component_checks(container), settings.health_timeout),
+    )

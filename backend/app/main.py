@@ -6,15 +6,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import bootstrap
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestIdMiddleware
-from app.api.routes import health, reports
+from app.api.observability import (
+    DrainMiddleware,
+    HttpMetricsMiddleware,
+    install_drain,
+    track_in_progress,
+)
+from app.api.routes import health, metrics, reports, stats
 from app.core.config import Settings, get_settings
 from app.core.logging import setup_logging
+from app.core.metrics_export import forget_process
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         app.state.container = container
         app.state.draining = False
+        restore_signals = install_drain(app.state, settings.drain_seconds)
         await run_in_threadpool(container.recover)
         log.info(
             "api.started",
@@ -40,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         yield
         app.state.draining = True
+        restore_signals()
         await run_in_threadpool(container.close)
+        forget_process()  # this worker's live gauges leave the merged metrics with it
         log.info("api.stopped")
 
     app = FastAPI(
@@ -49,9 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Enqueue, follow, download and cancel report jobs. "
         "The job ledger is the source of truth; Celery, RQ or an inline pool runs them.",
         lifespan=lifespan,
+        dependencies=[Depends(track_in_progress)],
     )
     install_error_handlers(app)
+    app.add_middleware(DrainMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)
     app.include_router(reports.router)
+    app.include_router(stats.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

@@ -30,7 +30,7 @@ class ArtifactOut(BaseModel):
     sha256: str
 
 
-_JOB_EXAMPLE = {
+_JOB_EXAMPLE: dict[str, Any] = {
     "id": "5f0c3a8e-1d2b-4c1e-9a57-0f1e2d3c4b5a",
     "report_type": "pdf",
     "status": "completed",
@@ -146,6 +146,11 @@ class ReportRequest(BaseModel):
     seed: int | None = Field(None, description="Seed of the generated data (default 0).")
     simulate_failures: int | None = Field(
         None, description="dummy only: the first N attempts fail (testing aid, 0–5)."
+    )
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Optional: the finished job is POSTed here (HMAC-signed; allowed hosts only).",
     )
 
     def params(self) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""``manage.py``: serve the API, apply migrations, run workers."""
+"""``manage.py``: serve the API, apply migrations, run and inspect workers.
+
+Options after a ``celery-*`` command that this CLI does not know go to Celery itself.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ from app.core.config import get_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.core.metrics_export import prepare_multiprocess_dir
+
     settings = get_settings()
+    prepare_multiprocess_dir()  # before the workers start: /metrics adds up all of them
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -34,6 +40,42 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _celery(args: argparse.Namespace) -> int:
+    from app.cli.celery_manager import dispatch
+
+    code: int = dispatch(args, list(getattr(args, "extra", [])))
+    return code
+
+
+def _rq_worker(args: argparse.Namespace) -> int:
+    from app.cli.celery_manager import parse_queues
+    from app.cli.rq_worker import run_rq_worker
+    from app.core.logging import setup_logging
+    from app.core.metrics_export import prepare_multiprocess_dir
+    from app.workers.observability import start_worker_metrics
+
+    queues = parse_queues(args.queues)
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)  # RQ then logs through it too
+    prepare_multiprocess_dir()  # work horses write their metrics there; this process serves
+    start_worker_metrics()
+    return run_rq_worker(queues, name=args.name, burst=args.burst)
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when ``url`` answers 200 (container healthchecks need no curl)."""
+    import httpx
+
+    url = args.url or f"http://127.0.0.1:{get_settings().port}/health/ready"
+    try:
+        status = httpx.get(url, timeout=args.timeout).status_code
+    except httpx.HTTPError as exc:
+        print(f"{url}: {type(exc).__name__}: {exc}")
+        return 1
+    print(f"{url}: HTTP {status}")
+    return 0 if status == 200 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="manage.py", description="MonAssurance report jobs: operations CLI."
@@ -49,10 +91,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
     migrate.set_defaults(func=_migrate)
+
+    from app.cli.celery_manager import add_worker_arguments
+
+    worker = sub.add_parser("celery-worker", help="run a Celery worker: celery-worker QUEUE N")
+    add_worker_arguments(worker)
+    worker.set_defaults(func=_celery)
+    sub.add_parser("celery-beat", help="run the Celery Beat scheduler").set_defaults(func=_celery)
+    flower = sub.add_parser("celery-flower", help="run Flower: celery-flower [PORT]")
+    flower.add_argument("port", nargs="?", type=int, default=5555, help="default: 5555")
+    flower.set_defaults(func=_celery)
+    status = sub.add_parser(
+        "celery-status", help="Celery and RQ workers and queues; non-zero when none answers"
+    )
+    status.set_defaults(func=_celery)
+
+    rq = sub.add_parser("rq-worker", help="run an RQ worker: rq-worker [QUEUES...] (default all)")
+    rq.add_argument("queues", nargs="*", default=["all"], help="queue names, or all")
+    rq.add_argument("--name", help="worker name (default: RQ's)")
+    rq.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    rq.set_defaults(func=_rq_worker)
+
+    check = sub.add_parser("healthcheck", help="exit 0 when a URL answers 200 (default: ready)")
+    check.add_argument("--url", help="default: http://127.0.0.1:PORT/health/ready")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    check.set_defaults(func=_healthcheck)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and args.command not in ("celery-worker", "celery-beat", "celery-flower"):
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     code: int = args.func(args)
     return code

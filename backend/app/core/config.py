@@ -5,10 +5,22 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.domain.jobs import ReportType
+
+# processing_time may reach 3600 s: the hard limits leave room for the render itself.
+DEFAULT_TIME_LIMITS: dict[str, float] = {
+    ReportType.DUMMY.value: 3700.0,
+    ReportType.PDF.value: 3900.0,
+    ReportType.EXCEL.value: 3900.0,
+    ReportType.ANALYSIS.value: 3900.0,
+}
 
 
 class Environment(StrEnum):
@@ -45,8 +57,103 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="Seconds between two progress writes of one job."
     )
 
+    # --- Celery and RQ backends (see docs/backends.md) --------------------------------
+    celery_broker_url: str = Field("", description="Celery broker; empty means REDIS_URL.")
+    celery_result_backend: str = Field(
+        "", description="Celery result backend; empty: none (the ledger keeps outcomes)."
+    )
+    celery_enabled: bool = Field(True, description="Offer the Celery backend (auto mode).")
+    rq_enabled: bool = Field(True, description="Offer the RQ backend (auto mode); phase 3: off.")
+    celery_traffic_percent: int = Field(
+        100, ge=0, le=100, description="Share of jobs preferring Celery over RQ, by job id."
+    )
+    celery_traffic_overrides: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per report type share, e.g. {"pdf": 100, "dummy": 0} (JSON).',
+    )
+    inline_fallback: bool | None = Field(
+        None, description="Run jobs inline when no worker can; default: development only."
+    )
+    queue_prefix: str = Field(
+        "", description="Prefix of every Celery and RQ queue name (isolates environments)."
+    )
+    report_time_limits: dict[str, float] = Field(
+        default_factory=dict,
+        description='Hard time limit (s) per report type over the defaults, e.g. {"pdf": 600}.',
+    )
+    celery_visibility_timeout: int = Field(
+        7200, ge=60, description="Redis broker: seconds before an unacked message is redelivered."
+    )
+    celery_max_tasks_per_child: int = Field(200, ge=1)
+    celery_max_memory_per_child: int = Field(
+        512_000, ge=10_000, description="KiB of resident memory before a child is replaced."
+    )
+    broker_timeout: float = Field(
+        0.5, gt=0, le=10, description="Seconds to connect to a broker or wait for workers' replies."
+    )
+    availability_cache_seconds: float = Field(
+        3.0, gt=0, le=300, description="How long a backend availability check is reused."
+    )
+    circuit_failures: int = Field(2, ge=1, le=100, description="Publish failures that open it.")
+    circuit_reset_seconds: float = Field(10.0, gt=0, le=600)
+    cancel_grace_seconds: float = Field(
+        3.0, ge=0, le=300, description="Wait before a running job's backend is told to stop it."
+    )
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description='Comma-separated hosts a callback_url may target ("*": any); empty: none.',
+    )
+    callback_secret: str = Field("", description="HMAC-SHA256 key signing callback bodies.")
+    callback_timeout: float = Field(5.0, gt=0, le=60)
+    callback_max_attempts: int = Field(5, ge=1, le=20)
+
+    # --- Operations: metrics, probes, Flower, housekeeping (see docs/operations.md) ----
+    metrics_port: int = Field(
+        9808, ge=0, le=65535, description="Worker metrics port (Celery/RQ master); 0: off."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the worker metrics port binds.")
+    metrics_token: str = Field("", description="When set, GET /metrics needs this bearer token.")
+    health_timeout: float = Field(
+        1.0, gt=0, le=30, description="Seconds each readiness/health dependency check may take."
+    )
+    shutdown_drain_seconds: float | None = Field(
+        None,
+        ge=0,
+        le=300,
+        description="After SIGTERM, seconds of readiness 503 before the server stops accepting; "
+        "default 5 in production, 0 elsewhere.",
+    )
+    flower_basic_auth: str = Field(
+        "", description="Flower credentials, user:password[,user2:password2]."
+    )
+    flower_address: str = Field("127.0.0.1", description="Address Flower binds.")
+    retention_days: int = Field(7, ge=1, le=3650, description="Finished jobs kept this long.")
+    recovery_queued_after: float = Field(
+        1800.0, gt=0, description="Seconds queued before a job is re-dispatched (once)."
+    )
+    recovery_running_margin: float = Field(
+        300.0, ge=0, description="Seconds past its hard time limit before a running job is lost."
+    )
+    stats_timezone: str = Field("Europe/Paris", description="Day boundaries of daily figures.")
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("stats_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"STATS_TIMEZONE: unknown time zone {value!r}") from exc
+        return value
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -54,11 +161,52 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'reports.db').resolve()}"
         if self.artifact_dir is None:
             self.artifact_dir = self.data_dir / "artifacts"
+        if not self.celery_broker_url:
+            self.celery_broker_url = self.redis_url
+        types = {t.value for t in ReportType}
+        for name, value in self.celery_traffic_overrides.items():
+            if name not in types or not 0 <= value <= 100:
+                raise ValueError(f"CELERY_TRAFFIC_OVERRIDES: {name}={value} is not a type: 0..100")
+        for name, limit in self.report_time_limits.items():
+            if name not in types or limit <= 0:
+                raise ValueError(f"REPORT_TIME_LIMITS: {name}={limit} is not a type: seconds")
         return self
+
+    @property
+    def inline_allowed(self) -> bool:
+        """Inline runs jobs when forced, when enabled, or by default in development."""
+        if self.dispatch_backend != "auto":
+            return self.dispatch_backend == "inline"
+        if self.inline_fallback is not None:
+            return self.inline_fallback
+        return self.environment is Environment.DEVELOPMENT
+
+    @property
+    def celery_broker_is_redis(self) -> bool:
+        return urlsplit(self.celery_broker_url).scheme in ("redis", "rediss")
+
+    def hard_time_limit(self, report_type: str) -> float:
+        """Seconds after which a worker kills a render of ``report_type``."""
+        return self.report_time_limits.get(report_type, DEFAULT_TIME_LIMITS[report_type])
+
+    def soft_time_limit(self, report_type: str) -> float:
+        """Seconds after which a render is asked to stop (90% of the hard limit)."""
+        return round(self.hard_time_limit(report_type) * 0.9, 3)
+
+    @property
+    def longest_time_limit(self) -> float:
+        return max(self.hard_time_limit(t.value) for t in ReportType)
 
     @property
     def artifacts(self) -> Path:
         return self.artifact_dir or self.data_dir / "artifacts"
+
+    @property
+    def drain_seconds(self) -> float:
+        """How long readiness says 503 before a stopping API closes its listener."""
+        if self.shutdown_drain_seconds is not None:
+            return self.shutdown_drain_seconds
+        return 5.0 if self.environment is Environment.PRODUCTION else 0.0
 
 
 @lru_cache(maxsize=1)

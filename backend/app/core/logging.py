@@ -5,12 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
+
+#: Functions giving more context fields (a worker's task id, backend, queue) for each line.
+LogContext = Callable[[], Mapping[str, object]]
+_context_providers: list[LogContext] = []
+
+
+def add_log_context(provider: LogContext) -> None:
+    """Add fields from ``provider`` to every JSON line (idempotent)."""
+    if provider not in _context_providers:
+        _context_providers.append(provider)
+
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -29,6 +41,8 @@ class JsonFormatter(logging.Formatter):
             value = var.get()
             if value is not None:
                 entry[key] = value
+        for provider in _context_providers:
+            entry.update({k: v for k, v in provider().items() if v is not None})
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

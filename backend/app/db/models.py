@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -89,6 +91,15 @@ class ReportJobRow(Base):
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    document_key: Mapped[str | None] = mapped_column(String(512))
+    document_size: Mapped[int | None] = mapped_column(BigInteger)
+    document_sha256: Mapped[str | None] = mapped_column(String(64))
+    notify_status: Mapped[str | None] = mapped_column(String(16))
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    notify_error: Mapped[str | None] = mapped_column(Text)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUSES})", name="status"),
@@ -101,3 +112,29 @@ class ReportJobRow(Base):
         Index("ix_report_jobs_backend_created", "backend", "created_at", "id"),
         Index("ix_report_jobs_owner_created", "owner", "created_at", "id"),
     )
+
+
+class PeriodicRunRow(Base):
+    """One run of a periodic task; a second run for the same (task, scheduled_for) is refused."""
+
+    __tablename__ = "periodic_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    task: Mapped[str] = mapped_column(String(64))
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (UniqueConstraint("task", "scheduled_for"),)
+
+
+class DailyStatsRow(Base):
+    """The figures of one day (in the statistics time zone), computed by Beat at midnight."""
+
+    __tablename__ = "daily_stats"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -17,6 +17,8 @@ from app.domain.jobs import (
     Backend,
     JobError,
     JobStatus,
+    Notification,
+    NotifyStatus,
     Queue,
     ReportJob,
     ReportType,
@@ -162,6 +164,50 @@ class SqlJobRepository:
                 for queue, backend, status, count in session.execute(stmt)
             ]
 
+    def record_document(self, job_id: UUID, document: Artifact, *, now: datetime) -> bool:
+        t = ReportJobRow
+        stmt = (
+            update(t)
+            .where(
+                t.id == job_id,
+                t.status == JobStatus.COMPLETED.value,
+                t.document_key.is_(None),
+            )
+            .values(
+                document_key=document.key,
+                document_size=document.size_bytes,
+                document_sha256=document.sha256,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self._sessions.begin() as session:
+            return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+    def record_notification(
+        self, job_id: UUID, *, status: NotifyStatus, now: datetime, error: str | None = None
+    ) -> ReportJob | None:
+        t = ReportJobRow
+        stmt = (
+            update(t)
+            .where(
+                t.id == job_id,
+                or_(t.notify_status.is_(None), t.notify_status == NotifyStatus.RETRYING.value),
+            )
+            .values(
+                notify_status=status.value,
+                notify_attempts=t.notify_attempts + 1,
+                notify_error=error,
+                notified_at=now,
+                updated_at=now,
+            )
+            .returning(t)
+            .execution_options(synchronize_session=False)
+        )
+        with self._sessions.begin() as session:
+            row = session.scalars(stmt).one_or_none()
+            return _to_job(row) if row else None
+
 
 def _to_row(job: ReportJob) -> ReportJobRow:
     artifact = job.artifact
@@ -192,6 +238,14 @@ def _to_row(job: ReportJob) -> ReportJobRow:
         queued_at=job.queued_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        callback_url=job.callback_url,
+        document_key=job.document.key if job.document else None,
+        document_size=job.document.size_bytes if job.document else None,
+        document_sha256=job.document.sha256 if job.document else None,
+        notify_status=job.notification.status.value if job.notification else None,
+        notify_attempts=job.notification.attempts if job.notification else 0,
+        notify_error=job.notification.error if job.notification else None,
+        notified_at=job.notification.at if job.notification else None,
     )
 
 
@@ -227,4 +281,30 @@ def _to_job(row: ReportJobRow) -> ReportJob:
         queued_at=row.queued_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        callback_url=row.callback_url,
+        document=_document(row),
+        notification=_notification(row),
+    )
+
+
+def _document(row: ReportJobRow) -> Artifact | None:
+    if row.document_key is None:
+        return None
+    return Artifact(
+        key=row.document_key,
+        filename=row.document_key.rsplit("/", 1)[-1],
+        content_type="application/zip",
+        size_bytes=row.document_size or 0,
+        sha256=row.document_sha256 or "",
+    )
+
+
+def _notification(row: ReportJobRow) -> Notification | None:
+    if row.notify_status is None or row.notified_at is None:
+        return None
+    return Notification(
+        status=NotifyStatus(row.notify_status),
+        attempts=row.notify_attempts,
+        at=row.notified_at,
+        error=row.notify_error,
     )

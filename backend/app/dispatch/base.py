@@ -1,12 +1,20 @@
-"""What the router needs from each backend adapter."""
+"""What the router needs from each backend adapter, and what Celery and RQ adapters share."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from app.dispatch.availability import Availability, AvailabilityMonitor, BackendState
+from app.dispatch.circuit import CircuitBreaker
+from app.domain.errors import BackendUnavailable
 from app.domain.jobs import Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount
+
+log = logging.getLogger(__name__)
 
 
 class BackendAdapter(Protocol):
@@ -21,3 +29,110 @@ class BackendAdapter(Protocol):
     def cancel(self, job: ReportJob) -> None: ...
 
     def workers(self) -> Sequence[WorkerCount]: ...
+
+
+class BrokeredBackend(ABC):
+    """A backend behind a broker (Celery, RQ): cached probes, a circuit breaker, a backstop.
+
+    Subclasses say how to probe, publish and stop; this class makes sure none of it ever
+    blocks a request: probes run in a monitor thread, publishes are refused at once while
+    the circuit is open, and cancellation backstops run on timers.
+    """
+
+    backend: Backend
+
+    def __init__(
+        self,
+        *,
+        breaker: CircuitBreaker,
+        probe_interval: float,
+        probe_wait: float,
+        cancel_grace: float,
+    ) -> None:
+        self._breaker = breaker
+        self._probe_wait = probe_wait
+        self._cancel_grace = cancel_grace
+        self.monitor = AvailabilityMonitor(
+            self.backend.value, self.probe, probe_interval, first_wait=probe_wait
+        )
+
+    # -- what subclasses provide
+
+    @abstractmethod
+    def probe(self) -> Availability:
+        """Ask the broker, now, whether it answers and who consumes which queue."""
+
+    @abstractmethod
+    def publish(self, job: ReportJob) -> None:
+        """Send the job id (and its follow-ups) to the broker; raise on failure."""
+
+    @abstractmethod
+    def withdraw(self, job: ReportJob) -> None:
+        """Remove a cancelled job's waiting messages, if the broker can (best effort)."""
+
+    @abstractmethod
+    def stop_running(self, job: ReportJob) -> None:
+        """Stop a cancelled job still running after the grace period (best effort)."""
+
+    # -- the adapter interface
+
+    def state(self, queue: Queue, wait: float | None = None) -> BackendState:
+        """Broker reachability and live workers for ``queue``, from the cache."""
+        if not self._breaker.available():
+            return BackendState(False, 0, "circuit open after failed publishes")
+        seen = self.monitor.get(self._probe_wait if wait is None else wait)
+        if not seen.reachable:
+            return BackendState(False, 0, f"broker unreachable ({seen.error})")
+        workers = seen.workers.get(queue, 0)
+        return BackendState(True, workers, "" if workers else f"no worker consumes {queue}")
+
+    def available(self, queue: Queue) -> bool:
+        return self.state(queue).ready
+
+    def dispatch(self, job: ReportJob) -> None:
+        if not self._breaker.allow():
+            raise BackendUnavailable(f"The {self.backend} broker is failing; try again shortly.")
+        try:
+            self.publish(job)
+        except Exception as exc:
+            self._breaker.failure()
+            self.monitor.refresh()
+            log.warning(
+                "report_job.dispatch.publish_failed",
+                extra={"job_id": str(job.id), "backend": self.backend.value, "error": repr(exc)},
+            )
+            raise BackendUnavailable(
+                f"The {self.backend} broker did not take the job: {type(exc).__name__}."
+            ) from exc
+        self._breaker.success()
+
+    def cancel(self, job: ReportJob) -> None:
+        """Withdraw waiting messages now; stop a still-running attempt after the grace."""
+        self._later(0.0, self.withdraw, job)
+        if job.started_at is not None:
+            self._later(self._cancel_grace, self.stop_running, job)
+
+    def workers(self) -> Sequence[WorkerCount]:
+        seen = self.monitor.get(self._probe_wait)
+        return [WorkerCount(self.backend, q, seen.workers.get(q, 0)) for q in Queue]
+
+    def start(self) -> None:
+        self.monitor.start()
+
+    def close(self) -> None:
+        self.monitor.stop()
+
+    def _later(self, delay: float, action: Callable[[ReportJob], None], job: ReportJob) -> None:
+        def run() -> None:
+            try:
+                action(job)
+            except Exception:
+                log.warning(
+                    "report_job.cancel.backstop_failed",
+                    extra={"job_id": str(job.id), "backend": self.backend.value},
+                    exc_info=True,
+                )
+
+        timer = threading.Timer(delay, run)
+        timer.daemon = True
+        timer.start()

@@ -1,37 +1,126 @@
-"""The router: the one :class:`~app.domain.ports.JobDispatcher`, choosing among backends."""
+"""The router: the one :class:`~app.domain.ports.JobDispatcher`, choosing among backends.
+
+For each job, in order:
+
+1. the preferred broker backend (Celery or RQ, by the traffic split) when its broker
+   answers and a worker consumes the job's queue; then the other one;
+2. inline, where the settings allow it (the development default);
+3. the preferred broker that answers, even with no worker: the job waits durably and
+   queue status shows the missing worker;
+4. otherwise :class:`~app.domain.errors.BackendUnavailable` (503).
+
+Every answer comes from cached probes: choosing never waits on a broker for more than
+the first probe (about a second), and never hangs.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from app.dispatch.base import BackendAdapter
+from app.dispatch.availability import BackendState
+from app.dispatch.base import BackendAdapter, BrokeredBackend
 from app.domain.errors import BackendUnavailable
-from app.domain.jobs import Backend, ReportJob
+from app.domain.jobs import Backend, ReportJob, ReportType
 from app.domain.ports import WorkerCount
 
 log = logging.getLogger(__name__)
 
+#: How long one choice may wait, in all, for the very first probes of the brokers.
+FIRST_PROBE_WAIT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """Settings of the choice: traffic split, per-type overrides, inline, forcing."""
+
+    celery_percent: int = 100
+    overrides: Mapping[ReportType, int] = field(default_factory=dict)
+    inline_allowed: bool = False
+    forced: Backend | None = None
+
+    def celery_share(self, report_type: ReportType) -> int:
+        return self.overrides.get(report_type, self.celery_percent)
+
+    def prefers_celery(self, job: ReportJob) -> bool:
+        """Deterministic by job id: the same job always lands on the same side."""
+        return job.id.int % 100 < self.celery_share(job.report_type)
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A job that did not go to its preferred backend, and why."""
+
+    preferred: Backend
+    chosen: Backend
+    reason: str
+
+
+FallbackListener = Callable[[Fallback], None]
+
 
 class Router:
-    """Picks the first available backend in preference order (or the forced one)."""
+    """Picks a backend per job and hands the job to it."""
 
-    def __init__(self, adapters: Sequence[BackendAdapter], *, forced: Backend | None = None):
-        self._adapters = list(adapters)
-        self._by_backend = {a.backend: a for a in self._adapters}
-        self._forced = forced
+    def __init__(
+        self,
+        brokers: Sequence[BrokeredBackend],
+        *,
+        inline: BackendAdapter | None = None,
+        policy: RoutingPolicy | None = None,
+        on_fallback: FallbackListener | None = None,
+    ) -> None:
+        self._brokers = {b.backend: b for b in brokers}
+        self._inline = inline
+        self.policy = policy or RoutingPolicy(inline_allowed=inline is not None)
+        self._listeners: list[FallbackListener] = [on_fallback] if on_fallback else []
+        self._fallbacks: Counter[tuple[str, str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    # -- observability hooks
+
+    def add_fallback_listener(self, listener: FallbackListener) -> None:
+        """Called on every fallback (the metrics layer counts them)."""
+        self._listeners.append(listener)
+
+    def fallback_counts(self) -> dict[tuple[str, str, str], int]:
+        """Fallbacks so far, by (from, to, reason kind)."""
+        with self._lock:
+            return dict(self._fallbacks)
+
+    # -- JobDispatcher
 
     def choose(self, job: ReportJob) -> Backend:
-        for adapter in self._adapters:
-            if self._forced not in (None, adapter.backend):
-                continue
-            if adapter.available(job.queue):
-                return adapter.backend
-        wanted = f"the {self._forced} backend" if self._forced else "any backend"
-        raise BackendUnavailable(f"No worker can take a {job.queue} job: {wanted} is unavailable.")
+        order = self._order(job)
+        for broker in order:  # probes run concurrently: the first wait bounds them all
+            broker.monitor.start()
+        preferred = order[0].backend if order else Backend.INLINE
+        states: dict[Backend, BackendState] = {}
+        deadline = time.monotonic() + FIRST_PROBE_WAIT
+        for broker in order:
+            wait = max(0.0, deadline - time.monotonic())
+            states[broker.backend] = broker.state(job.queue, wait=wait)
+            if states[broker.backend].ready:
+                return self._chosen(job, preferred, broker.backend, states)
+        inline = self._inline if self._inline_allowed() else None
+        if inline is not None and inline.available(job.queue):
+            return self._chosen(job, preferred, Backend.INLINE, states)
+        for broker in order:
+            if states[broker.backend].reachable:
+                return self._chosen(job, preferred, broker.backend, states)
+        reasons = "; ".join(f"{b}: {s.reason}" for b, s in states.items()) or "none enabled"
+        log.warning(
+            "report_job.dispatch.unavailable",
+            extra={"job_id": str(job.id), "queue": job.queue.value, "reasons": reasons},
+        )
+        raise BackendUnavailable(f"No backend can take a {job.queue} job now ({reasons}).")
 
     def dispatch(self, job: ReportJob) -> None:
-        adapter = self._by_backend.get(job.backend) if job.backend else None
+        adapter = self._adapter(job.backend)
         if adapter is None:
             raise BackendUnavailable(f"The {job.backend} backend is not enabled here.")
         adapter.dispatch(job)
@@ -41,9 +130,73 @@ class Router:
         )
 
     def cancel(self, job: ReportJob) -> None:
-        adapter = self._by_backend.get(job.backend) if job.backend else None
+        adapter = self._adapter(job.backend)
         if adapter is not None:
             adapter.cancel(job)
 
     def workers(self) -> Sequence[WorkerCount]:
-        return [count for adapter in self._adapters for count in adapter.workers()]
+        adapters: list[BackendAdapter] = list(self._brokers.values())
+        if self._inline is not None:
+            adapters.append(self._inline)
+        return [count for adapter in adapters for count in adapter.workers()]
+
+    # -- internals
+
+    def _adapter(self, backend: Backend | None) -> BackendAdapter | None:
+        if backend is Backend.INLINE:
+            return self._inline
+        return self._brokers.get(backend) if backend else None
+
+    def _inline_allowed(self) -> bool:
+        forced = self.policy.forced
+        return forced is Backend.INLINE or (forced is None and self.policy.inline_allowed)
+
+    def _order(self, job: ReportJob) -> list[BrokeredBackend]:
+        forced = self.policy.forced
+        if forced is not None:
+            return [self._brokers[forced]] if forced in self._brokers else []
+        first, second = (
+            (Backend.CELERY, Backend.RQ)
+            if self.policy.prefers_celery(job)
+            else (Backend.RQ, Backend.CELERY)
+        )
+        return [self._brokers[b] for b in (first, second) if b in self._brokers]
+
+    def _chosen(
+        self,
+        job: ReportJob,
+        preferred: Backend,
+        chosen: Backend,
+        states: Mapping[Backend, BackendState],
+    ) -> Backend:
+        if chosen is not preferred:
+            state = states.get(preferred)
+            reason = state.reason if state else "not enabled"
+            if chosen in states and not states[chosen].ready:
+                reason += f"; no worker on {chosen} either: the job waits in its queue"
+            self._record_fallback(job, Fallback(preferred, chosen, reason))
+        elif chosen in states and not states[chosen].ready:
+            log.warning(
+                "report_job.dispatch.no_worker",
+                extra={"job_id": str(job.id), "backend": chosen.value, "queue": job.queue.value},
+            )
+        return chosen
+
+    def _record_fallback(self, job: ReportJob, fallback: Fallback) -> None:
+        kind = fallback.reason.split(" (", 1)[0].split(";", 1)[0]
+        with self._lock:
+            self._fallbacks[(fallback.preferred.value, fallback.chosen.value, kind)] += 1
+        log.warning(
+            "report_job.dispatch.fallback",
+            extra={
+                "job_id": str(job.id),
+                "from": fallback.preferred.value,
+                "to": fallback.chosen.value,
+                "reason": fallback.reason,
+            },
+        )
+        for listener in self._listeners:
+            try:
+                listener(fallback)
+            except Exception:
+                log.exception("report_job.dispatch.fallback_listener_failed")

@@ -91,3 +91,23 @@ class JobNotCompleted(Conflict):
 
 class BackendUnavailable(Unavailable):
     code = "BACKEND_UNAVAILABLE"
+
+
+class CallbackNotAllowed(InvalidInput):
+    code = "CALLBACK_NOT_ALLOWED"
+
+
+class CallbackFailed(AppError):
+    """A callback delivery failed; ``retryable`` says whether to try again later."""
+
+    code = "CALLBACK_FAILED"
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Misconfigured(AppError):
+    """The settings cannot work together; the process refuses to start."""
+
+    code = "MISCONFIGURED"

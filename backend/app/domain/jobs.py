@@ -185,6 +185,24 @@ class JobError:
     message: str
 
 
+class NotifyStatus(StrEnum):
+    """Where the callback of a finished job stands."""
+
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """The last callback attempt: its status, how many were made, and why it failed."""
+
+    status: NotifyStatus
+    attempts: int
+    at: datetime
+    error: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ReportJob:
     """A snapshot of one job's ledger row. Changes go through the repository."""
@@ -210,6 +228,9 @@ class ReportJob:
     queued_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    callback_url: str | None = None
+    document: Artifact | None = None
+    notification: Notification | None = None
 
     QUEUE_FOR_TYPE: ClassVar[Queue] = Queue.REPORTS
 
@@ -223,6 +244,7 @@ class ReportJob:
         now: datetime,
         owner: str | None = None,
         idempotency_key: str | None = None,
+        callback_url: str | None = None,
     ) -> ReportJob:
         queue = cls.QUEUE_FOR_TYPE
         return cls(
@@ -237,6 +259,7 @@ class ReportJob:
             idempotency_key=idempotency_key,
             created_at=now,
             updated_at=now,
+            callback_url=callback_url,
         )
 
     def typed_params(self) -> ReportParams:

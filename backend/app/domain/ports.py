@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -14,6 +14,7 @@ from app.domain.jobs import (
     Backend,
     JobError,
     JobStatus,
+    NotifyStatus,
     Queue,
     ReportJob,
     ReportParams,
@@ -100,6 +101,16 @@ class JobRepository(Protocol):
         """Count of unfinished jobs per (queue, backend, status)."""
         ...
 
+    def record_document(self, job_id: UUID, document: Artifact, *, now: datetime) -> bool:
+        """Attach the post-processed package to a completed job that has none yet."""
+        ...
+
+    def record_notification(
+        self, job_id: UUID, *, status: NotifyStatus, now: datetime, error: str | None = None
+    ) -> ReportJob | None:
+        """Count one callback attempt, unless the callback is already sent or given up."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerCount:
@@ -153,7 +164,100 @@ class Renderer(Protocol):
     def render(self, params: ReportParams, target: Path, progress: Progress) -> None: ...
 
 
+class CallbackSender(Protocol):
+    """Delivers a finished job's callback: an HMAC-signed JSON POST."""
+
+    def validate(self, url: str) -> None:
+        """Raise InvalidInput unless callbacks may be sent to ``url``."""
+        ...
+
+    def send(self, url: str, body: bytes, *, delivery_id: str) -> None:
+        """POST ``body``; raise CallbackFailed (retryable or not) unless it got a 2xx."""
+        ...
+
+
 class JobObserver(Protocol):
     """Receives job lifecycle events (logs today, metrics later)."""
 
     def job_event(self, event: str, job: ReportJob, **fields: Any) -> None: ...
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True, slots=True)
+class JobTiming:
+    """What the daily figures need of one job."""
+
+    report_type: ReportType
+    backend: Backend | None
+    status: JobStatus
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyStats:
+    day: date
+    computed_at: datetime
+    figures: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    """One dependency as a health check saw it."""
+
+    name: str
+    ok: bool
+    latency_s: float
+    detail: str | None = None
+
+
+class HousekeepingRepository(Protocol):
+    """The ledger's operations side: periodic runs, retention, recovery, daily figures."""
+
+    def claim_run(self, task: str, slot: datetime, *, now: datetime) -> bool:
+        """Record the run of ``task`` for ``slot``; False when it was already recorded."""
+        ...
+
+    def finish_run(
+        self, task: str, slot: datetime, *, now: datetime, status: str, result: Mapping[str, Any]
+    ) -> None: ...
+
+    def expired(self, before: datetime, *, limit: int) -> Sequence[ReportJob]:
+        """Finished jobs created before ``before``, oldest first."""
+        ...
+
+    def delete_finished(self, job_ids: Sequence[UUID]) -> int:
+        """Delete those of ``job_ids`` that are finished; returns how many."""
+        ...
+
+    def stale_waiting(self, before: datetime, *, limit: int) -> Sequence[ReportJob]:
+        """Celery/RQ jobs pending or queued since before ``before``, never re-dispatched."""
+        ...
+
+    def mark_redispatched(self, job_id: UUID, *, now: datetime) -> bool: ...
+
+    def running_since(self, before: datetime) -> Sequence[ReportJob]:
+        """Celery/RQ jobs running since before ``before``."""
+        ...
+
+    def timings(self, start: datetime, end: datetime) -> Sequence[JobTiming]:
+        """Jobs created in ``[start, end)``."""
+        ...
+
+    def save_daily_stats(self, day: date, figures: Mapping[str, Any], *, now: datetime) -> None:
+        """Store (or replace) the figures of ``day``."""
+        ...
+
+    def daily_stats(self, day: date | None = None) -> DailyStats | None:
+        """The figures of ``day``, or the latest stored when ``day`` is None."""
+        ...
+
+
+class OpsRecorder(Protocol):
+    """Where housekeeping reports what it did (metrics)."""
+
+    def periodic_run(self, task: str, outcome: str) -> None: ...
+
+    def component(self, name: str, *, ok: bool, latency_s: float) -> None: ...

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from app.domain.jobs import ReportType, RetryPolicy, utcnow
-from app.domain.ports import ArtifactStore, JobDispatcher, JobObserver, JobRepository, Renderer
+from app.domain.ports import (
+    ArtifactStore,
+    CallbackSender,
+    JobDispatcher,
+    JobObserver,
+    JobRepository,
+    Renderer,
+)
 
 
 def _never() -> bool:
@@ -19,6 +26,7 @@ class JobPolicy:
     max_attempts: int = 3
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress_interval: float = 1.0
+    callback_attempts: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +42,4 @@ class Deps:
     clock: Callable[[], datetime] = utcnow
     worker_id: str = "local"
     stopping: Callable[[], bool] = _never
+    callbacks: CallbackSender | None = None

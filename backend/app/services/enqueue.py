@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.domain.errors import Unavailable
+from app.domain.errors import CallbackNotAllowed, Unavailable
 from app.domain.jobs import JobError, JobStatus, ReportJob, ReportType, parse_params
 from app.services.deps import Deps
 
@@ -17,14 +17,20 @@ def enqueue_report(
     params: Mapping[str, Any],
     owner: str | None = None,
     idempotency_key: str | None = None,
+    callback_url: str | None = None,
 ) -> ReportJob:
     """Create a job and dispatch it: commit first, then send (the row exists before the message).
 
     Raises:
         InvalidParams: the parameters do not fit the report type; nothing is written.
+        CallbackNotAllowed: ``callback_url`` is not an allowed target; nothing is written.
         Unavailable: no backend can take the job; the row is recorded ``failed`` with the code.
     """
     typed = parse_params(report_type, dict(params))
+    if callback_url is not None:
+        if deps.callbacks is None:
+            raise CallbackNotAllowed("Callbacks are not enabled on this platform.")
+        deps.callbacks.validate(callback_url)
     job = ReportJob.new(
         report_type=report_type,
         params=typed,
@@ -32,6 +38,7 @@ def enqueue_report(
         now=deps.clock(),
         owner=owner,
         idempotency_key=idempotency_key,
+        callback_url=callback_url,
     )
     job = job.with_backend(deps.dispatcher.choose(job))
     deps.repo.add(job)

@@ -1,0 +1,54 @@
+"""Worker entrypoints share one container per process, built on first use.
+
+Prefork (Celery) and fork-per-job (RQ) children inherit their parent's container, if it
+built one: the first call in a new process gives it its own database connections.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+from app import bootstrap
+from app.core.logging import job_id_var
+from app.domain.jobs import Backend
+from app.services.deps import Deps
+
+_lock = threading.Lock()
+_container: bootstrap.Container | None = None
+
+
+def worker_container(backend: Backend) -> bootstrap.Container:
+    """This process's container (built once; refreshed after a fork)."""
+    global _container
+    with _lock:
+        if _container is None:
+            _container = bootstrap.build_worker(backend)
+        elif _container.pid != os.getpid():
+            _container.after_fork(backend)
+        return _container
+
+
+def worker_deps(backend: Backend) -> Deps:
+    return worker_container(backend).deps
+
+
+def close_worker_container() -> None:
+    global _container
+    with _lock:
+        if _container is not None and _container.pid == os.getpid():
+            _container.close()
+        _container = None
+
+
+@contextmanager
+def job_context(job_id: str) -> Iterator[UUID]:
+    """Parse the id a broker carried and tag every log line with it."""
+    token = job_id_var.set(job_id)
+    try:
+        yield UUID(job_id)
+    finally:
+        job_id_var.reset(token)

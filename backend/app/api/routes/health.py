@@ -1,13 +1,46 @@
-"""Kubernetes-style probes."""
+"""Kubernetes-style probes, and a summary for people.
+
+- ``/health/live``: the process answers; nothing else is checked (a restart would not help
+  a dependency outage).
+- ``/health/ready``: the ledger and every enabled broker answer within ``HEALTH_TIMEOUT``
+  and the process is not draining; 503 otherwise, so traffic goes elsewhere. Where jobs
+  may run inline (the development default), only the ledger is required.
+- ``/health/startup``: the schema is at the migrations' head and the settings were valid
+  (a process with invalid settings refuses to start, so it never answers at all).
+- ``/health``: each component's state and latency, the workers per queue, the drain state.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app import bootstrap
 from app.api.deps import get_container
+from app.core.health import run_checks
+from app.domain.ports import ComponentHealth
 
 router = APIRouter(tags=["health"])
+
+
+def _draining(request: Request) -> bool:
+    return bool(getattr(request.app.state, "draining", False))
+
+
+def _component(health: ComponentHealth) -> dict[str, Any]:
+    return {
+        "status": "up" if health.ok else "down",
+        "latency_ms": round(health.latency_s * 1000, 1),
+        **({"detail": health.detail} if health.detail else {}),
+    }
+
+
+def _check(request: Request) -> list[ComponentHealth]:
+    container = get_container(request)
+    checks = bootstrap.component_checks(container)
+    return run_checks(checks, container.settings.health_timeout)
 
 
 @router.get("/health/live")
@@ -18,12 +51,60 @@ def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 def ready(request: Request) -> JSONResponse:
-    """The ledger answers and the process is not shutting down."""
-    container = get_container(request)
-    if getattr(request.app.state, "draining", False):
+    """The ledger and the enabled brokers answer, and the process is not shutting down."""
+    if _draining(request):
         return JSONResponse({"status": "draining"}, status_code=503)
+    components = _check(request)
+    # Where jobs may run inline (development), a missing broker does not stop the service.
+    brokers_required = not get_container(request).settings.inline_allowed
+    ok = all(c.ok for c in components if brokers_required or c.name == "database")
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "components": {c.name: _component(c) for c in components},
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/health/startup")
+def startup(request: Request) -> JSONResponse:
+    """The database schema is at the migrations' head; the settings were valid at start."""
+    container = get_container(request)
     try:
-        container.deps.repo.ping()
+        container.check_schema()
     except Exception as exc:
-        return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, 503)
-    return JSONResponse({"status": "ok"})
+        detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"[:300]
+        return JSONResponse({"status": "not_started", "schema": detail}, status_code=503)
+    return JSONResponse(
+        {
+            "status": "ok",
+            "schema": "at head",
+            "settings": "valid",
+            "environment": container.settings.environment.value,
+        }
+    )
+
+
+@router.get("/health")
+def summary(request: Request) -> JSONResponse:
+    """Every component with its state and latency; 503 when the ledger is down or draining."""
+    container = get_container(request)
+    components = _check(request)
+    database_ok = all(c.ok for c in components if c.name == "database")
+    draining = _draining(request)
+    if not database_ok or draining:
+        status = "down"
+    elif all(c.ok for c in components):
+        status = "ok"
+    else:
+        status = "degraded"
+    workers = [
+        {"backend": w.backend.value, "queue": w.queue.value, "workers": w.workers}
+        for w in container.deps.dispatcher.workers()
+    ]
+    body = {
+        "status": status,
+        "draining": draining,
+        "components": {c.name: _component(c) for c in components},
+        "workers": workers,
+    }
+    return JSONResponse(body, status_code=503 if status == "down" else 200)

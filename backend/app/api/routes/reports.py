@@ -27,6 +27,7 @@ HEAVY = (ReportType.PDF, ReportType.EXCEL, ReportType.ANALYSIS)
 
 OptionalBody = Annotated[ReportRequest | None, Body()]
 JobId = Annotated[UUID, "job id"]
+_CALLBACK = "Optional URL the finished job is POSTed to (HMAC-signed; allowed hosts only)."
 
 
 def _params(
@@ -57,17 +58,26 @@ def enqueue_dummy(
     processing_time: Annotated[float | None, Query(description="0–3600 s")] = None,
     seed: int | None = None,
     simulate_failures: Annotated[int | None, Query(description="Testing aid, 0–5")] = None,
+    callback_url: Annotated[str | None, Query(description=_CALLBACK, max_length=2048)] = None,
 ) -> JobOut:
     report_type, params = _params(
         body,
-        {"processing_time": processing_time, "seed": seed, "simulate_failures": simulate_failures},
+        {
+            "processing_time": processing_time,
+            "seed": seed,
+            "simulate_failures": simulate_failures,
+            "callback_url": callback_url,
+        },
     )
     if report_type not in (None, ReportType.DUMMY):
         raise InvalidInput(
             f"/reports/dummy makes dummy reports; send {report_type} to /reports/heavy.",
             code="INVALID_REPORT_TYPE",
         )
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params=params)
+    callback = params.pop("callback_url", None)
+    job = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params=params, callback_url=callback
+    )
     return JobOut.of(job)
 
 
@@ -87,6 +97,7 @@ def enqueue_heavy(
     sheets: Annotated[int | None, Query(description="excel: 1–12 (default 3)")] = None,
     processing_time: Annotated[float | None, Query(description="0–3600 s (default 0)")] = None,
     seed: int | None = None,
+    callback_url: Annotated[str | None, Query(description=_CALLBACK, max_length=2048)] = None,
 ) -> JobOut:
     chosen, params = _params(
         body,
@@ -97,6 +108,7 @@ def enqueue_heavy(
             "sheets": sheets,
             "processing_time": processing_time,
             "seed": seed,
+            "callback_url": callback_url,
         },
     )
     if chosen not in HEAVY:
@@ -105,7 +117,8 @@ def enqueue_heavy(
             + (" (dummy reports go to /reports/dummy)." if chosen else "."),
             code="INVALID_REPORT_TYPE",
         )
-    job = enqueue_report(deps=deps, report_type=chosen, params=params)
+    callback = params.pop("callback_url", None)
+    job = enqueue_report(deps=deps, report_type=chosen, params=params, callback_url=callback)
     return JobOut.of(job)
 
 

@@ -1,0 +1,159 @@
+"""The Celery application: JSON only, the seed's four queues, bounded broker retries.
+
+Messages carry a job id and nothing else; the ledger is the source of truth, so there is
+no result backend unless ``CELERY_RESULT_BACKEND`` asks for one. Report tasks are
+``acks_late`` + ``reject_on_worker_lost``: a duplicate delivery is harmless because
+``run_report`` claims the ledger row with a conditional update.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from celery import Celery, signals
+from kombu import Exchange
+from kombu import Queue as KombuQueue
+
+from app.core.config import Environment, Settings, get_settings
+from app.core.logging import request_id_var
+from app.domain.errors import Misconfigured
+from app.domain.jobs import Queue
+
+Role = Literal["client", "worker"]
+
+#: Explicit, stable task names: the only thing producers and workers share.
+RUN_REPORT = "reports.run_report"
+POSTPROCESS = "documents.postprocess"
+NOTIFY = "notifications.notify"
+PING = "system.ping"
+
+TASK_QUEUES: dict[str, Queue] = {
+    "reports.*": Queue.REPORTS,
+    "documents.*": Queue.DOCUMENTS,
+    "notifications.*": Queue.NOTIFICATIONS,
+    "system.*": Queue.CELERY,
+}
+
+MAX_PRIORITY = 9
+
+
+@signals.before_task_publish.connect
+def _carry_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Carry the request id of the current API request to the worker, as a message header."""
+    request_id = request_id_var.get()
+    if request_id and headers is not None:
+        headers.setdefault("request_id", request_id)
+
+
+def queue_name(settings: Settings, queue: Queue) -> str:
+    """The broker-side name of ``queue`` (QUEUE_PREFIX isolates environments sharing a broker)."""
+    return f"{settings.queue_prefix}{queue.value}"
+
+
+def check_visibility_timeout(settings: Settings) -> None:
+    """Refuse a Redis broker whose visibility timeout would redeliver running or waiting tasks.
+
+    Raises:
+        Misconfigured: the timeout does not exceed the longest hard time limit and the
+            longest retry countdown.
+    """
+    if not settings.celery_broker_is_redis:
+        return
+    needed = max(settings.longest_time_limit, settings.retry_backoff_max)
+    if settings.celery_visibility_timeout <= needed:
+        raise Misconfigured(
+            f"CELERY_VISIBILITY_TIMEOUT={settings.celery_visibility_timeout}s must exceed the "
+            f"longest hard time limit or retry countdown ({needed:g}s): otherwise Redis "
+            "redelivers tasks that are still running or waiting for their retry."
+        )
+
+
+def _transport_options(settings: Settings, role: Role) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if settings.celery_broker_is_redis:
+        options.update(
+            visibility_timeout=settings.celery_visibility_timeout,
+            queue_order_strategy="priority",
+            socket_connect_timeout=settings.broker_timeout,
+        )
+    if role == "client":
+        # A producer (API, CLI) must never hang on a dead broker: one quick retry, bounded.
+        options.update(
+            max_retries=1,
+            interval_start=0,
+            interval_step=0.1,
+            interval_max=0.2,
+            connect_retries_timeout=settings.broker_timeout * 2,
+        )
+        if settings.celery_broker_is_redis:
+            options["socket_timeout"] = max(1.0, settings.broker_timeout * 2)
+        else:
+            options.update(read_timeout=2.0, write_timeout=2.0)
+    return options
+
+
+def _queues(settings: Settings) -> tuple[KombuQueue, ...]:
+    return tuple(
+        KombuQueue(
+            queue_name(settings, q),
+            Exchange(queue_name(settings, q), type="direct"),
+            routing_key=queue_name(settings, q),
+            queue_arguments={"x-max-priority": MAX_PRIORITY},
+        )
+        for q in Queue
+    )
+
+
+def create_celery_app(settings: Settings | None = None, *, role: Role = "client") -> Celery:
+    """A configured Celery app; ``role="worker"`` keeps reconnecting instead of failing fast."""
+    settings = settings or get_settings()
+    check_visibility_timeout(settings)
+    production = settings.environment is Environment.PRODUCTION
+    app = Celery("report_jobs", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.celery_broker_url,
+        result_backend=settings.celery_result_backend or None,
+        task_ignore_result=not settings.celery_result_backend,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        timezone="Europe/Paris",
+        enable_utc=True,
+        task_queues=_queues(settings),
+        task_default_queue=queue_name(settings, Queue.CELERY),
+        task_default_priority=Queue.CELERY.priority,
+        task_queue_max_priority=MAX_PRIORITY,
+        task_routes={
+            pattern: {"queue": queue_name(settings, q), "priority": q.priority}
+            for pattern, q in TASK_QUEUES.items()
+        },
+        task_time_limit=settings.longest_time_limit,
+        task_soft_time_limit=round(settings.longest_time_limit * 0.9, 3),
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=settings.celery_max_tasks_per_child,
+        worker_max_memory_per_child=settings.celery_max_memory_per_child,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_timeout=settings.broker_timeout if role == "client" else 4.0,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None if production and role == "worker" else 10,
+        broker_pool_limit=10,
+        broker_heartbeat=30 if role == "worker" else 0,
+        broker_transport_options=_transport_options(settings, role),
+        task_publish_retry=True,
+        task_publish_retry_policy={
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        control_queue_ttl=5.0,
+        control_queue_expires=10.0,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_enable_remote_control=True,
+    )
+    return app

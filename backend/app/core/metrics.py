@@ -1,0 +1,215 @@
+"""Prometheus metrics: job lifecycle (fed by the observer port), fallbacks, HTTP, housekeeping.
+
+Every process that runs jobs or serves HTTP records into these module-level metrics. In a
+process started by the CLIs, prometheus-client runs in multiprocess mode (see
+:mod:`app.core.metrics_export`): each process writes its own files and whichever process
+serves the scrape merges them, so counts stay exact across prefork children, RQ work
+horses and uvicorn workers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+from uuid import UUID
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from app.domain.jobs import ReportJob
+
+JOB_LABELS = ("job_type", "queue", "backend")
+
+#: Run time buckets: fine up to the 30 minutes a heavy report takes, then up to the hard
+#: time limits (about an hour), so the "p95 above 80 % of the limit" alert can fire.
+DURATION_BUCKETS = (
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1200,
+    1800,
+    2700,
+    3600,
+    5400,
+)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+JOBS_TOTAL = Counter(
+    "report_jobs_total",
+    "Jobs that reached a final status (completed, failed, cancelled).",
+    ["job_type", "status", "queue", "backend"],
+)
+JOB_DURATION = Histogram(
+    "report_jobs_duration_seconds",
+    "Run time (started to finished) of completed and failed jobs.",
+    JOB_LABELS,
+    buckets=DURATION_BUCKETS,
+)
+JOBS_ACTIVE = Gauge(
+    "report_jobs_active", "Jobs running now.", JOB_LABELS, multiprocess_mode="livesum"
+)
+JOB_RETRIES = Counter("report_jobs_retries_total", "Attempts that will be retried.", JOB_LABELS)
+QUEUE_WAIT = Histogram(
+    "report_jobs_queue_wait_seconds",
+    "Time from enqueue to the start of the first attempt.",
+    JOB_LABELS,
+    buckets=WAIT_BUCKETS,
+)
+FALLBACKS = Counter(
+    "report_dispatch_fallbacks_total",
+    "Jobs sent to another backend than the preferred one.",
+    ["from", "to", "reason"],
+)
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered.", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency.",
+    ["method", "route"],
+    buckets=HTTP_BUCKETS,
+)
+HTTP_IN_PROGRESS = Gauge(
+    "http_requests_in_progress",
+    "HTTP requests being served.",
+    ["method", "route"],
+    multiprocess_mode="livesum",
+)
+PERIODIC_RUNS = Counter(
+    "report_periodic_runs_total",
+    "Periodic (Beat) task runs: done, skipped (another run had the slot) or failed.",
+    ["task", "outcome"],
+)
+COMPONENT_UP = Gauge(
+    "report_component_up",
+    "1 when the last health check found the component answering, else 0.",
+    ["component"],
+    multiprocess_mode="mostrecent",
+)
+COMPONENT_LATENCY = Gauge(
+    "report_component_latency_seconds",
+    "Latency of the component in the last health check.",
+    ["component"],
+    multiprocess_mode="mostrecent",
+)
+
+_FINAL = {"completed", "failed", "cancelled", "dispatch_failed"}
+
+
+def job_labels(job: ReportJob) -> tuple[str, str, str]:
+    return job.report_type.value, job.queue.value, job.backend.value if job.backend else "none"
+
+
+class _ActiveRuns:
+    """The jobs this process counted as running: only the process that counted one uncounts it.
+
+    A job cancelled while it runs, or killed by a time limit, ends without an event in the
+    process that ran it; :func:`end_run` (called after each task) and the removal of dead
+    processes' files keep the gauge exact.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[UUID, tuple[str, str, str]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, job_id: UUID, labels: tuple[str, str, str]) -> bool:
+        """Count ``job_id`` as running; False when it already was (a duplicate event)."""
+        with self._lock:
+            if job_id in self._runs:
+                return False
+            self._runs[job_id] = labels
+        JOBS_ACTIVE.labels(*labels).inc()
+        return True
+
+    def end(self, job_id: UUID) -> None:
+        with self._lock:
+            labels = self._runs.pop(job_id, None)
+        if labels is not None:
+            JOBS_ACTIVE.labels(*labels).dec()
+
+
+_ACTIVE = _ActiveRuns()
+
+
+def end_run(job_id: UUID) -> None:
+    """Stop counting ``job_id`` as running in this process (no-op when it was not)."""
+    _ACTIVE.end(job_id)
+
+
+class MetricsObserver:
+    """:class:`~app.domain.ports.JobObserver` feeding the job metrics."""
+
+    def job_event(self, event: str, job: ReportJob, **fields: Any) -> None:
+        labels = job_labels(job)
+        if event == "started":
+            first = _ACTIVE.start(job.id, labels) and job.attempts == 1
+            if first and job.started_at is not None:
+                enqueued = job.queued_at or job.created_at
+                wait = (job.started_at - enqueued).total_seconds()
+                QUEUE_WAIT.labels(*labels).observe(max(wait, 0.0))
+            return
+        _ACTIVE.end(job.id)
+        if event == "retrying":
+            JOB_RETRIES.labels(*labels).inc()
+        elif event in _FINAL:
+            status = "failed" if event == "dispatch_failed" else event
+            job_type, queue, backend = labels
+            JOBS_TOTAL.labels(job_type, status, queue, backend).inc()
+            if status != "cancelled" and job.started_at and job.finished_at:
+                run_time = (job.finished_at - job.started_at).total_seconds()
+                JOB_DURATION.labels(*labels).observe(max(run_time, 0.0))
+
+
+class FallbackLike(Protocol):
+    """What the router reports about a fallback (see ``app.dispatch.router.Fallback``)."""
+
+    @property
+    def preferred(self) -> Any: ...
+
+    @property
+    def chosen(self) -> Any: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+_REASONS = (
+    ("circuit open", "circuit_open"),
+    ("broker unreachable", "broker_unreachable"),
+    ("no worker", "no_worker"),
+    ("not enabled", "not_enabled"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """A bounded label value for a router's free-text fallback reason."""
+    return next((kind for prefix, kind in _REASONS if reason.startswith(prefix)), "other")
+
+
+def count_fallback(fallback: FallbackLike) -> None:
+    """Router fallback listener: one increment per job sent elsewhere than preferred."""
+    FALLBACKS.labels(
+        str(getattr(fallback.preferred, "value", fallback.preferred)),
+        str(getattr(fallback.chosen, "value", fallback.chosen)),
+        reason_kind(fallback.reason),
+    ).inc()
+
+
+class MetricsOpsRecorder:
+    """:class:`~app.domain.ports.OpsRecorder`: periodic runs and component health as metrics."""
+
+    def periodic_run(self, task: str, outcome: str) -> None:
+        PERIODIC_RUNS.labels(task, outcome).inc()
+
+    def component(self, name: str, *, ok: bool, latency_s: float) -> None:
+        COMPONENT_UP.labels(name).set(1.0 if ok else 0.0)
+        COMPONENT_LATENCY.labels(name).set(latency_s)

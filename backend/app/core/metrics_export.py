@@ -1,0 +1,164 @@
+"""Serving the metrics: multiprocess mode, the scrape registry, a worker's metrics port.
+
+How prometheus-client's multiprocess mode works (client_python docs, "Multiprocess Mode"):
+each process writes its values to mmap files under ``PROMETHEUS_MULTIPROC_DIR``
+(``counter_<pid>.db``, ``histogram_<pid>.db``, ``gauge_livesum_<pid>.db``, ...); a scrape
+merges every file. Counters and histograms of dead processes stay (so totals never go
+down); ``live*`` gauges of a dead process must be removed with ``mark_process_dead``. The
+directory must be emptied before the master starts.
+
+Here the master of each process family (``manage.py serve``, ``celery_manager.py worker``,
+``manage.py rq-worker``) calls :func:`prepare_multiprocess_dir` before it forks or spawns:
+an explicit ``PROMETHEUS_MULTIPROC_DIR`` is emptied (its ``*.db`` files only), otherwise
+a private temporary directory is created, removed at exit (or, when a signal ended the
+master, by the next master that starts). Children inherit the
+variable. A scrape first forgets the live gauges of processes that no longer exist, so a
+child killed without a goodbye (hard time limit, OOM) does not leave its gauge behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+_PRIVATE = "report-jobs-metrics-"
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory of multiprocess mode, when this process is in it."""
+    value = os.environ.get(ENV)
+    return Path(value) if value else None
+
+
+def prepare_multiprocess_dir() -> Path:
+    """Called by a master before it starts children: an empty directory, exported in ``ENV``."""
+    configured = multiprocess_dir()
+    if configured is not None:
+        configured.mkdir(parents=True, exist_ok=True)
+        for stale in configured.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        path = configured
+    else:
+        base = Path(tempfile.gettempdir())
+        _remove_orphans(base)
+        path = Path(tempfile.mkdtemp(prefix=f"{_PRIVATE}{os.getpid()}-", dir=base))
+        atexit.register(shutil.rmtree, path, True)
+    enable_multiprocess(path)
+    return path
+
+
+def _remove_orphans(base: Path) -> None:
+    """Private directories of masters that are gone (a signal skips their ``atexit``)."""
+    for orphan in base.glob(f"{_PRIVATE}*-*"):
+        pid = orphan.name.removeprefix(_PRIVATE).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(orphan, ignore_errors=True)
+
+
+def enable_multiprocess(path: Path) -> None:
+    """Put this process (and the children it will start) in multiprocess mode.
+
+    prometheus-client picks its value class when it is first imported; if that happened
+    before the variable was set, switch it now. This is safe because no labelled value
+    exists yet in a master that has not run anything.
+    """
+    os.environ[ENV] = str(path)
+    current = values.ValueClass
+    if getattr(current, "__name__", "") != "MmapedValue":
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def forget_process(pid: int | None = None) -> None:
+    """``mark_process_dead`` for ``pid`` (default: this process) when in multiprocess mode."""
+    path = multiprocess_dir()
+    if path is not None and path.is_dir():
+        mark_process_dead(os.getpid() if pid is None else pid, str(path))  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_processes(path: Path) -> list[int]:
+    """Remove the live gauges of processes that no longer exist; returns their pids."""
+    dead: set[int] = set()
+    for file in path.glob("gauge_live*_*.db"):
+        suffix = file.stem.rsplit("_", 1)[-1]
+        if suffix.isdigit() and not _alive(int(suffix)):
+            dead.add(int(suffix))
+    for pid in dead:
+        mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+class LiveMultiProcessCollector(MultiProcessCollector):
+    """The multiprocess collector, minus the live gauges of dead processes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(None, path=str(path))  # type: ignore[no-untyped-call]
+        self._dir = path
+
+    def collect(self) -> Iterable[Metric]:
+        forget_dead_processes(self._dir)
+        return super().collect()  # type: ignore[no-untyped-call,no-any-return]
+
+
+def scrape_registry(extra: Sequence[Collector] = ()) -> CollectorRegistry:
+    """A registry for one scrape: every process's metrics, plus scrape-time collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    path = multiprocess_dir()
+    if path is not None:
+        registry.register(LiveMultiProcessCollector(path))
+    else:
+        registry.register(REGISTRY)
+    for collector in extra:
+        registry.register(collector)
+    return registry
+
+
+def serve_metrics(port: int, host: str) -> bool:
+    """Serve the merged metrics on ``host:port`` from a daemon thread (a worker's master).
+
+    A port already taken (two workers on one machine) is logged and skipped: the worker
+    runs without its metrics port rather than not at all. ``port`` 0 disables it.
+    """
+    if port == 0:
+        return False
+    try:
+        start_http_server(port, addr=host, registry=_ScrapeEach())
+    except OSError as exc:
+        log.warning(
+            "metrics.server.unavailable", extra={"port": port, "host": host, "error": str(exc)}
+        )
+        return False
+    log.info("metrics.server.started", extra={"port": port, "host": host})
+    return True
+
+
+class _ScrapeEach:
+    """A collector that builds a fresh :func:`scrape_registry` on every scrape."""
+
+    def collect(self) -> Iterable[Metric]:
+        return scrape_registry().collect()
+
+    def restricted_registry(self, names: Iterable[str]) -> object:
+        return scrape_registry().restricted_registry(names)

@@ -1,0 +1,262 @@
+"""Housekeeping, run by Beat: retention, recovery of stuck jobs, a recorded health check.
+
+Each periodic task runs at most once per *slot* (its scheduled time, the clock floored to
+its period): the run is recorded under a unique (task, slot) before it does anything, so a
+second Beat started by mistake, or a duplicate delivery, finds the slot taken and does
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app.domain.errors import Unavailable
+from app.domain.jobs import JobError, JobStatus, ReportJob, ReportType
+from app.domain.ports import (
+    ArtifactStore,
+    ComponentHealth,
+    HousekeepingRepository,
+    OpsRecorder,
+)
+from app.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+CLEANUP = "system.cleanup_jobs"
+HEALTH = "system.health_check"
+RECOVER = "system.recover_jobs"
+DAILY = "system.daily_stats"
+
+PERIODS = {
+    CLEANUP: timedelta(hours=1),
+    HEALTH: timedelta(minutes=5),
+    RECOVER: timedelta(minutes=1),
+}
+
+#: Error code of a job still running past its hard time limit plus the margin.
+RUN_TIMED_OUT = "RUN_TIMED_OUT"
+_MAX_BATCHES = 50
+_RUNNING = frozenset({JobStatus.RUNNING})
+_PENDING = frozenset({JobStatus.PENDING})
+
+
+@dataclass(frozen=True, slots=True)
+class HousekeepingPolicy:
+    retention: timedelta = timedelta(days=7)
+    queued_after: timedelta = timedelta(minutes=30)
+    running_margin: timedelta = timedelta(minutes=5)
+    time_limits: Mapping[ReportType, float] = field(default_factory=dict)
+    zone: str = "Europe/Paris"
+    batch: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Housekeeping:
+    """What the periodic services need besides :class:`Deps`."""
+
+    ops: HousekeepingRepository
+    policy: HousekeepingPolicy
+    recorder: OpsRecorder
+    probe: Callable[[], Sequence[ComponentHealth]]
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicOutcome:
+    """``ran`` is False when another run already had the slot."""
+
+    task: str
+    slot: datetime
+    ran: bool
+    result: Mapping[str, Any] = field(default_factory=dict)
+
+
+def slot_of(now: datetime, period: timedelta) -> datetime:
+    """The scheduled time ``now`` belongs to: ``now`` floored to ``period`` (UTC epoch)."""
+    step = period.total_seconds()
+    return datetime.fromtimestamp(now.timestamp() // step * step, UTC)
+
+
+def run_periodic(
+    *,
+    deps: Deps,
+    kit: Housekeeping,
+    task: str,
+    slot: datetime,
+    action: Callable[[], Mapping[str, Any]],
+) -> PeriodicOutcome:
+    """Run ``action`` unless ``(task, slot)`` already ran; record the outcome either way."""
+    if not kit.ops.claim_run(task, slot, now=deps.clock()):
+        kit.recorder.periodic_run(task, "skipped")
+        log.info("housekeeping.skipped", extra={"task": task, "slot": slot.isoformat()})
+        return PeriodicOutcome(task, slot, ran=False)
+    try:
+        result = dict(action())
+    except Exception as exc:
+        error = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        kit.ops.finish_run(task, slot, now=deps.clock(), status="failed", result=error)
+        kit.recorder.periodic_run(task, "failed")
+        raise
+    kit.ops.finish_run(task, slot, now=deps.clock(), status="done", result=result)
+    kit.recorder.periodic_run(task, "done")
+    log.info("housekeeping.done", extra={"task": task, "slot": slot.isoformat(), **result})
+    return PeriodicOutcome(task, slot, ran=True, result=result)
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def cleanup_expired(*, deps: Deps, kit: Housekeeping) -> PeriodicOutcome:
+    """Delete finished jobs older than the retention, files first, then their rows."""
+    now = deps.clock()
+    before = now - kit.policy.retention
+    return run_periodic(
+        deps=deps,
+        kit=kit,
+        task=CLEANUP,
+        slot=slot_of(now, PERIODS[CLEANUP]),
+        action=lambda: _cleanup(deps, kit, before),
+    )
+
+
+def _cleanup(deps: Deps, kit: Housekeeping, before: datetime) -> dict[str, Any]:
+    deleted = files = kept = 0
+    for _ in range(_MAX_BATCHES):
+        jobs = kit.ops.expired(before, limit=kit.policy.batch)
+        removable = []
+        for job in jobs:
+            try:
+                files += delete_files(deps.store, job)
+            except (OSError, ValueError):
+                # The row stays, so its files are never orphaned: the next run tries again.
+                log.warning("housekeeping.cleanup.file_error", extra={"job_id": str(job.id)})
+                kept += 1
+                continue
+            removable.append(job.id)
+        deleted += kit.ops.delete_finished(removable)
+        if len(jobs) < kit.policy.batch or not removable:
+            break
+    return {"deleted": deleted, "files": files, "kept": kept, "before": before.isoformat()}
+
+
+def delete_files(store: ArtifactStore, job: ReportJob) -> int:
+    """Delete the report and package of ``job``; returns how many it had."""
+    stored = [a for a in (job.artifact, job.document) if a is not None]
+    for artifact in stored:
+        store.delete(artifact)
+    return len(stored)
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def recover_stuck(*, deps: Deps, kit: Housekeeping) -> PeriodicOutcome:
+    """Re-dispatch jobs waiting too long (once); retry or fail jobs running past their limit."""
+    now = deps.clock()
+    return run_periodic(
+        deps=deps,
+        kit=kit,
+        task=RECOVER,
+        slot=slot_of(now, PERIODS[RECOVER]),
+        action=lambda: {**_redispatch(deps, kit, now), **_overdue(deps, kit, now)},
+    )
+
+
+def _redispatch(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
+    redispatched = 0
+    for job in kit.ops.stale_waiting(now - kit.policy.queued_after, limit=kit.policy.batch):
+        try:
+            deps.dispatcher.dispatch(job)
+        except Unavailable as exc:
+            log.warning(
+                "housekeeping.recover.dispatch_failed",
+                extra={"job_id": str(job.id), "error": exc.code},
+            )
+            continue
+        kit.ops.mark_redispatched(job.id, now=now)
+        if job.status is JobStatus.PENDING:
+            deps.repo.transition(job.id, JobStatus.QUEUED, now=now, expected=_PENDING)
+        deps.observer.job_event("redispatched", job)
+        redispatched += 1
+    return {"redispatched": redispatched}
+
+
+def _overdue(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
+    limits = kit.policy.time_limits
+    margin = kit.policy.running_margin
+    if not limits:
+        return {"requeued": 0, "failed": 0}
+    requeued = failed = 0
+    for job in kit.ops.running_since(now - timedelta(seconds=min(limits.values())) - margin):
+        limit = limits.get(job.report_type)
+        if limit is None or job.started_at is None:
+            continue
+        if job.started_at + timedelta(seconds=limit) + margin > now:
+            continue
+        elapsed = (now - job.started_at).total_seconds()
+        error = JobError(
+            RUN_TIMED_OUT,
+            f"Still running {elapsed:.0f}s after it started, past its {limit:g}s hard time "
+            "limit: its worker was lost.",
+        )
+        if job.attempts < job.max_attempts:
+            again = deps.repo.transition(
+                job.id, JobStatus.QUEUED, now=now, expected=_RUNNING, error=error
+            )
+            if again is None:
+                continue
+            deps.observer.job_event("retrying", again, error=error.code)
+            requeued += 1
+            try:
+                deps.dispatcher.dispatch(again)
+            except Unavailable:  # still queued: the next runs re-dispatch it
+                log.warning("housekeeping.recover.dispatch_failed", extra={"job_id": str(job.id)})
+            continue
+        lost = deps.repo.transition(
+            job.id, JobStatus.FAILED, now=now, expected=_RUNNING, error=error
+        )
+        if lost is not None:
+            deps.observer.job_event("failed", lost, error=error.code)
+            failed += 1
+    return {"requeued": requeued, "failed": failed}
+
+
+# --------------------------------------------------------------------------- health
+
+
+def record_health(*, deps: Deps, kit: Housekeeping) -> PeriodicOutcome:
+    """Check the database, brokers and workers; record the result (row and metrics)."""
+    now = deps.clock()
+    return run_periodic(
+        deps=deps,
+        kit=kit,
+        task=HEALTH,
+        slot=slot_of(now, PERIODS[HEALTH]),
+        action=lambda: _health(deps, kit),
+    )
+
+
+def _health(deps: Deps, kit: Housekeeping) -> dict[str, Any]:
+    components = kit.probe()
+    for component in components:
+        kit.recorder.component(component.name, ok=component.ok, latency_s=component.latency_s)
+    workers = deps.dispatcher.workers()
+    return {
+        "healthy": all(c.ok for c in components),
+        "components": [
+            {
+                "name": c.name,
+                "ok": c.ok,
+                "latency_ms": round(c.latency_s * 1000, 1),
+                "detail": c.detail,
+            }
+            for c in components
+        ],
+        "workers": [
+            {"backend": w.backend.value, "queue": w.queue.value, "workers": w.workers}
+            for w in workers
+        ],
+    }

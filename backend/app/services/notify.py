@@ -1,0 +1,95 @@
+"""Notifications queue: POST a finished job to its ``callback_url``, retried with backoff.
+
+Callbacks go out for jobs that ended ``completed`` or ``failed`` (a cancel is the
+caller's own act). The ledger counts attempts and records the last status, so a
+duplicate delivery of the notification step does nothing once the callback was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+from uuid import UUID
+
+from app.domain.errors import AppError, CallbackFailed
+from app.domain.jobs import Artifact, JobStatus, NotifyStatus, ReportJob
+from app.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+NotifyKind = Literal["sent", "retry", "failed", "skipped"]
+NOTIFIED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyOutcome:
+    """What happened; ``retry_in`` tells the backend when to deliver the step again."""
+
+    kind: NotifyKind
+    job: ReportJob | None
+    retry_in: float | None = None
+
+
+def notify_callback(*, deps: Deps, job_id: UUID) -> NotifyOutcome:
+    """Send the job's callback once; on a retryable failure, say when to try again."""
+    job = deps.repo.get(job_id)
+    if job is None or job.callback_url is None or job.status not in NOTIFIED:
+        return NotifyOutcome("skipped", job)
+    if job.notification is not None and job.notification.status is not NotifyStatus.RETRYING:
+        return NotifyOutcome("skipped", job)
+    attempt = (job.notification.attempts if job.notification else 0) + 1
+    try:
+        if deps.callbacks is None:
+            raise CallbackFailed("Callbacks are not enabled on this platform.", retryable=False)
+        deps.callbacks.send(job.callback_url, payload(job), delivery_id=str(job.id))
+    except AppError as exc:
+        retryable = isinstance(exc, CallbackFailed) and exc.retryable
+        if retryable and attempt < deps.policy.callback_attempts:
+            updated = deps.repo.record_notification(
+                job.id, status=NotifyStatus.RETRYING, now=deps.clock(), error=exc.message
+            )
+            delay = deps.policy.retry.delay(attempt)
+            log.info("report_job.notify.retrying", extra={"attempt": attempt, "retry_in": delay})
+            return NotifyOutcome("retry", updated, retry_in=delay)
+        updated = deps.repo.record_notification(
+            job.id, status=NotifyStatus.FAILED, now=deps.clock(), error=exc.message
+        )
+        deps.observer.job_event("notify_failed", updated or job, error=exc.code)
+        return NotifyOutcome("failed", updated)
+    updated = deps.repo.record_notification(job.id, status=NotifyStatus.SENT, now=deps.clock())
+    deps.observer.job_event("notified", updated or job, attempt=attempt)
+    return NotifyOutcome("sent", updated)
+
+
+def payload(job: ReportJob) -> bytes:
+    """The callback body: the finished job as JSON (keys sorted, so signatures are stable)."""
+    body: dict[str, Any] = {
+        "event": f"report_job.{job.status.value}",
+        "job": {
+            "id": str(job.id),
+            "report_type": job.report_type.value,
+            "status": job.status.value,
+            "params": job.params,
+            "attempts": job.attempts,
+            "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
+            "artifact": _artifact(job.artifact),
+            "document": _artifact(job.document),
+            "created_at": job.created_at.isoformat(),
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        },
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _artifact(artifact: Artifact | None) -> dict[str, Any] | None:
+    if artifact is None:
+        return None
+    return {
+        "filename": artifact.filename,
+        "content_type": artifact.content_type,
+        "size_bytes": artifact.size_bytes,
+        "sha256": artifact.sha256,
+    }

@@ -1,0 +1,95 @@
+"""Documents queue: package a completed report with its metadata, and record the package.
+
+The package is a zip holding the report file and ``metadata.json`` (what was asked, what
+was produced, its sha256). Zip entries carry a fixed timestamp, so the same job always
+gives the same bytes. Packaging is idempotent: a job already packaged is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID
+
+from app.domain.jobs import JobStatus, ReportJob
+from app.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+PackageKind = Literal["packaged", "skipped", "failed"]
+_FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PostprocessOutcome:
+    kind: PackageKind
+    job: ReportJob | None
+
+
+def postprocess_report(*, deps: Deps, job_id: UUID) -> PostprocessOutcome:
+    """Package the job's report with its metadata; skip jobs not completed or done already.
+
+    A failure is logged and reported as ``failed``, never raised: the report itself is
+    complete, and the callback that follows must still go out.
+    """
+    job = deps.repo.get(job_id)
+    if job is None or job.status is not JobStatus.COMPLETED or job.artifact is None:
+        return PostprocessOutcome("skipped", job)
+    if job.document is not None:
+        return PostprocessOutcome("skipped", job)
+    temp = deps.store.temp_path(job.id, "zip")
+    try:
+        write_package(temp, deps.store.local_path(job.artifact), metadata(job))
+        document = deps.store.save(
+            temp,
+            job_id=job.id,
+            filename=f"{job.report_type.value}-{job.id}.zip",
+            content_type="application/zip",
+        )
+    except Exception as exc:
+        deps.store.discard(temp)
+        log.exception("report_job.postprocess.error", extra={"job_id": str(job.id)})
+        deps.observer.job_event("postprocess_failed", job, error=type(exc).__name__)
+        return PostprocessOutcome("failed", job)
+    deps.repo.record_document(job.id, document, now=deps.clock())
+    packaged = deps.repo.get(job.id) or job
+    deps.observer.job_event("packaged", packaged, document_sha256=document.sha256)
+    return PostprocessOutcome("packaged", packaged)
+
+
+def metadata(job: ReportJob) -> dict[str, Any]:
+    """What the package says about its report: stable for a given job."""
+    assert job.artifact is not None
+    return {
+        "job_id": str(job.id),
+        "report_type": job.report_type.value,
+        "params": job.params,
+        "attempts": job.attempts,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "report": {
+            "filename": job.artifact.filename,
+            "content_type": job.artifact.content_type,
+            "size_bytes": job.artifact.size_bytes,
+            "sha256": job.artifact.sha256,
+        },
+    }
+
+
+def write_package(target: Path, report: Path, meta: dict[str, Any]) -> None:
+    """A deterministic zip: the report, then its metadata."""
+    with zipfile.ZipFile(target, "w") as archive:
+        with report.open("rb") as src, archive.open(_entry(meta["report"]["filename"]), "w") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        archive.writestr(_entry("metadata.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info

@@ -1,0 +1,90 @@
+"""Celery tasks: parse the id, call the service, map the outcome. Nothing else.
+
+Start a worker with ``python celery_manager.py worker reports 4`` (or
+``celery -A app.workers.celery_tasks worker -Q reports``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from celery import Task, signals
+from celery.exceptions import TimeLimitExceeded
+
+from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT, create_celery_app
+from app.core.config import get_settings
+from app.core.logging import setup_logging
+from app.domain.jobs import Backend, JobError
+from app.services.notify import notify_callback
+from app.services.pipeline import fail_lost_attempt
+from app.services.postprocess import postprocess_report
+from app.services.run_report import run_report
+from app.workers import close_worker_container, job_context, worker_deps
+from app.workers import observability as _observability  # noqa: F401  (signals, log context)
+from app.workers.beat_schedule import BEAT_SCHEDULE, register_system_tasks
+
+app = create_celery_app(role="worker")
+app.conf.beat_schedule = BEAT_SCHEDULE
+register_system_tasks(app)
+
+
+class ReportTask(Task[[str], str]):
+    """A hard time limit kills the attempt in the pool; the parent records it in the ledger."""
+
+    def on_failure(
+        self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+    ) -> None:
+        if isinstance(exc, TimeLimitExceeded) and args:
+            with job_context(str(args[0])) as job_id:
+                error = JobError("TIME_LIMIT_EXCEEDED", f"The render was killed after {exc}s.")
+                fail_lost_attempt(deps=worker_deps(Backend.CELERY), job_id=job_id, error=error)
+
+
+@app.task(
+    name=RUN_REPORT,
+    bind=True,
+    base=ReportTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=3,
+)
+def run_report_task(self: ReportTask, job_id: str) -> str:
+    with job_context(job_id) as uid:
+        outcome = run_report(deps=worker_deps(Backend.CELERY), job_id=uid)
+    if outcome.kind in ("retry", "interrupted"):
+        # The ledger's max_attempts decides; Celery's own limit must never cut it short.
+        limit = max(self.max_retries or 0, outcome.job.max_attempts if outcome.job else 0)
+        raise self.retry(countdown=outcome.retry_in or 1.0, max_retries=limit)
+    return outcome.kind
+
+
+@app.task(name=POSTPROCESS, bind=True, acks_late=True, reject_on_worker_lost=True)
+def postprocess_task(self: Task[[str], str], job_id: str) -> str:
+    with job_context(job_id) as uid:
+        return postprocess_report(deps=worker_deps(Backend.CELERY), job_id=uid).kind
+
+
+@app.task(name=NOTIFY, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def notify_task(self: Task[[str], str], job_id: str) -> str:
+    with job_context(job_id) as uid:
+        outcome = notify_callback(deps=worker_deps(Backend.CELERY), job_id=uid)
+    if outcome.kind == "retry":
+        raise self.retry(countdown=outcome.retry_in or 1.0)
+    return outcome.kind
+
+
+@app.task(name=PING)
+def ping_task() -> str:
+    return "pong"
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_process_shutdown.connect
+def _close(**_: Any) -> None:
+    close_worker_container()

@@ -1,0 +1,86 @@
+"""Helpers of the backend benchmark: timed load from threads, processes, percentiles."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    name: str
+    enqueue_ms: list[float]
+    start_ms: list[float]
+    jobs_per_s: float
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def load(jobs: int, clients: int, send: Callable[[], None]) -> list[float]:
+    """Call ``send`` ``jobs`` times from ``clients`` threads; return each call's ms."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def loop(count: int) -> None:
+        for _ in range(count):
+            began = time.perf_counter()
+            send()
+            with lock:
+                latencies.append((time.perf_counter() - began) * 1000)
+
+    threads = [
+        threading.Thread(target=loop, args=(jobs // clients + (i < jobs % clients),))
+        for i in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], log: Path, ready: str) -> Iterator[None]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 60
+        while ready not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                raise RuntimeError(f"{args} did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        try:
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_results(redis: Redis, key: str, count: int) -> list[list[float]]:
+    deadline = time.monotonic() + 300
+    while redis.llen(key) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"raw jobs: {redis.llen(key)}/{count} done")
+        time.sleep(0.005)
+    return [json.loads(item) for item in redis.lrange(key, 0, -1)]

@@ -1,0 +1,82 @@
+"""Session fixtures for the backend tests: real Celery and RQ workers, started once."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from app import bootstrap
+
+from tests.integration.workers import (
+    CallbackReceiver,
+    WorkerProcess,
+    base_env,
+    celery_worker,
+    delete_redis_keys,
+    rq_worker,
+    settings_from,
+    worker_env,
+)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Iterator[Path]:
+    """Worker data and logs, outside pytest's rotated basetemp: concurrent pytest runs on
+    this machine prune old basetemps, which must not pull the floor from live workers."""
+    path = Path(tempfile.mkdtemp(prefix="report-backends-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def log_dir(session_dir: Path) -> Path:
+    (session_dir / "logs").mkdir()
+    return session_dir / "logs"
+
+
+@pytest.fixture(scope="session")
+def backend_env(pg_url: str, session_dir: Path) -> Iterator[dict[str, str]]:
+    """Environment shared by the session's workers and containers (own queue prefix)."""
+    prefix = f"t{secrets.token_hex(3)}-"
+    env = worker_env(base_env(pg_url, session_dir / "data", prefix))
+    yield env
+    delete_redis_keys(prefix)
+
+
+@pytest.fixture(scope="session")
+def celery_session_worker(backend_env: dict[str, str], log_dir: Path) -> Iterator[WorkerProcess]:
+    """A prefork Celery worker on the Redis broker, consuming every queue (2 processes)."""
+    yield from celery_worker(backend_env, log_dir)
+
+
+@pytest.fixture(scope="session")
+def rq_session_worker(backend_env: dict[str, str], log_dir: Path) -> Iterator[WorkerProcess]:
+    """An RQ worker listening on every queue."""
+    yield from rq_worker(backend_env, log_dir)
+
+
+@pytest.fixture(scope="session")
+def containers(backend_env: dict[str, str]) -> Iterator[dict[str, bootstrap.Container]]:
+    """One API-side container per forced backend, built on first use."""
+    built: dict[str, bootstrap.Container] = {}
+
+    class Lazy(dict[str, bootstrap.Container]):
+        def __missing__(self, backend: str) -> bootstrap.Container:
+            container = bootstrap.build(settings_from(backend_env, dispatch_backend=backend))
+            built[backend] = self[backend] = container
+            return container
+
+    yield Lazy()
+    for container in built.values():
+        container.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[CallbackReceiver]:
+    server = CallbackReceiver().start()
+    yield server
+    server.stop()

@@ -1,0 +1,243 @@
+"""Helpers for the operations tests: API processes, scrapes, throwaway PostgreSQL and Redis.
+
+Every process listens on 127.0.0.1 on a free port and every wait is bounded. The
+throwaway PostgreSQL cluster and Redis server belong to the test that starts them, so it
+may stop and restart them without touching the machine's shared services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.server import LiveServer, free_port
+from tests.integration.workers import ROOT
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str, **headers: str) -> Samples:
+    """Every sample of a Prometheus text exposition, keyed by (name, labels)."""
+    response = httpx.get(url, timeout=10, headers=headers)
+    response.raise_for_status()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample ``name{labels}`` (exact label set); 0 when absent."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of ``name`` over every sample whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without app settings or a metrics dir, plus ``extra``."""
+    from tests.integration.workers import worker_env
+
+    env = worker_env({}, **extra)
+    if "PROMETHEUS_MULTIPROC_DIR" not in extra:
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+def migrate(env: Mapping[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate"],
+        cwd=ROOT,
+        env=dict(env),
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+
+
+def start_api(env: Mapping[str, str], log_path: Path, *args: str) -> LiveServer:
+    """``manage.py serve ARGS`` on a free port; returns once ``/health/live`` answers."""
+    port = free_port()
+    full = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", *args],
+        cwd=ROOT,
+        env=full,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = LiveServer(
+        f"http://127.0.0.1:{port}",
+        Path(full.get("DATA_DIR", ".")),
+        full.get("DATABASE_URL", ""),
+        process,
+        log_path,
+    )
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"API exited {process.returncode}:\n{server.logs()[-4000:]}")
+        try:
+            if httpx.get(f"{server.url}/health/live", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    stop_api(server)
+    raise RuntimeError(f"API not up:\n{server.logs()[-4000:]}")
+
+
+def stop_api(server: LiveServer, timeout: float = 30) -> int | None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=5)
+    return server.process.returncode
+
+
+def wait_until(predicate: object, timeout: float, interval: float = 0.05) -> float:
+    """Poll ``predicate()`` until true; returns the seconds it took (fails after ``timeout``)."""
+    assert callable(predicate)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class PgCluster:
+    """A PostgreSQL cluster of its own in a temporary directory."""
+
+    root: Path
+    port: int
+    bindir: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(prefix + list(args), check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", mode, "stop")
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[PgCluster]:
+    """``initdb`` + ``pg_ctl start`` on a free port (as user postgres when run as root)."""
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    assert bindirs, "PostgreSQL server binaries not found under /usr/lib/postgresql"
+    root = Path(tempfile.mkdtemp(prefix="pg-ops-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    cluster = PgCluster(root, free_port(), bindirs[-1].parent)
+    cluster._run(
+        str(cluster.bindir / "initdb"),
+        "-D",
+        str(root / "data"),
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "--no-sync",
+    )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` of its own (no persistence) that can be stopped and restarted."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, 10)
+
+    def _answers(self) -> bool:
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@contextmanager
+def throwaway_redis() -> Iterator[RedisServer]:
+    server = RedisServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

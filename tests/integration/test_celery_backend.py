@@ -1,0 +1,181 @@
+"""The Celery backend with real prefork workers: Redis broker (session worker), RabbitMQ
+broker (its own worker), cancellation of queued and running jobs, the revoke backstop."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from app import bootstrap
+from app.core.celery_app import RUN_REPORT, queue_name
+from app.dispatch.celery_dispatcher import CeleryDispatcher
+from app.domain.jobs import JobStatus, Queue, ReportType
+from app.services.cancel import cancel_job
+from app.services.enqueue import enqueue_report
+from app.services.queries import queue_status
+from kombu import Connection
+from kombu import Queue as KombuQueue
+
+from tests.integration.workers import (
+    AMQP_URL,
+    WorkerProcess,
+    celery_worker,
+    delete_redis_keys,
+    leftovers,
+    running_with_progress,
+    settings_from,
+    wait_for,
+)
+
+
+def celery_of(container: bootstrap.Container) -> CeleryDispatcher:
+    [broker] = container.brokers
+    assert isinstance(broker, CeleryDispatcher)
+    return broker
+
+
+def wait_log(worker: WorkerProcess, pattern: str, timeout: float = 10) -> float:
+    """Seconds until ``pattern`` appears in the worker's log."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if re.search(pattern, worker.logs()):
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError(f"{pattern!r} not in {worker.name} log:\n{worker.logs()[-3000:]}")
+
+
+def assert_cancel_running_stops(container: bootstrap.Container, worker: WorkerProcess) -> None:
+    """A running job stops within 2 s, leaves no file, and the worker takes the next job."""
+    deps = container.deps
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30})
+    wait_for(deps.repo, job.id, running_with_progress, timeout=20)
+    cancelled = cancel_job(deps=deps, job_id=job.id)
+    assert cancelled.status is JobStatus.CANCELLED
+    stopped_in = wait_log(worker, rf"{RUN_REPORT}\[{job.id}\] succeeded in .*'cancelled'", 5)
+    assert stopped_in < 2.0
+    assert leftovers(container, job.id) == []
+    final = deps.repo.get(job.id)
+    assert final is not None
+    assert (final.status, final.artifact, final.attempts) == (JobStatus.CANCELLED, None, 1)
+    after = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 2})
+    assert wait_for(deps.repo, after.id, timeout=20).status is JobStatus.COMPLETED
+
+
+# --------------------------------------------------------------------------- Redis broker
+
+
+def test_running_job_cancelled_stops_fast_and_worker_keeps_serving(
+    celery_session_worker: WorkerProcess, containers: dict[str, bootstrap.Container]
+) -> None:
+    assert_cancel_running_stops(containers["celery"], celery_session_worker)
+
+
+@pytest.mark.timeout(90)
+def test_cancelled_queued_job_never_runs_even_after_a_worker_restart(
+    backend_env: dict[str, str], log_dir: Path
+) -> None:
+    env = {**backend_env, "QUEUE_PREFIX": f"q{secrets.token_hex(3)}-"}  # no worker there yet
+    container = bootstrap.build(settings_from(env, dispatch_backend="celery"))
+    try:
+        deps = container.deps
+        job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+        assert (job.backend, job.status) == ("celery", JobStatus.QUEUED)  # waits durably
+        assert cancel_job(deps=deps, job_id=job.id).status is JobStatus.CANCELLED
+        # Every worker restarted: nobody to sync revoked ids with (mingle) and an empty
+        # revoke list; only the ledger claim protects the job.
+        restarted = celery_worker(
+            env, log_dir, queues="reports", concurrency=1, extra=("--without-mingle",)
+        )
+        for worker in restarted:
+            wait_log(worker, rf"{RUN_REPORT}\[{job.id}\] succeeded in .*'skipped'", 20)
+            final = deps.repo.get(job.id)
+            assert final is not None
+            assert (final.status, final.attempts, final.started_at) == (
+                JobStatus.CANCELLED,
+                0,
+                None,
+            )
+            served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 3})
+            assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
+    finally:
+        container.close()
+        delete_redis_keys(env["QUEUE_PREFIX"])
+
+
+def test_revoke_terminate_backstop_kills_the_render_and_worker_keeps_serving(
+    celery_session_worker: WorkerProcess, containers: dict[str, bootstrap.Container]
+) -> None:
+    deps = containers["celery"].deps
+    stuck = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30})
+    wait_for(deps.repo, stuck.id, running_with_progress, timeout=20)
+    celery_of(containers["celery"]).stop_running(stuck)  # as if it ignored its checkpoints
+    wait_log(celery_session_worker, rf"Terminating {stuck.id}", 5)
+    served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 4})
+    assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
+    cancel_job(deps=deps, job_id=stuck.id)  # the killed attempt is the ledger's to close
+
+
+def test_queue_status_counts_live_celery_workers(
+    celery_session_worker: WorkerProcess, containers: dict[str, bootstrap.Container]
+) -> None:
+    rows = {(s.queue.value, s.backend): s for s in queue_status(deps=containers["celery"].deps)}
+    for queue in ("reports", "documents", "notifications", "celery"):
+        assert rows[(queue, "celery")].workers == 1
+
+
+# --------------------------------------------------------------------------- RabbitMQ broker
+
+
+@pytest.fixture(scope="module")
+def amqp_env(backend_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    env = {
+        **backend_env,
+        "CELERY_BROKER_URL": AMQP_URL,
+        "QUEUE_PREFIX": f"a{secrets.token_hex(3)}-",
+    }
+    yield env
+    settings = settings_from(env)
+    with Connection(AMQP_URL, connect_timeout=5) as conn:
+        for queue in Queue:
+            KombuQueue(queue_name(settings, queue)).bind(conn.default_channel).delete()
+
+
+@pytest.fixture(scope="module")
+def amqp_worker(amqp_env: dict[str, str], log_dir: Path) -> Iterator[WorkerProcess]:
+    yield from celery_worker(amqp_env, log_dir, concurrency=2)
+
+
+@pytest.fixture(scope="module")
+def amqp_container(amqp_env: dict[str, str]) -> Iterator[bootstrap.Container]:
+    container = bootstrap.build(settings_from(amqp_env, dispatch_backend="celery"))
+    yield container
+    container.close()
+
+
+@pytest.mark.timeout(90)
+def test_rabbitmq_broker_runs_retries_and_cancels(
+    amqp_worker: WorkerProcess, amqp_container: bootstrap.Container
+) -> None:
+    deps = amqp_container.deps
+    assert "amqp://guest:**@127.0.0.1:5672//" in amqp_worker.logs()
+    ok = enqueue_report(deps=deps, report_type=ReportType.PDF, params={"pages": 1})
+    retried = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"simulate_failures": 2}
+    )
+    doomed = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"simulate_failures": 5}
+    )
+    assert ok.backend == "celery"
+    done = wait_for(deps.repo, ok.id, timeout=30)
+    assert (done.status, done.attempts, done.progress) == (JobStatus.COMPLETED, 1, 100)
+    done = wait_for(deps.repo, retried.id, timeout=30)
+    assert (done.status, done.attempts) == (JobStatus.COMPLETED, 3)
+    done = wait_for(deps.repo, doomed.id, timeout=30)
+    assert (done.status, done.attempts) == (JobStatus.FAILED, 3)
+    assert done.error is not None
+    assert done.error.code == "SIMULATED_FAILURE"
+    assert_cancel_running_stops(amqp_container, amqp_worker)

@@ -1,0 +1,119 @@
+"""The contract: the same scenario through inline, Celery and RQ gives the same ledger rows
+and byte-identical artifacts — backends only carry ids; ``run_report`` does the work."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app import bootstrap
+from app.dispatch.callbacks import signature
+from app.domain.jobs import JobStatus, ReportType, parse_params
+from app.domain.progress import NullProgress
+from app.reports import default_renderers
+from app.services.enqueue import enqueue_report
+
+from tests.integration.workers import (
+    CALLBACK_SECRET,
+    CallbackReceiver,
+    WorkerProcess,
+    file_sha256,
+    wait_for,
+)
+
+SCENARIO: list[tuple[ReportType, dict[str, Any]]] = [
+    (ReportType.DUMMY, {"seed": 7}),
+    (ReportType.PDF, {"pages": 2, "seed": 3}),
+    (ReportType.EXCEL, {"rows": 40, "sheets": 1, "seed": 5}),
+]
+
+
+def reference_sha256(tmp_path: Path, report_type: ReportType, params: dict[str, Any]) -> str:
+    """The artifact rendered directly, with no job, queue or ledger."""
+    renderer = default_renderers()[report_type]
+    target = tmp_path / f"{report_type.value}.{renderer.extension}"
+    renderer.render(parse_params(report_type, params), target, NullProgress())
+    return file_sha256(target)
+
+
+@pytest.fixture(params=["inline", "celery", "rq"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param != "inline":  # the real worker for this backend must be running
+        request.getfixturevalue(f"{request.param}_session_worker")
+    backend: str = request.param
+    return backend
+
+
+@pytest.mark.timeout(90)
+def test_same_scenario_same_rows_and_artifacts(
+    backend: str,
+    containers: dict[str, bootstrap.Container],
+    receiver: CallbackReceiver,
+    tmp_path: Path,
+) -> None:
+    container = containers[backend]
+    deps = container.deps
+    jobs = [
+        enqueue_report(deps=deps, report_type=t, params=p, callback_url=receiver.url)
+        for t, p in SCENARIO
+    ]
+    retried = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"simulate_failures": 2}
+    )
+    doomed = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"simulate_failures": 5}
+    )
+    assert {j.backend.value for j in [*jobs, retried, doomed] if j.backend} == {backend}
+
+    for job, (report_type, params) in zip(jobs, SCENARIO, strict=True):
+        done = wait_for(deps.repo, job.id, lambda j: j.notification is not None, timeout=60)
+        assert (done.status, done.attempts, done.progress, done.error) == (
+            JobStatus.COMPLETED,
+            1,
+            100,
+            None,
+        )
+        assert done.artifact is not None
+        on_disk = deps.store.local_path(done.artifact)
+        assert done.artifact.sha256 == file_sha256(on_disk)
+        assert done.artifact.sha256 == reference_sha256(tmp_path, report_type, params)
+        # documents queue: a package with the report and its metadata, recorded on the row
+        assert done.document is not None
+        with zipfile.ZipFile(deps.store.local_path(done.document)) as package:
+            assert package.read(done.artifact.filename) == on_disk.read_bytes()
+            assert b'"sha256": "' + done.artifact.sha256.encode() in package.read("metadata.json")
+        # notifications queue: one signed POST of the finished job
+        assert done.notification is not None
+        assert (done.notification.status.value, done.notification.attempts) == ("sent", 1)
+        [(headers, body, raw)] = receiver.for_job(job.id)
+        assert body["job"]["status"] == "completed"
+        assert body["job"]["artifact"]["sha256"] == done.artifact.sha256
+        assert headers["x-report-signature"] == signature(
+            CALLBACK_SECRET, headers["x-report-timestamp"], raw
+        )
+
+    retried_done = wait_for(deps.repo, retried.id, timeout=60)
+    assert (retried_done.status, retried_done.attempts, retried_done.error) == (
+        JobStatus.COMPLETED,
+        3,
+        None,
+    )
+    doomed_done = wait_for(deps.repo, doomed.id, timeout=60)
+    assert (doomed_done.status, doomed_done.attempts, doomed_done.artifact) == (
+        JobStatus.FAILED,
+        3,
+        None,
+    )
+    assert doomed_done.error is not None
+    assert doomed_done.error.code == "SIMULATED_FAILURE"
+
+
+def test_worker_fixtures_are_real_processes(
+    celery_session_worker: WorkerProcess, rq_session_worker: WorkerProcess
+) -> None:
+    for worker in (celery_session_worker, rq_session_worker):
+        assert worker.process is not None
+        assert worker.process.poll() is None
+    assert "prefork" in celery_session_worker.logs()

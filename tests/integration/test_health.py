@@ -1,0 +1,167 @@
+"""Probes against a live API whose PostgreSQL and Redis belong to this test.
+
+The test stops and restarts its own PostgreSQL cluster and Redis server (never the
+machine's shared ones) and watches ``/health/ready`` follow within 2 s while
+``/health/live`` keeps answering; then it stops the API and checks the drain.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import LiveServer
+from tests.integration.ops import (
+    PgCluster,
+    RedisServer,
+    clean_env,
+    migrate,
+    start_api,
+    stop_api,
+    throwaway_postgres,
+    throwaway_redis,
+    wait_until,
+)
+from tests.integration.workers import ROOT
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def deps() -> Iterator[tuple[PgCluster, RedisServer]]:
+    with throwaway_postgres() as pg, throwaway_redis() as redis_server:
+        yield pg, redis_server
+
+
+@pytest.fixture(scope="module")
+def api(
+    deps: tuple[PgCluster, RedisServer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    pg, redis_server = deps
+    data = tmp_path_factory.mktemp("health-api")
+    env = clean_env(
+        DATABASE_URL=pg.url,
+        DATA_DIR=str(data),
+        REDIS_URL=redis_server.url,
+        CELERY_BROKER_URL=redis_server.url,
+        QUEUE_PREFIX="health-",
+        ENVIRONMENT="test",
+        DISPATCH_BACKEND="auto",
+        INLINE_FALLBACK="false",
+        HEALTH_TIMEOUT="0.5",
+        BROKER_TIMEOUT="0.3",
+        AVAILABILITY_CACHE_SECONDS="1",
+        SHUTDOWN_DRAIN_SECONDS="2",
+        LOG_FORMAT="json",
+    )
+    migrate(env)
+    server = start_api(env, data / "api.log", "--grace", "5")
+    yield server
+    stop_api(server)
+
+
+def _status(server: LiveServer, path: str) -> int:
+    return httpx.get(server.url + path, timeout=3).status_code
+
+
+def _turns(server: LiveServer, status: int, timeout: float) -> float:
+    return wait_until(lambda: _status(server, "/health/ready") == status, timeout)
+
+
+def test_probes_answer_when_everything_is_up(api: LiveServer) -> None:
+    assert _status(api, "/health/live") == 200
+    ready = httpx.get(api.url + "/health/ready", timeout=3)
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["components"]) == {"database", "broker.celery", "broker.rq"}
+    startup = httpx.get(api.url + "/health/startup", timeout=3).json()
+    assert startup["status"] == "ok"
+    assert startup["schema"] == "at head"
+    summary = httpx.get(api.url + "/health", timeout=5).json()
+    assert summary["status"] == "ok"
+    for component in summary["components"].values():
+        assert component["status"] == "up"
+        assert component["latency_ms"] >= 0
+    assert {w["backend"] for w in summary["workers"]} == {"celery", "rq"}
+
+
+def test_ready_follows_postgres_within_two_seconds(
+    api: LiveServer, deps: tuple[PgCluster, RedisServer]
+) -> None:
+    pg, _ = deps
+    pg.stop()
+    try:
+        assert _turns(api, 503, 2.0) < 2.0
+        assert _status(api, "/health/live") == 200
+        body = httpx.get(api.url + "/health", timeout=5)
+        assert body.status_code == 503
+        assert body.json()["components"]["database"]["status"] == "down"
+    finally:
+        pg.start()
+    _turns(api, 200, 15)
+    assert _status(api, "/health/live") == 200
+
+
+def test_ready_follows_the_broker_within_two_seconds(
+    api: LiveServer, deps: tuple[PgCluster, RedisServer]
+) -> None:
+    _, redis_server = deps
+    redis_server.stop()
+    try:
+        assert _turns(api, 503, 2.0) < 2.0
+        assert _status(api, "/health/live") == 200
+        components = httpx.get(api.url + "/health/ready", timeout=3).json()["components"]
+        assert components["database"]["status"] == "up"
+        assert components["broker.rq"]["status"] == "down"
+        summary = httpx.get(api.url + "/health", timeout=5).json()
+        assert summary["status"] == "degraded"
+    finally:
+        redis_server.start()
+    _turns(api, 200, 15)
+
+
+def test_startup_probe_checks_the_schema_is_at_head(
+    api: LiveServer, deps: tuple[PgCluster, RedisServer]
+) -> None:
+    pg, _ = deps
+
+    def alembic(*args: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), *args],
+            cwd=ROOT,
+            env=clean_env(DATABASE_URL=pg.url),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    alembic("downgrade", "-1")
+    try:
+        response = httpx.get(api.url + "/health/startup", timeout=3)
+        assert response.status_code == 503
+        assert "migrate" in response.json()["schema"]
+    finally:
+        alembic("upgrade", "head")
+    assert _status(api, "/health/startup") == 200
+
+
+def test_sigterm_drains_first_then_stops(api: LiveServer) -> None:
+    api.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    ready = httpx.get(api.url + "/health/ready", timeout=3)
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "draining"}
+    refused = httpx.post(api.url + "/api/v1/reports/dummy", timeout=3)
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "SHUTTING_DOWN"
+    assert _status(api, "/health/live") == 200
+    # uvicorn hands the signal on once it has stopped: a clean exit by SIGTERM
+    assert api.process.wait(timeout=20) in (0, -signal.SIGTERM)
+    assert time.monotonic() - started >= 1.5  # it kept answering for the drain period
+    assert "api.draining" in Path(api.log_path).read_text()

@@ -1,0 +1,282 @@
+"""Real worker processes for integration tests, and helpers to drive jobs through them.
+
+Workers are started through the project's own CLIs (``celery_manager.py worker``,
+``manage.py rq-worker``), once per session (RabbitMQ: once per module), on Redis DB
+``REDIS_DB`` with a queue prefix of their own, so that nothing collides with another
+run or with a developer's workers. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import redis
+from app import bootstrap
+from app.core.config import Settings
+from app.domain.jobs import JobStatus, ReportJob
+from app.domain.ports import JobRepository
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "11"))
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+DEAD_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1: refused at once
+CALLBACK_SECRET = "test-callback-secret"
+
+
+def worker_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    """Environment for a worker or CLI process: fast progress and retries, text logs."""
+    env = {k: v for k, v in os.environ.items() if k.isupper() and k not in _SETTING_NAMES}
+    return {**env, "PYTHONUNBUFFERED": "1", **base, **extra}
+
+
+_SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+
+
+def base_env(database_url: str, data_dir: Path, prefix: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(data_dir),
+        "REDIS_URL": REDIS_URL,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "QUEUE_PREFIX": prefix,
+        "ENVIRONMENT": "test",
+        "PROGRESS_INTERVAL": "0.25",
+        "RETRY_BACKOFF_BASE": "0.2",
+        "RETRY_BACKOFF_MAX": "2",
+        "AVAILABILITY_CACHE_SECONDS": "1",
+        "CANCEL_GRACE_SECONDS": "1",
+        "CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
+        "CALLBACK_SECRET": CALLBACK_SECRET,
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def settings_from(env: dict[str, str], **overrides: Any) -> Settings:
+    """Settings as a worker with ``env`` would read them, plus ``overrides``."""
+    values: dict[str, Any] = {k.lower(): v for k, v in env.items() if k in _SETTING_NAMES}
+    values["callback_allowed_hosts"] = env.get("CALLBACK_ALLOWED_HOSTS", "")
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class WorkerProcess:
+    """A worker started from a CLI command, its log, and a clean stop."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: str, timeout: float = 40) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, *self.command],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.logs()}")
+            if ready in self.logs():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.logs()[-4000:]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM (warm shutdown), then SIGKILL the whole process group if it lingers."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        return self.process.returncode
+
+
+@contextmanager
+def running_worker(
+    name: str, command: list[str], env: dict[str, str], log_dir: Path, ready: str
+) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(name, command, env, log_dir / f"{name}.log").start(ready)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def celery_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    queues: str = "all",
+    concurrency: int = 2,
+    extra: tuple[str, ...] = (),
+) -> Iterator[WorkerProcess]:
+    """``celery_manager.py worker QUEUES N``: a prefork Celery worker."""
+    node = f"{env['QUEUE_PREFIX']}{secrets.token_hex(2)}@%h"
+    with running_worker(
+        f"celery-{node.split('@')[0]}",
+        ["celery_manager.py", "worker", queues, str(concurrency), "--name", node, *extra],
+        env,
+        log_dir,
+        ready=" ready.",
+    ) as worker:
+        yield worker
+
+
+def rq_worker(env: dict[str, str], log_dir: Path, *queues: str) -> Iterator[WorkerProcess]:
+    """``manage.py rq-worker QUEUES``: a forking RQ worker with its scheduler."""
+    with running_worker(
+        f"rq-{env['QUEUE_PREFIX']}{secrets.token_hex(2)}",
+        ["manage.py", "rq-worker", *queues],
+        env,
+        log_dir,
+        ready="Listening on",
+    ) as worker:
+        yield worker
+
+
+@contextmanager
+def tarpit() -> Iterator[str]:
+    """A broker URL that accepts connections and never answers (a hung broker)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def delete_redis_keys(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def wait_for(
+    repo: JobRepository,
+    job_id: UUID,
+    done: Callable[[ReportJob], bool] = lambda j: j.status.terminal,
+    timeout: float = 30,
+) -> ReportJob:
+    """Poll the ledger until ``done(job)``; fail with the last row seen."""
+    deadline = time.monotonic() + timeout
+    job = repo.get(job_id)
+    while time.monotonic() < deadline:
+        job = repo.get(job_id)
+        if job is not None and done(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not done after {timeout}s: {job}")
+
+
+def running_with_progress(job: ReportJob) -> bool:
+    return job.status is JobStatus.RUNNING and job.progress > 0
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(container: bootstrap.Container, job_id: UUID) -> list[Path]:
+    """Temp or published files of a job still on disk."""
+    root = container.settings.artifacts
+    return [*(root / ".tmp").glob(f"{job_id}*"), *(root / str(job_id)).glob("*")]
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+@dataclass
+class CallbackReceiver:
+    """A local HTTP endpoint recording callbacks; answers ``fail_first`` 503s first."""
+
+    fail_first: int = 0
+    received: list[tuple[dict[str, str], dict[str, Any], bytes]] = field(default_factory=list)
+    server: HTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_port}/hooks/report"
+
+    def start(self) -> CallbackReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver.received.append((headers, json.loads(body), body))
+                failing = len(receiver.received) <= receiver.fail_first
+                self.send_response(503 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def for_job(self, job_id: UUID) -> list[tuple[dict[str, str], dict[str, Any], bytes]]:
+        return [r for r in self.received if r[1]["job"]["id"] == str(job_id)]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
