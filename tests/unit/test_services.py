@@ -265,4 +265,5 @@ def test_recovery_redispatches_waiting_and_reruns_or_fails_lost_jobs(deps: Deps)
     assert repo.jobs[lost.id].status is JobStatus.QUEUED
     assert repo.jobs[exhausted.id].status is JobStatus.FAILED
     assert repo.jobs[exhausted.id].error.code == "WORKER_LOST"  # type: ignore[union-attr]
+    assert ("failed", exhausted.id) in deps.observer.events  # type: ignore[attr-defined]
     assert repo.jobs[alive.id].status is JobStatus.RUNNING

@@ -41,9 +41,11 @@ def recover_unfinished(
                 lost = JobError(
                     "WORKER_LOST", "The worker running this job stopped; no attempt left."
                 )
-                if deps.repo.transition(
+                failed_job = deps.repo.transition(
                     job.id, JobStatus.FAILED, now=deps.clock(), expected=_RUNNING, error=lost
-                ):
+                )
+                if failed_job is not None:
+                    deps.observer.job_event("failed", failed_job, error=lost.code)
                     failed += 1
                 continue
             requeued = deps.repo.transition(
