@@ -137,6 +137,7 @@ def _assemble(settings: Settings, *, inline: InlineDispatcher | None, worker: st
             max_attempts=settings.max_attempts,
             retry=retry,
             progress_interval=settings.progress_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
             callback_attempts=settings.callback_max_attempts,
         ),
         worker_id=worker,

@@ -107,6 +107,13 @@ def test_bad_request_answers_its_code_and_writes_nothing(
     assert _rows(server) == before
 
 
+def test_method_not_allowed_lists_every_method_of_the_path(client: httpx.Client) -> None:
+    response = client.request("OPTIONS", f"{API}/jobs/{UNKNOWN}")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET"
+    assert response.json()["error"] == "METHOD_NOT_ALLOWED"
+
+
 def test_cancel_twice_and_download_before_completion_are_conflicts(
     client: httpx.Client,
 ) -> None:

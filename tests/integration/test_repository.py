@@ -177,3 +177,36 @@ def test_the_database_refuses_an_unknown_status(db_url: str) -> None:
     with pytest.raises(Exception, match=r"(?i)check"), engine.begin() as conn:
         conn.execute(text("UPDATE report_jobs SET status = 'lost'"))
     engine.dispose()
+
+
+def test_claim_takes_a_running_job_only_when_its_heartbeat_is_stale(
+    repo: SqlJobRepository,
+) -> None:
+    job = _job("heartbeat")
+    repo.add(job)
+    started = utcnow() - timedelta(seconds=60)
+    assert repo.transition(job.id, JobStatus.RUNNING, now=started, worker="w-old") is not None
+    fresh = started - timedelta(seconds=1)  # the heartbeat (started) is newer: not taken
+    none: frozenset[JobStatus] = frozenset()
+    claim = {"now": utcnow(), "expected": none, "worker": "w-new"}
+    assert repo.transition(job.id, JobStatus.RUNNING, stale_before=fresh, **claim) is None  # type: ignore[arg-type]
+    assert repo.transition(job.id, JobStatus.RUNNING, **claim) is None  # type: ignore[arg-type]
+    assert repo.record_progress(job.id, progress=5, stage="p", now=started, worker="w-old")
+    stale = started + timedelta(seconds=1)
+    taken = repo.transition(job.id, JobStatus.RUNNING, stale_before=stale, **claim)  # type: ignore[arg-type]
+    assert taken is not None
+    assert (taken.status, taken.attempts, taken.worker) == (JobStatus.RUNNING, 2, "w-new")
+    # The new heartbeat is fresh: nobody else takes it, and the old worker is refused.
+    assert repo.transition(job.id, JobStatus.RUNNING, stale_before=stale, **claim) is None  # type: ignore[arg-type]
+    assert not repo.record_progress(job.id, progress=9, stage="p", now=utcnow(), worker="w-old")
+    assert repo.record_progress(job.id, progress=9, stage="p", now=utcnow(), worker="w-new")
+    lost = repo.transition(
+        job.id,
+        JobStatus.FAILED,
+        now=utcnow(),
+        expected=none,
+        stale_before=utcnow() + timedelta(seconds=1),
+        error=JobError("WORKER_LOST", "gone"),
+    )
+    assert lost is not None
+    assert lost.status is JobStatus.FAILED

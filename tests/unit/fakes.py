@@ -63,10 +63,21 @@ class MemoryRepository:
         worker: str | None = None,
         error: JobError | None = None,
         artifact: Artifact | None = None,
+        stale_before: datetime | None = None,
     ) -> ReportJob | None:
         with self._lock:
             job = self.jobs.get(job_id)
-            if job is None or job.status not in (expected or sources_of(target)):
+            if job is None:
+                return None
+            lost = (
+                stale_before is not None
+                and job.status is JobStatus.RUNNING
+                and job.updated_at < stale_before
+            )
+            if (
+                job.status not in (sources_of(target) if expected is None else expected)
+                and not lost
+            ):
                 return None
             job = replace(job, status=target, updated_at=now)
             if target is JobStatus.QUEUED:
@@ -87,10 +98,16 @@ class MemoryRepository:
             return job
 
     def record_progress(
-        self, job_id: UUID, *, progress: int, stage: str | None, now: datetime
+        self,
+        job_id: UUID,
+        *,
+        progress: int,
+        stage: str | None,
+        now: datetime,
+        worker: str | None = None,
     ) -> bool:
         job = self.jobs[job_id]
-        if job.status is not JobStatus.RUNNING:
+        if job.status is not JobStatus.RUNNING or worker not in (None, job.worker):
             return False
         self.progress_writes.append((progress, stage))
         self.jobs[job_id] = replace(job, progress=progress, stage=stage, updated_at=now)

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     progress_interval: float = Field(
         1.0, gt=0, le=60, description="Seconds between two progress writes of one job."
     )
+    heartbeat_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds without a progress write after which a running job's worker is "
+        "presumed lost and another worker may reclaim it (>= 4 x PROGRESS_INTERVAL).",
+    )
 
     # --- Celery and RQ backends (see docs/backends.md) --------------------------------
     celery_broker_url: str = Field("", description="Celery broker; empty means REDIS_URL.")
@@ -163,6 +170,8 @@ class Settings(BaseSettings):
             self.artifact_dir = self.data_dir / "artifacts"
         if not self.celery_broker_url:
             self.celery_broker_url = self.redis_url
+        if self.heartbeat_timeout < 4 * self.progress_interval:
+            raise ValueError("HEARTBEAT_TIMEOUT must be at least 4 x PROGRESS_INTERVAL")
         types = {t.value for t in ReportType}
         for name, value in self.celery_traffic_overrides.items():
             if name not in types or not 0 <= value <= 100:

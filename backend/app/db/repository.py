@@ -9,6 +9,7 @@ from uuid import UUID
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.db.models import ReportJobRow
 from app.domain.jobs import (
@@ -85,6 +86,7 @@ class SqlJobRepository:
         worker: str | None = None,
         error: JobError | None = None,
         artifact: Artifact | None = None,
+        stale_before: datetime | None = None,
     ) -> ReportJob | None:
         t = ReportJobRow
         sources = sources_of(target) if expected is None else expected
@@ -114,9 +116,13 @@ class SqlJobRepository:
                 artifact_size=artifact.size_bytes,
                 artifact_sha256=artifact.sha256,
             )
+        claimable: ColumnElement[bool] = t.status.in_([s.value for s in sources])
+        if stale_before is not None:
+            lost = and_(t.status == JobStatus.RUNNING.value, t.updated_at < stale_before)
+            claimable = or_(claimable, lost)
         stmt = (
             update(t)
-            .where(t.id == job_id, t.status.in_([s.value for s in sources]))
+            .where(t.id == job_id, claimable)
             .values(**values)
             .returning(t)
             .execution_options(synchronize_session=False)
@@ -126,12 +132,19 @@ class SqlJobRepository:
             return _to_job(row) if row else None
 
     def record_progress(
-        self, job_id: UUID, *, progress: int, stage: str | None, now: datetime
+        self,
+        job_id: UUID,
+        *,
+        progress: int,
+        stage: str | None,
+        now: datetime,
+        worker: str | None = None,
     ) -> bool:
         t = ReportJobRow
+        mine = [] if worker is None else [t.worker == worker]
         stmt = (
             update(t)
-            .where(t.id == job_id, t.status == JobStatus.RUNNING.value)
+            .where(t.id == job_id, t.status == JobStatus.RUNNING.value, *mine)
             .values(progress=max(0, min(progress, 100)), stage=stage, updated_at=now)
             .execution_options(synchronize_session=False)
         )

@@ -76,10 +76,13 @@ class JobRepository(Protocol):
         worker: str | None = None,
         error: JobError | None = None,
         artifact: Artifact | None = None,
+        stale_before: datetime | None = None,
     ) -> ReportJob | None:
         """Move the job to ``target`` if its status is in ``expected``.
 
-        ``expected`` defaults to every status ``target`` may legally follow. Returns the
+        ``expected`` defaults to every status ``target`` may legally follow; with
+        ``stale_before``, a ``running`` row whose heartbeat (``updated_at``) is older also
+        qualifies: its worker is gone. Returns the
         updated job, or None when the row was not in an expected status (someone else
         got there first): the conditional update is what makes delivery idempotent.
         Entering ``running`` counts an attempt and records ``worker``; a terminal status
@@ -88,9 +91,16 @@ class JobRepository(Protocol):
         ...
 
     def record_progress(
-        self, job_id: UUID, *, progress: int, stage: str | None, now: datetime
+        self,
+        job_id: UUID,
+        *,
+        progress: int,
+        stage: str | None,
+        now: datetime,
+        worker: str | None = None,
     ) -> bool:
-        """Store progress of a running job; False when the job is no longer running."""
+        """Store progress (the heartbeat) of a running job; False when the job is no longer
+        running, or no longer run by ``worker`` when given (another worker reclaimed it)."""
         ...
 
     def unfinished(self, *, backend: Backend | None = None) -> Sequence[ReportJob]:

@@ -26,6 +26,7 @@ class JobPolicy:
     max_attempts: int = 3
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress_interval: float = 1.0
+    heartbeat_timeout: float = 30.0
     callback_attempts: int = 5
 
 

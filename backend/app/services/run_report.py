@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
@@ -19,13 +19,21 @@ from app.services.deps import Deps
 log = logging.getLogger(__name__)
 
 _RUNNING = frozenset({JobStatus.RUNNING})
+_NONE: frozenset[JobStatus] = frozenset()
+
+#: Error code of a job whose worker died (no heartbeat) after its last allowed attempt.
+WORKER_LOST = "WORKER_LOST"
 
 OutcomeKind = Literal["completed", "failed", "cancelled", "retry", "skipped", "interrupted"]
 
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """What happened; ``retry_in`` tells the backend when to deliver the job again."""
+    """What happened; ``retry_in`` tells the backend when to deliver the job again.
+
+    A ``skipped`` job running under another worker carries ``retry_in`` too: when its
+    heartbeat would be stale, so that a delivery racing a lost worker can try again.
+    """
 
     kind: OutcomeKind
     job: ReportJob | None
@@ -40,12 +48,9 @@ def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
     """
     job = deps.repo.transition(job_id, JobStatus.RUNNING, now=deps.clock(), worker=deps.worker_id)
     if job is None:
-        current = deps.repo.get(job_id)
-        log.info(
-            "report_job.run.skipped",
-            extra={"status": current.status if current else "missing", "worker": deps.worker_id},
-        )
-        return RunOutcome("skipped", current)
+        job, skipped = _reclaim_lost(deps, job_id)
+        if job is None:
+            return skipped
     deps.observer.job_event("started", job)
     renderer = deps.renderers[job.report_type]
     temp = deps.store.temp_path(job.id, renderer.extension)
@@ -86,6 +91,60 @@ def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
         return RunOutcome("cancelled", deps.repo.get(job.id))
     deps.observer.job_event("completed", done)
     return RunOutcome("completed", done)
+
+
+def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcome]:
+    """Take over a running job whose heartbeat is stale (its worker is gone), or skip.
+
+    A job with a fresh heartbeat is never taken: the conditional update re-checks it.
+    """
+    current = deps.repo.get(job_id)
+    timeout = deps.policy.heartbeat_timeout
+    now = deps.clock()
+    stale_before = now - timedelta(seconds=timeout)
+    if current is not None and current.status is JobStatus.RUNNING:
+        if current.updated_at < stale_before:
+            if current.attempts >= current.max_attempts:
+                error = JobError(
+                    WORKER_LOST, f"No heartbeat for {timeout:g}s: its worker was lost."
+                )
+                lost = deps.repo.transition(
+                    job_id,
+                    JobStatus.FAILED,
+                    now=now,
+                    expected=_NONE,
+                    stale_before=stale_before,
+                    error=error,
+                )
+                if lost is not None:
+                    deps.observer.job_event("failed", lost, error=error.code)
+                    return None, RunOutcome("failed", lost)
+            else:
+                job = deps.repo.transition(
+                    job_id,
+                    JobStatus.RUNNING,
+                    now=now,
+                    expected=_NONE,
+                    stale_before=stale_before,
+                    worker=deps.worker_id,
+                )
+                if job is not None:
+                    log.warning(
+                        "report_job.run.reclaimed",
+                        extra={"lost_worker": current.worker, "worker": deps.worker_id},
+                    )
+                    return job, RunOutcome("skipped", job)
+        current = deps.repo.get(job_id) or current
+    retry_in = None
+    running = current is not None and current.status is JobStatus.RUNNING
+    if current is not None and running and current.worker != deps.worker_id:
+        stale_at = current.updated_at + timedelta(seconds=timeout)
+        retry_in = max((stale_at - now).total_seconds(), 0.0) + 0.5
+    log.info(
+        "report_job.run.skipped",
+        extra={"status": current.status if current else "missing", "worker": deps.worker_id},
+    )
+    return None, RunOutcome("skipped", current, retry_in=retry_in)
 
 
 def _record_failure(deps: Deps, job: ReportJob, exc: Exception) -> RunOutcome:
@@ -169,7 +228,11 @@ class LedgerProgress:
             return
         self._last_write = now
         still_running = self._repo.record_progress(
-            self._job.id, progress=self._percent, stage=self._stage, now=self._clock()
+            self._job.id,
+            progress=self._percent,
+            stage=self._stage,
+            now=self._clock(),
+            worker=self._job.worker,
         )
         if not still_running:
             raise JobCancelled

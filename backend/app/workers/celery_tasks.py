@@ -24,6 +24,9 @@ from app.workers import close_worker_container, job_context, worker_deps
 from app.workers import observability as _observability  # noqa: F401  (signals, log context)
 from app.workers.beat_schedule import BEAT_SCHEDULE, register_system_tasks
 
+#: How many times a delivery finding its job running elsewhere comes back to check it.
+LOST_WORKER_CHECKS = 5
+
 app = create_celery_app(role="worker")
 app.conf.beat_schedule = BEAT_SCHEDULE
 register_system_tasks(app)
@@ -54,8 +57,14 @@ def run_report_task(self: ReportTask, job_id: str) -> str:
         outcome = run_report(deps=worker_deps(Backend.CELERY), job_id=uid)
     if outcome.kind in ("retry", "interrupted"):
         # The ledger's max_attempts decides; Celery's own limit must never cut it short.
+        # Checks for a lost worker (below) count as Celery retries too.
         limit = max(self.max_retries or 0, outcome.job.max_attempts if outcome.job else 0)
+        limit = max(limit, self.request.retries + 1)
         raise self.retry(countdown=outcome.retry_in or 1.0, max_retries=limit)
+    # Running under another worker, maybe a lost one (a killed child's message comes back
+    # at once): look again when its heartbeat would be stale, a few times only.
+    if outcome.retry_in is not None and self.request.retries < LOST_WORKER_CHECKS:
+        raise self.retry(countdown=outcome.retry_in, max_retries=self.request.retries + 1)
     return outcome.kind
 
 

@@ -6,6 +6,8 @@ time) delivers the job again; every other outcome is already recorded in the led
 
 from __future__ import annotations
 
+import time
+
 from app.domain.errors import AppError
 from app.domain.jobs import Backend
 from app.services.notify import notify_callback
@@ -20,9 +22,20 @@ class RetryRequested(AppError):
     code = "RETRY_REQUESTED"
 
 
+#: How many times a delivery finding its job running elsewhere waits to check it again.
+LOST_WORKER_CHECKS = 2
+
+
 def run_report_job(job_id: str) -> str:
     with job_context(job_id) as uid:
         outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)
+        # RQ retries a killed work horse's job within seconds, while the ledger still says
+        # running: wait (bounded) until the lost horse's heartbeat is stale, then reclaim.
+        for _ in range(LOST_WORKER_CHECKS):
+            if outcome.kind != "skipped" or outcome.retry_in is None:
+                break
+            time.sleep(outcome.retry_in)
+            outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)
     if outcome.kind in ("retry", "interrupted"):
         raise RetryRequested(f"attempt {outcome.job.attempts if outcome.job else '?'} failed")
     return outcome.kind
