@@ -31,7 +31,7 @@ def test_fuzzed_requests_never_5xx_and_match_the_schema(tmp_path: Path) -> None:
                 "--exclude-checks",
                 EXCLUDED,
                 "--max-examples",
-                "60",
+                "100",
                 "--seed",
                 "20261122",
                 "--request-timeout",
@@ -47,5 +47,5 @@ def test_fuzzed_requests_never_5xx_and_match_the_schema(tmp_path: Path) -> None:
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-4000:]
     generated = int(re.search(r"(\d+) generated", report).group(1))  # type: ignore[union-attr]
-    assert generated >= 1000, report[-2000:]
+    assert generated >= 1000, report[-2000:]  # about 1,700-1,900 with this seed
     assert "http.unhandled" not in server.logs()  # the 500 handler never ran

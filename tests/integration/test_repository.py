@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from app.db.repository import SqlJobRepository
@@ -186,25 +186,33 @@ def test_claim_takes_a_running_job_only_when_its_heartbeat_is_stale(
     repo.add(job)
     started = utcnow() - timedelta(seconds=60)
     assert repo.transition(job.id, JobStatus.RUNNING, now=started, worker="w-old") is not None
-    fresh = started - timedelta(seconds=1)  # the heartbeat (started) is newer: not taken
-    none: frozenset[JobStatus] = frozenset()
-    claim = {"now": utcnow(), "expected": none, "worker": "w-new"}
-    assert repo.transition(job.id, JobStatus.RUNNING, stale_before=fresh, **claim) is None  # type: ignore[arg-type]
-    assert repo.transition(job.id, JobStatus.RUNNING, **claim) is None  # type: ignore[arg-type]
+
+    def reclaim(stale_before: datetime | None) -> ReportJob | None:
+        return repo.transition(
+            job.id,
+            JobStatus.RUNNING,
+            now=utcnow(),
+            expected=frozenset(),
+            stale_before=stale_before,
+            worker="w-new",
+        )
+
+    assert reclaim(None) is None
+    assert reclaim(started - timedelta(seconds=1)) is None  # heartbeat newer: fresh
     assert repo.record_progress(job.id, progress=5, stage="p", now=started, worker="w-old")
     stale = started + timedelta(seconds=1)
-    taken = repo.transition(job.id, JobStatus.RUNNING, stale_before=stale, **claim)  # type: ignore[arg-type]
+    taken = reclaim(stale)
     assert taken is not None
     assert (taken.status, taken.attempts, taken.worker) == (JobStatus.RUNNING, 2, "w-new")
     # The new heartbeat is fresh: nobody else takes it, and the old worker is refused.
-    assert repo.transition(job.id, JobStatus.RUNNING, stale_before=stale, **claim) is None  # type: ignore[arg-type]
+    assert reclaim(stale) is None
     assert not repo.record_progress(job.id, progress=9, stage="p", now=utcnow(), worker="w-old")
     assert repo.record_progress(job.id, progress=9, stage="p", now=utcnow(), worker="w-new")
     lost = repo.transition(
         job.id,
         JobStatus.FAILED,
         now=utcnow(),
-        expected=none,
+        expected=frozenset(),
         stale_before=utcnow() + timedelta(seconds=1),
         error=JobError("WORKER_LOST", "gone"),
     )

@@ -1,0 +1,99 @@
+"""``kill -9`` of the process rendering a report (a Celery pool child, an RQ work horse):
+the job is reclaimed once its heartbeat is stale and ends terminal, with one artifact."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from app import bootstrap
+from app.domain.jobs import JobStatus, ReportJob, ReportType, parse_params
+from app.domain.progress import NullProgress
+from app.reports import default_renderers
+from app.services.enqueue import enqueue_report
+
+from tests.integration.workers import (
+    WorkerProcess,
+    celery_worker,
+    delete_redis_keys,
+    file_sha256,
+    rq_worker,
+    running_with_progress,
+    settings_from,
+    wait_for,
+)
+
+PARAMS = {"pages": 3, "seed": 11, "processing_time": 4}
+
+
+@pytest.fixture
+def env(backend_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Own queues (no session worker there) and a 3 s heartbeat timeout."""
+    prefix = f"k{secrets.token_hex(3)}-"
+    yield {**backend_env, "QUEUE_PREFIX": prefix, "HEARTBEAT_TIMEOUT": "3"}
+    delete_redis_keys(prefix)
+
+
+def kill_renderer(job: ReportJob, worker: WorkerProcess) -> int:
+    """SIGKILL the process named by the job's ``worker`` (``backend@host:pid``)."""
+    assert job.worker is not None
+    pid = int(job.worker.rsplit(":", 1)[1])
+    assert worker.process is not None
+    assert pid != worker.process.pid  # the child, never the worker's main process
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def render_and_kill(env: dict[str, str], worker: WorkerProcess, backend: str) -> ReportJob:
+    container = bootstrap.build(settings_from(env, dispatch_backend=backend))
+    try:
+        deps = container.deps
+        job = enqueue_report(deps=deps, report_type=ReportType.PDF, params=PARAMS)
+        running = wait_for(deps.repo, job.id, running_with_progress, timeout=20)
+        killed = kill_renderer(running, worker)
+        final = wait_for(deps.repo, job.id, timeout=30)
+        assert final.worker != running.worker, f"pid {killed} still named"
+        if final.artifact is not None:
+            published = list((container.settings.artifacts / str(job.id)).glob("*"))
+            assert published == [deps.store.local_path(final.artifact)]
+            assert final.artifact.sha256 == file_sha256(published[0])
+        return final
+    finally:
+        container.close()
+
+
+def reference_sha256(tmp_path: Path) -> str:
+    renderer = default_renderers()[ReportType.PDF]
+    target = tmp_path / "reference.pdf"
+    renderer.render(parse_params(ReportType.PDF, PARAMS), target, NullProgress())
+    return file_sha256(target)
+
+
+@pytest.mark.timeout(90)
+def test_killed_celery_child_job_runs_again_and_completes_once(
+    env: dict[str, str], log_dir: Path, tmp_path: Path
+) -> None:
+    for worker in celery_worker(env, log_dir, queues="reports", concurrency=2):
+        final = render_and_kill(env, worker, "celery")
+        assert (final.status, final.attempts) == (JobStatus.COMPLETED, 2)
+        assert final.artifact is not None
+        assert final.artifact.sha256 == reference_sha256(tmp_path)
+
+
+@pytest.mark.timeout(90)
+def test_killed_rq_work_horse_job_never_stays_running(
+    env: dict[str, str], log_dir: Path, tmp_path: Path
+) -> None:
+    for worker in rq_worker(env, log_dir, "reports"):
+        final = render_and_kill(env, worker, "rq")
+        assert final.status.terminal
+        if final.status is JobStatus.COMPLETED:
+            assert final.attempts == 2
+            assert final.artifact is not None
+            assert final.artifact.sha256 == reference_sha256(tmp_path)
+        else:
+            assert final.error is not None
