@@ -72,38 +72,55 @@ def start(data_dir: Path, database_url: str, **extra: str) -> LiveServer:
         timeout=120,
         capture_output=True,
     )
-    log_path = data_dir / f"server-{port}.log"
-    log = log_path.open("wb")
+    return launch(env, data_dir / f"server-{port}.log", "--grace", "5")
+
+
+def launch(
+    env: dict[str, str],
+    log_path: Path,
+    *args: str,
+    probe: str = "/health/ready",
+    timeout: float = 30,
+) -> LiveServer:
+    """Run `manage.py serve ARGS` with ``env`` (HOST/PORT set) until ``probe`` answers 200."""
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--grace", "5"],
+        [sys.executable, "manage.py", "serve", *args],
         cwd=ROOT,
         env=env,
-        stdout=log,
+        stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
     )
-    server = LiveServer(f"http://127.0.0.1:{port}", data_dir, database_url, process, log_path)
-    deadline = time.monotonic() + 30
+    server = LiveServer(
+        f"http://127.0.0.1:{env['PORT']}",
+        Path(env.get("DATA_DIR", ".")),
+        env.get("DATABASE_URL", ""),
+        process,
+        log_path,
+    )
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"API exited with {process.returncode}:\n{server.logs()}")
+            raise RuntimeError(f"API exited with {process.returncode}:\n{server.logs()[-4000:]}")
         try:
-            if httpx.get(f"{server.url}/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}{probe}", timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
         time.sleep(0.1)
     stop(server)
-    raise RuntimeError(f"API did not become ready:\n{server.logs()}")
+    raise RuntimeError(f"API did not become ready:\n{server.logs()[-4000:]}")
 
 
-def stop(server: LiveServer, sig: int = signal.SIGTERM) -> None:
+def stop(server: LiveServer, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+    """Signal the API and wait for it to exit (killing it after ``timeout``)."""
     if server.process.poll() is None:
         server.process.send_signal(sig)
         try:
-            server.process.wait(timeout=20)
+            server.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait(timeout=5)
+    return server.process.returncode
 
 
 @contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.server import LiveServer, free_port
+from tests.e2e.server import LiveServer, free_port, launch, stop
 from tests.integration.workers import ROOT
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -75,46 +74,12 @@ def migrate(env: Mapping[str, str]) -> None:
 
 def start_api(env: Mapping[str, str], log_path: Path, *args: str) -> LiveServer:
     """``manage.py serve ARGS`` on a free port; returns once ``/health/live`` answers."""
-    port = free_port()
-    full = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", *args],
-        cwd=ROOT,
-        env=full,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    server = LiveServer(
-        f"http://127.0.0.1:{port}",
-        Path(full.get("DATA_DIR", ".")),
-        full.get("DATABASE_URL", ""),
-        process,
-        log_path,
-    )
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"API exited {process.returncode}:\n{server.logs()[-4000:]}")
-        try:
-            if httpx.get(f"{server.url}/health/live", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    stop_api(server)
-    raise RuntimeError(f"API not up:\n{server.logs()[-4000:]}")
+    full = {**env, "HOST": "127.0.0.1", "PORT": str(free_port())}
+    return launch(full, log_path, *args, probe="/health/live", timeout=40)
 
 
 def stop_api(server: LiveServer, timeout: float = 30) -> int | None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=5)
-    return server.process.returncode
+    return stop(server, timeout=timeout)
 
 
 def wait_until(predicate: object, timeout: float, interval: float = 0.05) -> float:
