@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partial
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -181,20 +179,8 @@ def component_checks(container: Container) -> dict[str, Check]:
     timeout = container.settings.health_timeout
     checks: dict[str, Check] = {"database": container.deps.repo.ping}
     for broker in container.brokers:
-        if isinstance(broker, CeleryDispatcher):
-            checks["broker.celery"] = partial(_ping_celery, broker, timeout)
-        elif isinstance(broker, RqDispatcher):
-            checks["broker.rq"] = broker.connection.ping
+        checks[f"broker.{broker.backend.value}"] = partial(broker.ping, timeout)
     return checks
-
-
-def _ping_celery(broker: CeleryDispatcher, timeout: float) -> None:
-    connection = broker.app.connection_for_write()
-    try:
-        retry: dict[str, Any] = {"interval_step": 0.1, "timeout": timeout}  # stubs say int
-        connection.ensure_connection(max_retries=1, interval_start=0, **retry)
-    finally:  # releasing may wait on the socket: off the clock
-        threading.Thread(target=connection.release, daemon=True).start()
 
 
 def housekeeping(container: Container) -> Housekeeping:

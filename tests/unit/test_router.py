@@ -45,6 +45,10 @@ class FakeBroker(BrokeredBackend):
         time.sleep(self.probe_delay)
         return self.answer
 
+    def ping(self, timeout: float) -> None:
+        if not self.answer.reachable:
+            raise ConnectionError("broker down")
+
     def publish(self, job: ReportJob) -> None:
         if self.fail_publish:
             raise ConnectionError("broker went away")

@@ -63,6 +63,10 @@ class BrokeredBackend(ABC):
         """Ask the broker, now, whether it answers and who consumes which queue."""
 
     @abstractmethod
+    def ping(self, timeout: float) -> None:
+        """Raise unless the broker answers within ``timeout`` seconds (readiness)."""
+
+    @abstractmethod
     def publish(self, job: ReportJob) -> None:
         """Send the job id (and its follow-ups) to the broker; raise on failure."""
 

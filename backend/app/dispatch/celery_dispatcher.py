@@ -46,8 +46,7 @@ def inspect_workers(
     if connection is None:
         with app.connection_for_write() as conn:
             return inspect_workers(app, timeout, details=details, connection=conn)
-    retry: dict[str, Any] = {"interval_step": 0.1, "timeout": timeout}  # stubs say int
-    connection.ensure_connection(max_retries=1, interval_start=0, **retry)
+    _connect(connection, timeout)
     inspect = app.control.inspect(timeout=timeout, connection=connection)
     queues: Mapping[str, Any] = inspect.active_queues() or {}
     active: Mapping[str, Any] = (inspect.active() or {}) if details and queues else {}
@@ -61,6 +60,17 @@ def inspect_workers(
         )
         for name, consumed in sorted(queues.items())
     ]
+
+
+def _connect(connection: Connection, timeout: float) -> None:
+    """Connect once, retrying at most once, within ``timeout``; raise on failure."""
+    retry: dict[str, Any] = {"interval_step": 0.1, "timeout": timeout}  # stubs say int
+    connection.ensure_connection(max_retries=1, interval_start=0, **retry)
+
+
+def _release_later(connection: Connection) -> None:
+    """Closing a Redis connection waits out its pending BRPOP: do it off the clock."""
+    threading.Thread(target=connection.release, daemon=True).start()
 
 
 class CeleryDispatcher(BrokeredBackend):
@@ -86,12 +96,18 @@ class CeleryDispatcher(BrokeredBackend):
                 self.app, self._settings.broker_timeout, connection=connection
             )
         finally:
-            # Closing a Redis connection waits out its pending BRPOP: do it off the clock.
-            threading.Thread(target=connection.release, daemon=True).start()
+            _release_later(connection)
         consumers: Counter[Queue] = Counter()
         for worker in workers:
             consumers.update(self._names[n] for n in worker.queues if n in self._names)
         return Availability(True, dict(consumers))
+
+    def ping(self, timeout: float) -> None:
+        connection = self.app.connection_for_write()
+        try:
+            _connect(connection, timeout)
+        finally:
+            _release_later(connection)
 
     def publish(self, job: ReportJob) -> None:
         limit = self._settings.hard_time_limit(job.report_type.value)

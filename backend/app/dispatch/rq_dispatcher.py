@@ -98,6 +98,10 @@ class RqDispatcher(BrokeredBackend):
             consumers[info.queue] += len(info.workers)
         return Availability(True, dict(consumers))
 
+    def ping(self, timeout: float) -> None:
+        """The client's own socket timeouts (``BROKER_TIMEOUT``) bound it already."""
+        self.connection.ping()
+
     def publish(self, job: ReportJob) -> None:
         settings = self._settings
         retries = max(1, job.max_attempts)
