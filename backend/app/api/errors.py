@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,7 +13,16 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app.api.schemas import ErrorBody
-from app.domain.errors import AppError, Conflict, InvalidInput, NotFound, Unavailable
+from app.domain.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from app.domain.jobs import utcnow
 
 log = logging.getLogger(__name__)
@@ -22,6 +32,9 @@ _STATUS: list[tuple[type[AppError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (Unavailable, 503),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (RateLimited, 429),
 ]
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -48,7 +61,12 @@ def status_of(exc: AppError) -> int:
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(status_of(exc), exc.code, exc.message)
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    elif isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+    return error_response(status_of(exc), exc.code, exc.message, headers=headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -104,9 +122,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route may give."""
     described = {
         400: "Malformed request body",
+        401: "Missing or unknown API key",
+        403: "The key's role may not do this",
         404: "Job not found",
         409: "Conflicts with the job's status",
+        413: "Request body too large",
         422: "Invalid input",
+        429: "Rate limit reached; see Retry-After",
         503: "No backend can take the job",
     }
     return {s: {"model": ErrorBody, "description": described[s]} for s in statuses}

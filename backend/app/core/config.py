@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         description='Hard time limit (s) per report type over the defaults, e.g. {"pdf": 600}.',
     )
     celery_visibility_timeout: int = Field(
-        7200, ge=60, description="Redis broker: seconds before an unacked message is redelivered."
+        7200, ge=1, description="Redis broker: seconds before an unacked message is redelivered."
     )
     celery_max_tasks_per_child: int = Field(200, ge=1)
     celery_max_memory_per_child: int = Field(
@@ -113,6 +113,20 @@ class Settings(BaseSettings):
     callback_secret: str = Field("", description="HMAC-SHA256 key signing callback bodies.")
     callback_timeout: float = Field(5.0, gt=0, le=60)
     callback_max_attempts: int = Field(5, ge=1, le=20)
+
+    # --- Security and limits (see README, "Reliability and security") ----------------
+    auth_enabled: bool | None = Field(
+        None,
+        description="Require an API key (X-API-Key) on report routes; default: on, except in "
+        "development. Off is refused outside development.",
+    )
+    rate_limit_requests: int = Field(
+        100, ge=1, le=1_000_000, description="Enqueue requests allowed per key per window."
+    )
+    rate_limit_window: float = Field(60.0, gt=0, le=86_400, description="Rate-limit window (s).")
+    max_body_bytes: int = Field(
+        65_536, ge=1024, le=16_777_216, description="Largest request body accepted (bytes)."
+    )
 
     # --- Operations: metrics, probes, Flower, housekeeping (see docs/operations.md) ----
     metrics_port: int = Field(
@@ -172,6 +186,8 @@ class Settings(BaseSettings):
             self.celery_broker_url = self.redis_url
         if self.heartbeat_timeout < 4 * self.progress_interval:
             raise ValueError("HEARTBEAT_TIMEOUT must be at least 4 x PROGRESS_INTERVAL")
+        if self.auth_enabled is False and self.environment is not Environment.DEVELOPMENT:
+            raise ValueError("AUTH_ENABLED=false is allowed only with ENVIRONMENT=development")
         types = {t.value for t in ReportType}
         for name, value in self.celery_traffic_overrides.items():
             if name not in types or not 0 <= value <= 100:
@@ -189,6 +205,13 @@ class Settings(BaseSettings):
         if self.inline_fallback is not None:
             return self.inline_fallback
         return self.environment is Environment.DEVELOPMENT
+
+    @property
+    def auth_required(self) -> bool:
+        """API keys are required unless switched off (development only)."""
+        if self.auth_enabled is None:
+            return self.environment is not Environment.DEVELOPMENT
+        return self.auth_enabled
 
     @property
     def celery_broker_is_redis(self) -> bool:

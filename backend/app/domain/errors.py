@@ -57,6 +57,38 @@ class IllegalTransition(Conflict):
     code = "ILLEGAL_TRANSITION"
 
 
+class Unauthenticated(AppError):
+    """No valid API key came with the request (401)."""
+
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(AppError):
+    """The caller is known but its role may not do this (403)."""
+
+    code = "FORBIDDEN"
+
+
+class RateLimited(AppError):
+    """The caller spent its request budget; ``retry_after`` seconds until the next token (429)."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"Too many requests; retry in {retry_after:.0f} s.")
+        self.retry_after = retry_after
+
+
+class IdempotencyConflict(Conflict):
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request; "
+            "use a new key for a new report."
+        )
+
+
 class Unavailable(AppError):
     """A dependency the request needs cannot be reached right now (503)."""
 
