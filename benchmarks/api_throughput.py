@@ -19,13 +19,12 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "backend")]
 
-from tests.e2e.server import running  # noqa: E402
+from tests.e2e.server import LiveServer, running  # noqa: E402
 
 ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -36,14 +35,14 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _load(
-    base_url: str, method: str, path: str, requests: int, clients: int
+    server: LiveServer, method: str, path: str, requests: int, clients: int
 ) -> tuple[float, list[float]]:
     """Send ``requests`` calls from ``clients`` threads; return wall time and latencies."""
     latencies: list[float] = []
     lock = threading.Lock()
 
     def client_loop(count: int) -> None:
-        with httpx.Client(base_url=base_url, timeout=30) as http:
+        with server.client(timeout=30) as http:
             for _ in range(count):
                 started = time.perf_counter()
                 response = http.request(method, path)
@@ -64,12 +63,10 @@ def _load(
 
 def _bench(url: str, data_dir: Path, requests: int, clients: int) -> dict[str, float]:
     with running(data_dir, url, INLINE_WORKERS="2", LOG_LEVEL="WARNING") as server:
-        base_wall, base_lat = _load(server.url, "GET", "/health/live", requests, clients)
+        base_wall, base_lat = _load(server, "GET", "/health/live", requests, clients)
         began = time.perf_counter()
-        enqueue_wall, latencies = _load(
-            server.url, "POST", "/api/v1/reports/dummy", requests, clients
-        )
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        enqueue_wall, latencies = _load(server, "POST", "/api/v1/reports/dummy", requests, clients)
+        with server.client(timeout=30) as http:
             while True:
                 page = http.get(
                     "/api/v1/reports/jobs", params={"status": "completed", "limit": 1}

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import psycopg
 from redis import Redis
 
@@ -62,7 +61,7 @@ def platform_run(
     extra.update(DISPATCH_BACKEND=backend, LOG_LEVEL="WARNING")
     with (
         running(data_dir, db, **extra) as server,
-        httpx.Client(base_url=server.url, timeout=30) as http,  # thread-safe, kept alive
+        server.client(timeout=30) as http,  # thread-safe, kept alive
     ):
         ids: list[str] = []
 

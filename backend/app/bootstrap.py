@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from functools import partial
+from functools import cached_property, partial
 
 from sqlalchemy import Engine
 
 from app.core.celery_app import create_celery_app
 from app.core.config import Environment, Settings, get_settings
 from app.core.health import Check, run_checks
-from app.core.metrics import MetricsObserver, MetricsOpsRecorder, count_fallback
+from app.core.metrics import MetricsObserver, MetricsOpsRecorder, count_fallback, record_circuit
 from app.core.observers import FanOut, LoggingObserver
+from app.db.api_keys import SqlApiKeyRepository
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.repository import SqlJobRepository
 from app.db.schema import current_revision, head_revision
@@ -51,6 +54,10 @@ class Container:
     brokers: list[BrokeredBackend] = field(default_factory=list)
     pid: int = field(default_factory=os.getpid)
 
+    @cached_property
+    def api_keys(self) -> SqlApiKeyRepository:
+        return SqlApiKeyRepository(make_sessions(self.engine))
+
     @property
     def router(self) -> Router:
         assert isinstance(self.deps.dispatcher, Router)
@@ -86,6 +93,16 @@ class Container:
         for broker in self.brokers:
             broker.close()
         self.engine.dispose()
+
+
+@contextmanager
+def api_key_repository(settings: Settings) -> Iterator[SqlApiKeyRepository]:
+    """The API keys, for the CLI: one connection, no backends."""
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    try:
+        yield SqlApiKeyRepository(make_sessions(engine))
+    finally:
+        engine.dispose()
 
 
 def worker_id(backend: Backend) -> str:
@@ -150,16 +167,25 @@ def _brokers(settings: Settings, retry: RetryPolicy) -> list[BrokeredBackend]:
     brokers: list[BrokeredBackend] = []
     if mode == "celery" or (mode == "auto" and settings.celery_enabled):
         brokers.append(
-            CeleryDispatcher(create_celery_app(settings), settings, breaker=_breaker(settings))
+            CeleryDispatcher(
+                create_celery_app(settings), settings, breaker=_breaker(settings, "broker.celery")
+            )
         )
     if mode == "rq" or (mode == "auto" and settings.rq_enabled):
         connection = redis_client(settings.redis_url, settings.broker_timeout)
-        brokers.append(RqDispatcher(connection, settings, breaker=_breaker(settings), retry=retry))
+        breaker = _breaker(settings, "broker.rq")
+        brokers.append(RqDispatcher(connection, settings, breaker=breaker, retry=retry))
     return brokers
 
 
-def _breaker(settings: Settings) -> CircuitBreaker:
-    return CircuitBreaker(settings.circuit_failures, settings.circuit_reset_seconds)
+def _breaker(settings: Settings, name: str) -> CircuitBreaker:
+    """A breaker named ``name`` whose state feeds the circuit metrics."""
+    return CircuitBreaker(
+        settings.circuit_failures,
+        settings.circuit_reset_seconds,
+        name=name,
+        listener=record_circuit,
+    )
 
 
 def _callbacks(settings: Settings) -> HttpCallbackSender | None:
@@ -171,6 +197,9 @@ def _callbacks(settings: Settings) -> HttpCallbackSender | None:
         allowed_hosts=settings.callback_allowed_hosts,
         secret=settings.callback_secret,
         timeout=settings.callback_timeout,
+        circuit_failures=settings.circuit_failures,
+        circuit_reset_seconds=settings.circuit_reset_seconds,
+        on_circuit=record_circuit,
     )
 
 
@@ -191,8 +220,6 @@ def housekeeping(container: Container) -> Housekeeping:
         policy=HousekeepingPolicy(
             retention=timedelta(days=settings.retention_days),
             queued_after=timedelta(seconds=settings.recovery_queued_after),
-            running_margin=timedelta(seconds=settings.recovery_running_margin),
-            time_limits={t: settings.hard_time_limit(t.value) for t in ReportType},
             zone=settings.stats_timezone,
         ),
         recorder=MetricsOpsRecorder(),

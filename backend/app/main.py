@@ -11,13 +11,14 @@ from starlette.concurrency import run_in_threadpool
 
 from app import bootstrap
 from app.api.errors import install_error_handlers
-from app.api.middleware import RequestIdMiddleware
+from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.api.observability import (
     DrainMiddleware,
     HttpMetricsMiddleware,
     install_drain,
     track_in_progress,
 )
+from app.api.ratelimit import RateLimiter
 from app.api.routes import health, metrics, reports, stats
 from app.core.config import Settings, get_settings
 from app.core.logging import setup_logging
@@ -39,6 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             container.close()
             raise
         app.state.container = container
+        app.state.rate_limiter = RateLimiter.from_settings(settings)
+        if not settings.auth_required:
+            log.warning(
+                "api.auth_disabled",
+                extra={"detail": "API keys are not checked (AUTH_ENABLED=false, development)"},
+            )
         app.state.draining = False
         restore_signals = install_drain(app.state, settings.drain_seconds)
         await run_in_threadpool(container.recover)
@@ -50,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.draining = True
         restore_signals()
         await run_in_threadpool(container.close)
+        app.state.rate_limiter.close()
         forget_process()  # this worker's live gauges leave the merged metrics with it
         log.info("api.stopped")
 
@@ -63,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(DrainMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(reports.router)

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,19 @@ class LiveServer:
     database_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    api_key: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+    def client(self, *, api_key: str | None = None, **kwargs: Any) -> httpx.Client:
+        """A client of this server carrying ``api_key`` (default: the operator key)."""
+        key = api_key or self.api_key
+        headers = {"X-API-Key": key} if key else {}
+        kwargs.setdefault("timeout", 10)
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
+
+    def create_key(self, owner: str, role: str = "submitter") -> str:
+        """A new API key from `manage.py api-key create` (its last line)."""
+        return create_key(self.env, owner, role)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -55,8 +65,23 @@ def _env(data_dir: Path, database_url: str, port: int, extra: dict[str, str]) ->
         "PROGRESS_INTERVAL": "0.25",
         "RETRY_BACKOFF_BASE": "0.2",
         "LOG_FORMAT": "json",
+        "RATE_LIMIT_REQUESTS": "1000000",
         **extra,
     }
+
+
+def create_key(env: dict[str, str], owner: str, role: str) -> str:
+    """A new API key from `manage.py api-key create` (its last line)."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "api-key", "create", "--owner", owner, "--role", role],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
 
 
 def start(data_dir: Path, database_url: str, **extra: str) -> LiveServer:
@@ -83,6 +108,12 @@ def launch(
     timeout: float = 30,
 ) -> LiveServer:
     """Run `manage.py serve ARGS` with ``env`` (HOST/PORT set) until ``probe`` answers 200."""
+    api_key = None
+    if (
+        env.get("ENVIRONMENT", "development") != "development"
+        and env.get("AUTH_ENABLED") != "false"
+    ):
+        api_key = create_key(env, "operations", "operator")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "serve", *args],
         cwd=ROOT,
@@ -96,6 +127,8 @@ def launch(
         env.get("DATABASE_URL", ""),
         process,
         log_path,
+        api_key,
+        env,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -37,6 +37,8 @@ def test_fuzzed_requests_never_5xx_and_match_the_schema(tmp_path: Path) -> None:
                 "--request-timeout",
                 "10",
                 "--no-color",
+                "--header",
+                f"X-API-Key: {server.api_key}",
             ],
             cwd=tmp_path,
             capture_output=True,

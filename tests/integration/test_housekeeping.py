@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import pytest
 from app import bootstrap
 from app.db.housekeeping import SqlHousekeepingRepository
@@ -28,13 +27,12 @@ from app.services.housekeeping import (
     CLEANUP,
     HEALTH,
     RECOVER,
-    RUN_TIMED_OUT,
     Housekeeping,
     cleanup_expired,
     recover_stuck,
 )
 from app.services.postprocess import postprocess_report
-from app.services.run_report import run_report
+from app.services.run_report import WORKER_LOST, run_report
 
 from tests.e2e.server import running
 from tests.integration.workers import (
@@ -166,7 +164,7 @@ def test_two_beats_at_once_run_a_slot_once(
     assert sorted(outcomes) == [False, False, False, True]
 
 
-def test_recovery_redispatches_once_and_handles_overdue_runs(
+def test_recovery_redispatches_once_and_handles_runs_with_a_stale_heartbeat(
     container: bootstrap.Container,
     kit: Housekeeping,
     backend_env: dict[str, str],
@@ -189,12 +187,18 @@ def test_recovery_redispatches_once_and_handles_overdue_runs(
         delete_redis_keys(nobody)
 
     waiting = add_job(deps, moment - timedelta(hours=1))  # its message was lost: still pending
-    limit = container.settings.hard_time_limit("dummy") + container.settings.recovery_running_margin
-    overdue = _running_since(deps, moment - timedelta(seconds=limit + 60), max_attempts=3)
-    hopeless = _running_since(deps, moment - timedelta(seconds=limit + 60), max_attempts=1)
-    recent = _running_since(deps, moment - timedelta(seconds=limit - 60), max_attempts=3)
-
     later = moment + timedelta(minutes=1)
+    timeout = deps.policy.heartbeat_timeout
+    silent = later - timedelta(seconds=timeout + 5)  # the last heartbeat: stale
+    overdue = _running_since(deps, silent, max_attempts=3)
+    hopeless = _running_since(deps, silent, max_attempts=1)
+    # Started hours ago, past any time limit, but its heartbeat is fresh: its worker lives.
+    recent = _running_since(deps, moment - timedelta(hours=3), max_attempts=3)
+    fresh = later - timedelta(seconds=timeout / 2)
+    assert deps.repo.record_progress(
+        recent, progress=50, stage="x", now=fresh, worker="celery@gone:1"
+    )
+
     outcome = recover_stuck(deps=at(deps, later), kit=kit)
     assert outcome.ran
     assert outcome.result == {"redispatched": 1, "requeued": 1, "failed": 1}
@@ -208,7 +212,7 @@ def test_recovery_redispatches_once_and_handles_overdue_runs(
     assert failed is not None
     assert failed.status is JobStatus.FAILED
     assert failed.error is not None
-    assert failed.error.code == RUN_TIMED_OUT
+    assert failed.error.code == WORKER_LOST
     still = deps.repo.get(recent)
     assert still is not None
     assert still.status is JobStatus.RUNNING
@@ -248,9 +252,12 @@ def test_daily_figures_are_stored_and_served(
     assert outcome.result == {"day": "2020-01-13", "total": 4}
     assert not compute_daily_stats(deps=at(deps, midnight), kit=kit).ran
 
-    with running(tmp_path / "api", container.settings.database_url) as live:
-        response = httpx.get(f"{live.url}/api/v1/reports/stats/daily?day={day}", timeout=10)
-        missing = httpx.get(f"{live.url}/api/v1/reports/stats/daily?day=2019-01-01", timeout=10)
+    with (
+        running(tmp_path / "api", container.settings.database_url) as live,
+        live.client() as client,
+    ):
+        response = client.get(f"/api/v1/reports/stats/daily?day={day}")
+        missing = client.get("/api/v1/reports/stats/daily?day=2019-01-01")
     assert response.status_code == 200, response.text
     figures = response.json()["figures"]
     assert figures["total"] == 4

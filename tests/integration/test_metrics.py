@@ -160,7 +160,9 @@ def _assert_log_context(worker: WorkerProcess, job_id: UUID) -> None:
 
 
 @pytest.fixture(scope="module")
-def api_two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def api_two_workers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, str, dict[str, str]]]:
     data = tmp_path_factory.mktemp("metrics-api")
     with fresh_pg_database("metrics_api") as url:
         env = clean_env(
@@ -175,13 +177,13 @@ def api_two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         migrate(env)
         server = start_api(env, data / "api.log", "--workers", "2", "--grace", "5")
         try:
-            yield server.url, url
+            yield server.url, url, {"X-API-Key": server.api_key or ""}
         finally:
             stop_api(server)
 
 
-def test_two_uvicorn_workers_add_up(api_two_workers: tuple[str, str]) -> None:
-    base, database_url = api_two_workers
+def test_two_uvicorn_workers_add_up(api_two_workers: tuple[str, str, dict[str, str]]) -> None:
+    base, database_url, key = api_two_workers
     engine = make_engine(database_url)
     repo = SqlJobRepository(make_sessions(engine))
     ids: dict[str, bool] = {}
@@ -191,7 +193,7 @@ def test_two_uvicorn_workers_add_up(api_two_workers: tuple[str, str]) -> None:
         failing = len(ids) % 4 == 3
         query = "?simulate_failures=1" if failing else ""
         # A new connection per request: the two processes share the listening socket.
-        response = httpx.post(f"{base}/api/v1/reports/dummy{query}", timeout=10)
+        response = httpx.post(f"{base}/api/v1/reports/dummy{query}", headers=key, timeout=10)
         assert response.status_code == 202, response.text
         ids[response.json()["id"]] = failing
         pids.add(_worker_pid(repo, list(ids)[-1]))
@@ -199,7 +201,8 @@ def test_two_uvicorn_workers_add_up(api_two_workers: tuple[str, str]) -> None:
     for job_id in ids:
         while True:
             polls += 1
-            body = httpx.get(f"{base}/api/v1/reports/jobs/{job_id}", timeout=10).json()
+            body = httpx.get(f"{base}/api/v1/reports/jobs/{job_id}", headers=key, timeout=10)
+            body = body.json()
             if body["status"] in ("completed", "failed"):
                 break
     assert len({_worker_pid(repo, job_id) for job_id in ids}) == 2

@@ -218,3 +218,84 @@ def test_claim_takes_a_running_job_only_when_its_heartbeat_is_stale(
     )
     assert lost is not None
     assert lost.status is JobStatus.FAILED
+
+
+def test_leaving_running_requires_the_worker_still_named(repo: SqlJobRepository) -> None:
+    job = _job("worker-check")
+    repo.add(job)
+    started = utcnow() - timedelta(seconds=60)
+    assert repo.transition(job.id, JobStatus.RUNNING, now=started, worker="w-old") is not None
+    taken = repo.transition(
+        job.id,
+        JobStatus.RUNNING,
+        now=utcnow(),
+        expected=frozenset(),
+        stale_before=started + timedelta(seconds=1),
+        worker="w-new",
+    )
+    assert taken is not None
+    running = frozenset({JobStatus.RUNNING})
+    artifact = Artifact(f"{job.id}/1/r.pdf", "r.pdf", "application/pdf", 1, "cd" * 32)
+    # The row still says running: only the worker condition refuses the former worker.
+    for target in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.RETRYING, JobStatus.QUEUED):
+        refused = repo.transition(
+            job.id,
+            target,
+            now=utcnow(),
+            expected=running,
+            expected_worker="w-old",
+            artifact=artifact if target is JobStatus.COMPLETED else None,
+            error=JobError("BOOM", "late") if target is not JobStatus.COMPLETED else None,
+        )
+        assert refused is None, target
+    unchanged = repo.get(job.id)
+    assert unchanged is not None
+    assert unchanged == taken
+    # Nor does a stale heartbeat let the former worker in through ``stale_before``.
+    assert (
+        repo.transition(
+            job.id,
+            JobStatus.FAILED,
+            now=utcnow(),
+            expected=frozenset(),
+            stale_before=utcnow() + timedelta(seconds=1),
+            expected_worker="w-old",
+        )
+        is None
+    )
+    mine = replace(artifact, key=f"{job.id}/2/r.pdf")
+    done = repo.transition(
+        job.id,
+        JobStatus.COMPLETED,
+        now=utcnow(),
+        expected=running,
+        expected_worker="w-new",
+        artifact=mine,
+    )
+    assert done is not None
+    assert (done.status, done.worker, done.attempts, done.artifact) == (
+        JobStatus.COMPLETED,
+        "w-new",
+        2,
+        mine,
+    )
+
+
+def test_only_the_named_worker_of_many_completes(repo: SqlJobRepository) -> None:
+    job = _job("worker-race")
+    repo.add(job)
+    assert repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker="w3") is not None
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(
+                lambda i: repo.transition(
+                    job.id,
+                    JobStatus.COMPLETED,
+                    now=utcnow(),
+                    expected=frozenset({JobStatus.RUNNING}),
+                    expected_worker=f"w{i}",
+                ),
+                range(8),
+            )
+        )
+    assert [r is not None for r in results] == [i == 3 for i in range(8)]

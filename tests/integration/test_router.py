@@ -13,7 +13,10 @@ from uuid import UUID
 
 import pytest
 from app.bootstrap import Container
+from app.domain.auth import Role
+from app.domain.jobs import utcnow
 from app.main import create_app
+from app.services.auth import create_api_key
 from fastapi.testclient import TestClient
 
 from tests.integration.workers import (
@@ -32,6 +35,12 @@ MAX_ENQUEUE_SECONDS = 1.5
 @contextmanager
 def api(env: dict[str, str], **overrides: Any) -> Iterator[TestClient]:
     with TestClient(create_app(settings_from(env, **overrides))) as client:
+        container = container_of(client)
+        if container.settings.auth_required:
+            _, key = create_api_key(
+                container.api_keys, owner="router-tests", role=Role.OPERATOR, now=utcnow()
+            )
+            client.headers["X-API-Key"] = key
         yield client
 
 

@@ -57,9 +57,11 @@ def render_and_kill(env: dict[str, str], worker: WorkerProcess, backend: str) ->
         killed = kill_renderer(running, worker)
         final = wait_for(deps.repo, job.id, timeout=30)
         assert final.worker != running.worker, f"pid {killed} still named"
-        if final.artifact is not None:
-            published = list((container.settings.artifacts / str(job.id)).glob("*"))
+        if final.artifact is not None:  # the killed attempt's folder left nothing behind
+            folder = container.settings.artifacts / str(job.id)
+            published = [p for p in folder.rglob("*") if p.is_file()]
             assert published == [deps.store.local_path(final.artifact)]
+            assert final.artifact.key.startswith(f"{job.id}/{final.attempts}/")
             assert final.artifact.sha256 == file_sha256(published[0])
         return final
     finally:

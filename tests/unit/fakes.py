@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
-from app.domain.errors import BackendUnavailable
+from app.domain.errors import BackendUnavailable, IdempotencyKeyTaken
 from app.domain.jobs import (
     TERMINAL,
     Artifact,
@@ -35,10 +35,23 @@ class MemoryRepository:
         return None
 
     def add(self, job: ReportJob) -> None:
+        key = job.idempotency_key
+        if key is not None and self.find_idempotent(job.owner, key) is not None:
+            raise IdempotencyKeyTaken(key)
         self.jobs[job.id] = job
 
     def get(self, job_id: UUID) -> ReportJob | None:
         return self.jobs.get(job_id)
+
+    def find_idempotent(self, owner: str | None, idempotency_key: str) -> ReportJob | None:
+        return next(
+            (
+                j
+                for j in self.jobs.values()
+                if j.owner == owner and j.idempotency_key == idempotency_key
+            ),
+            None,
+        )
 
     def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage:
         items = sorted(self.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
@@ -64,6 +77,7 @@ class MemoryRepository:
         error: JobError | None = None,
         artifact: Artifact | None = None,
         stale_before: datetime | None = None,
+        expected_worker: str | None = None,
     ) -> ReportJob | None:
         with self._lock:
             job = self.jobs.get(job_id)
@@ -78,6 +92,8 @@ class MemoryRepository:
                 job.status not in (sources_of(target) if expected is None else expected)
                 and not lost
             ):
+                return None
+            if expected_worker is not None and job.worker != expected_worker:
                 return None
             job = replace(job, status=target, updated_at=now)
             if target is JobStatus.QUEUED:

@@ -1,4 +1,4 @@
-"""Request id: accepted from ``X-Request-ID`` (or generated), logged and echoed back."""
+"""Request id (accepted from ``X-Request-ID`` or generated, logged, echoed); body size limit."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.core.logging import request_id_var
 
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -37,3 +38,81 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` once a streamed body passes the limit."""
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413 ``PAYLOAD_TOO_LARGE``.
+
+    A declared ``Content-Length`` over the limit is refused before the body is read. A body
+    without one (chunked) is counted as it streams: the chunk that passes the limit is never
+    handed to the app, whatever the app answers is replaced by the 413.
+
+    Args:
+        app: The ASGI app to protect.
+        max_bytes: Largest body accepted, in bytes.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # the app's answer to a cut-off body: the 413 replaces it
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:  # _BodyTooLarge, or what the app made of it
+            if not exceeded or started:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"The request body is larger than the {self.max_bytes} bytes accepted.",
+        )
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body length; None when absent or not a number (the server judges)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from app.core.config import get_settings
+
+if TYPE_CHECKING:
+    from app.domain.ports import ApiKeyRepository
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -76,6 +80,44 @@ def _healthcheck(args: argparse.Namespace) -> int:
     return 0 if status == 200 else 1
 
 
+def _api_key(args: argparse.Namespace) -> int:
+    """``api-key create|list|revoke``: the new key is printed alone on the last line."""
+    from app import bootstrap
+
+    with bootstrap.api_key_repository(get_settings()) as repo:
+        return _api_key_action(repo, args)
+
+
+def _api_key_action(repo: ApiKeyRepository, args: argparse.Namespace) -> int:
+    from app.domain.auth import Role
+    from app.domain.errors import AppError
+    from app.domain.jobs import utcnow
+    from app.services.auth import create_api_key, revoke_api_key
+
+    try:
+        if args.action == "create":
+            record, plain = create_api_key(
+                repo, owner=args.owner, role=Role(args.role), now=utcnow()
+            )
+            print(f"created key {record.key_id} for {record.owner} ({record.role.value}):")
+            print(plain)
+        elif args.action == "list":
+            print(f"{'KEY ID':<14}{'OWNER':<24}{'ROLE':<11}{'CREATED':<27}REVOKED")
+            for key in repo.list_keys():
+                revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
+                print(
+                    f"{key.key_id:<14}{key.owner:<24}{key.role.value:<11}"
+                    f"{key.created_at.isoformat(timespec='seconds'):<27}{revoked}"
+                )
+        else:
+            revoked_key = revoke_api_key(repo, args.key_id, now=utcnow())
+            print(f"revoked key {revoked_key.key_id} of {revoked_key.owner}")
+    except AppError as exc:
+        print(f"error: {exc.code}: {exc.message}")
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="manage.py", description="MonAssurance report jobs: operations CLI."
@@ -111,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--name", help="worker name (default: RQ's)")
     rq.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     rq.set_defaults(func=_rq_worker)
+
+    keys = sub.add_parser("api-key", help="manage API keys: create, list, revoke")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="new key; printed once, on the last line")
+    create.add_argument("--owner", required=True, help="who the key's jobs belong to")
+    create.add_argument("--role", choices=["submitter", "operator"], default="submitter")
+    actions.add_parser("list", help="every key: id, owner, role, created, revoked")
+    revoke = actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    keys.set_defaults(func=_api_key)
 
     check = sub.add_parser("healthcheck", help="exit 0 when a URL answers 200 (default: ready)")
     check.add_argument("--url", help="default: http://127.0.0.1:PORT/health/ready")

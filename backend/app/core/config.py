@@ -152,9 +152,6 @@ class Settings(BaseSettings):
     recovery_queued_after: float = Field(
         1800.0, gt=0, description="Seconds queued before a job is re-dispatched (once)."
     )
-    recovery_running_margin: float = Field(
-        300.0, ge=0, description="Seconds past its hard time limit before a running job is lost."
-    )
     stats_timezone: str = Field("Europe/Paris", description="Day boundaries of daily figures.")
 
     log_level: str = "INFO"

@@ -1,4 +1,4 @@
-"""Prometheus metrics: job lifecycle (fed by the observer port), fallbacks, HTTP, housekeeping.
+"""Prometheus metrics: jobs (fed by the observer port), fallbacks, HTTP, housekeeping, circuits.
 
 Every process that runs jobs or serves HTTP records into these module-level metrics. In a
 process started by the CLIs, prometheus-client runs in multiprocess mode (see
@@ -101,6 +101,18 @@ COMPONENT_LATENCY = Gauge(
     ["component"],
     multiprocess_mode="mostrecent",
 )
+CIRCUIT_STATE = Gauge(
+    "report_circuit_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open (the worst of the live processes).",
+    ["circuit"],
+    multiprocess_mode="livemax",
+)
+CIRCUIT_OPENED = Counter(
+    "report_circuit_opened_total",
+    "Transitions of a circuit breaker to open (publishes or callbacks refused at once).",
+    ["circuit"],
+)
+CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 _FINAL = {"completed", "failed", "cancelled", "dispatch_failed"}
 
@@ -202,6 +214,20 @@ def count_fallback(fallback: FallbackLike) -> None:
         str(getattr(fallback.chosen, "value", fallback.chosen)),
         reason_kind(fallback.reason),
     ).inc()
+
+
+def record_circuit(name: str, state: str) -> None:
+    """Circuit breaker listener: the state gauge, and a count of each opening.
+
+    Each process sets its own value; ``livemax`` shows the worst state among live
+    processes (an open circuit in any uvicorn worker or Celery child reads 2) and forgets
+    the values of processes that died. The breaker reports its initial state, so both
+    series exist (at 0) from the moment the breaker does.
+    """
+    CIRCUIT_STATE.labels(name).set(CIRCUIT_VALUES[str(state)])
+    opened = CIRCUIT_OPENED.labels(name)
+    if state == "open":
+        opened.inc()
 
 
 class MetricsOpsRecorder:

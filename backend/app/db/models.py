@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.domain.auth import Role
 from app.domain.jobs import JobStatus
 
 NAMING = {
@@ -85,6 +86,7 @@ class ReportJobRow(Base):
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(128))
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     worker: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -111,6 +113,8 @@ class ReportJobRow(Base):
         Index("ix_report_jobs_type_created", "report_type", "created_at", "id"),
         Index("ix_report_jobs_backend_created", "backend", "created_at", "id"),
         Index("ix_report_jobs_owner_created", "owner", "created_at", "id"),
+        # One job per (owner, Idempotency-Key): a replayed POST finds it, never makes another.
+        Index("uq_report_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
     )
 
 
@@ -138,3 +142,21 @@ class DailyStatsRow(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+_ROLES = ", ".join(f"'{r.value}'" for r in Role)
+
+
+class ApiKeyRow(Base):
+    """An API key: the public id, the SHA-256 of the whole key, its owner and role."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint(f"role IN ({_ROLES})", name="role"),)

@@ -8,10 +8,12 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.db.models import ReportJobRow
+from app.domain.errors import IdempotencyKeyTaken
 from app.domain.jobs import (
     TERMINAL,
     Artifact,
@@ -41,8 +43,22 @@ class SqlJobRepository:
             session.execute(select(1))
 
     def add(self, job: ReportJob) -> None:
-        with self._sessions.begin() as session:
-            session.add(_to_row(job))
+        try:
+            with self._sessions.begin() as session:
+                session.add(_to_row(job))
+        except IntegrityError as exc:
+            if job.idempotency_key is not None and self.find_idempotent(
+                job.owner, job.idempotency_key
+            ):
+                raise IdempotencyKeyTaken(job.idempotency_key) from exc
+            raise
+
+    def find_idempotent(self, owner: str | None, idempotency_key: str) -> ReportJob | None:
+        t = ReportJobRow
+        stmt = select(t).where(t.owner == owner, t.idempotency_key == idempotency_key)
+        with self._sessions() as session:
+            row = session.scalars(stmt).first()
+            return _to_job(row) if row else None
 
     def get(self, job_id: UUID) -> ReportJob | None:
         with self._sessions() as session:
@@ -87,6 +103,7 @@ class SqlJobRepository:
         error: JobError | None = None,
         artifact: Artifact | None = None,
         stale_before: datetime | None = None,
+        expected_worker: str | None = None,
     ) -> ReportJob | None:
         t = ReportJobRow
         sources = sources_of(target) if expected is None else expected
@@ -120,6 +137,8 @@ class SqlJobRepository:
         if stale_before is not None:
             lost = and_(t.status == JobStatus.RUNNING.value, t.updated_at < stale_before)
             claimable = or_(claimable, lost)
+        if expected_worker is not None:  # still this worker's: not reclaimed meanwhile
+            claimable = and_(claimable, t.worker == expected_worker)
         stmt = (
             update(t)
             .where(t.id == job_id, claimable)
@@ -245,6 +264,7 @@ def _to_row(job: ReportJob) -> ReportJobRow:
         artifact_sha256=artifact.sha256 if artifact else None,
         owner=job.owner,
         idempotency_key=job.idempotency_key,
+        request_hash=job.request_hash,
         worker=job.worker,
         created_at=job.created_at,
         updated_at=job.updated_at,
@@ -288,6 +308,7 @@ def _to_job(row: ReportJobRow) -> ReportJob:
         artifact=artifact,
         owner=row.owner,
         idempotency_key=row.idempotency_key,
+        request_hash=row.request_hash,
         worker=row.worker,
         created_at=row.created_at,
         updated_at=row.updated_at,

@@ -56,6 +56,11 @@ class BrokeredBackend(ABC):
             self.backend.value, self.probe, probe_interval, first_wait=probe_wait
         )
 
+    @property
+    def circuit(self) -> CircuitBreaker:
+        """The breaker guarding this backend's publishes (read it; do not drive it)."""
+        return self._breaker
+
     # -- what subclasses provide
 
     @abstractmethod

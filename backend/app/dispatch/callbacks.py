@@ -3,18 +3,24 @@
 The receiver checks ``X-Report-Signature: sha256=<hex>`` where the hex digest is
 ``HMAC(CALLBACK_SECRET, "<X-Report-Timestamp>." + body)``, and may deduplicate on
 ``X-Report-Delivery`` (stable across retries of the same job's callback).
+
+Each target host has its own circuit breaker (``callback.<host>``): while it is open,
+:meth:`HttpCallbackSender.send` fails at once, retryable, without a network call, and the
+notify service tries again later with its usual backoff.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 import httpx
 
+from app.dispatch.circuit import CircuitBreaker, CircuitListener
 from app.domain.errors import CallbackFailed, CallbackNotAllowed
 
 MAX_URL = 2048
@@ -28,7 +34,16 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class HttpCallbackSender:
-    """:class:`~app.domain.ports.CallbackSender` with httpx; no redirects are followed."""
+    """:class:`~app.domain.ports.CallbackSender` with httpx; no redirects are followed.
+
+    One circuit breaker per target host: transport errors and retryable answers (5xx,
+    408, 425, 429) count as failures; a success, or a non-retryable 4xx (the host
+    answers, the request is wrong), closes it. The sender lives in each process that
+    sends (a Celery child, the API for inline jobs), so the breakers are per process: each
+    process learns on its own that a host is down. Under RQ every job runs in a fresh
+    work horse whose breakers start closed and die with it, so there a breaker only
+    guards the calls of one job.
+    """
 
     def __init__(
         self,
@@ -37,11 +52,39 @@ class HttpCallbackSender:
         secret: str,
         timeout: float,
         clock: Callable[[], float] = time.time,
+        circuit_failures: int = 2,
+        circuit_reset_seconds: float = 10.0,
+        on_circuit: CircuitListener | None = None,
     ) -> None:
         self._allowed = frozenset(h.lower() for h in allowed_hosts)
         self._secret = secret
         self._timeout = timeout
         self._clock = clock
+        self._circuit_failures = circuit_failures
+        self._circuit_reset = circuit_reset_seconds
+        self._on_circuit = on_circuit
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers_lock = threading.Lock()
+
+    @property
+    def circuits(self) -> list[CircuitBreaker]:
+        """The breakers of the hosts this process has called back, by host name."""
+        with self._breakers_lock:
+            return [self._breakers[host] for host in sorted(self._breakers)]
+
+    def breaker(self, host: str) -> CircuitBreaker:
+        """The breaker of ``host`` (created closed on first use)."""
+        host = host.lower()
+        with self._breakers_lock:
+            found = self._breakers.get(host)
+            if found is None:
+                found = self._breakers[host] = CircuitBreaker(
+                    self._circuit_failures,
+                    self._circuit_reset,
+                    name=f"callback.{host}",
+                    listener=self._on_circuit,
+                )
+            return found
 
     def validate(self, url: str) -> None:
         parts = urlsplit(url)
@@ -57,6 +100,13 @@ class HttpCallbackSender:
 
     def send(self, url: str, body: bytes, *, delivery_id: str) -> None:
         self.validate(url)  # the allow-list may have changed since the job was created
+        host = (urlsplit(url).hostname or "").lower()
+        breaker = self.breaker(host)
+        if not breaker.allow():
+            raise CallbackFailed(
+                f"The circuit to {host} is open after failed callbacks; retrying later.",
+                retryable=True,
+            )
         timestamp = str(int(self._clock()))
         headers = {
             "Content-Type": "application/json",
@@ -70,12 +120,17 @@ class HttpCallbackSender:
             response = httpx.post(
                 url, content=body, headers=headers, timeout=self._timeout, follow_redirects=False
             )
-        except httpx.HTTPError as exc:
-            raise CallbackFailed(f"{type(exc).__name__}: {exc}"[:500]) from exc
+        except Exception as exc:
+            breaker.failure()
+            if isinstance(exc, httpx.HTTPError):
+                raise CallbackFailed(f"{type(exc).__name__}: {exc}"[:500]) from exc
+            raise
+        status = response.status_code
+        retryable = status >= 500 or status in _RETRYABLE_STATUS
+        if retryable:
+            breaker.failure()
+        else:
+            breaker.success()  # any other answer: the host is up (a 4xx is our fault)
         if response.is_success:
             return
-        status = response.status_code
-        raise CallbackFailed(
-            f"The callback answered HTTP {status}.",
-            retryable=status >= 500 or status in _RETRYABLE_STATUS,
-        )
+        raise CallbackFailed(f"The callback answered HTTP {status}.", retryable=retryable)

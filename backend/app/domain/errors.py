@@ -89,6 +89,12 @@ class IdempotencyConflict(Conflict):
         )
 
 
+class IdempotencyKeyTaken(Conflict):
+    """Raised by the ledger: another job of this owner holds the Idempotency-Key."""
+
+    code = "IDEMPOTENCY_KEY_TAKEN"
+
+
 class Unavailable(AppError):
     """A dependency the request needs cannot be reached right now (503)."""
 

@@ -224,6 +224,7 @@ class ReportJob:
     artifact: Artifact | None = None
     owner: str | None = None
     idempotency_key: str | None = None
+    request_hash: str | None = None
     worker: str | None = None
     queued_at: datetime | None = None
     started_at: datetime | None = None
@@ -244,6 +245,7 @@ class ReportJob:
         now: datetime,
         owner: str | None = None,
         idempotency_key: str | None = None,
+        request_hash: str | None = None,
         callback_url: str | None = None,
     ) -> ReportJob:
         queue = cls.QUEUE_FOR_TYPE
@@ -257,6 +259,7 @@ class ReportJob:
             max_attempts=max_attempts,
             owner=owner,
             idempotency_key=idempotency_key,
+            request_hash=request_hash,
             created_at=now,
             updated_at=now,
             callback_url=callback_url,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
+from app.domain.auth import ApiKey
 from app.domain.jobs import (
     Artifact,
     Backend,
@@ -60,9 +61,15 @@ class JobRepository(Protocol):
         """Raise unless the ledger answers."""
         ...
 
-    def add(self, job: ReportJob) -> None: ...
+    def add(self, job: ReportJob) -> None:
+        """Insert a new job; IdempotencyKeyTaken when its owner already used its key."""
+        ...
 
     def get(self, job_id: UUID) -> ReportJob | None: ...
+
+    def find_idempotent(self, owner: str | None, idempotency_key: str) -> ReportJob | None:
+        """The job ``owner`` created with this Idempotency-Key, if any."""
+        ...
 
     def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage: ...
 
@@ -77,14 +84,17 @@ class JobRepository(Protocol):
         error: JobError | None = None,
         artifact: Artifact | None = None,
         stale_before: datetime | None = None,
+        expected_worker: str | None = None,
     ) -> ReportJob | None:
         """Move the job to ``target`` if its status is in ``expected``.
 
         ``expected`` defaults to every status ``target`` may legally follow; with
         ``stale_before``, a ``running`` row whose heartbeat (``updated_at``) is older also
-        qualifies: its worker is gone. Returns the
-        updated job, or None when the row was not in an expected status (someone else
-        got there first): the conditional update is what makes delivery idempotent.
+        qualifies: its worker is gone. With ``expected_worker``, the row must also still
+        name that worker: a worker leaving ``running`` passes its own id, so that once
+        another worker has reclaimed the job, the former one's write is refused. Returns
+        the updated job, or None when the row did not qualify (someone else got there
+        first): the conditional update is what makes delivery idempotent.
         Entering ``running`` counts an attempt and records ``worker``; a terminal status
         records ``finished_at``.
         """
@@ -154,13 +164,28 @@ class ArtifactStore(Protocol):
 
     def temp_path(self, job_id: UUID, extension: str) -> Path: ...
 
-    def save(self, temp: Path, *, job_id: UUID, filename: str, content_type: str) -> Artifact:
-        """Publish ``temp`` atomically under the job; records its size and sha256."""
+    def save(
+        self,
+        temp: Path,
+        *,
+        job_id: UUID,
+        filename: str,
+        content_type: str,
+        attempt: int | None = None,
+    ) -> Artifact:
+        """Publish ``temp`` atomically under the job; records its size and sha256.
+
+        With ``attempt``, the key is the attempt's own (``<job>/<attempt>/<filename>``): two
+        attempts of a job never publish to the same place, so one never replaces or deletes
+        the other's file.
+        """
         ...
 
     def discard(self, temp: Path) -> None: ...
 
-    def delete(self, artifact: Artifact) -> None: ...
+    def delete(self, artifact: Artifact) -> None:
+        """Remove the file, and the job's folders it leaves empty."""
+        ...
 
     def local_path(self, artifact: Artifact) -> Path: ...
 
@@ -271,3 +296,19 @@ class OpsRecorder(Protocol):
     def periodic_run(self, task: str, outcome: str) -> None: ...
 
     def component(self, name: str, *, ok: bool, latency_s: float) -> None: ...
+
+
+class ApiKeyRepository(Protocol):
+    """API keys: public records plus the SHA-256 of each secret."""
+
+    def add(self, key: ApiKey, secret_hash: str) -> None: ...
+
+    def find(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key and its secret hash, revoked or not."""
+        ...
+
+    def list_keys(self) -> Sequence[ApiKey]: ...
+
+    def revoke(self, key_id: str, *, now: datetime) -> ApiKey | None:
+        """Revoke an active key; ``None`` when no active key has this id."""
+        ...

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from app.domain.errors import CallbackNotAllowed, Unavailable
+from app.domain.errors import (
+    CallbackNotAllowed,
+    IdempotencyConflict,
+    IdempotencyKeyTaken,
+    Unavailable,
+)
 from app.domain.jobs import JobError, JobStatus, ReportJob, ReportType, parse_params
 from app.services.deps import Deps
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The job, and whether this call created it (``False``: an Idempotency-Key replay)."""
+
+    job: ReportJob
+    created: bool = True
 
 
 def enqueue_report(
@@ -19,11 +35,36 @@ def enqueue_report(
     idempotency_key: str | None = None,
     callback_url: str | None = None,
 ) -> ReportJob:
+    """Create a job and dispatch it (see :func:`submit_report`); returns the job."""
+    return submit_report(
+        deps=deps,
+        report_type=report_type,
+        params=params,
+        owner=owner,
+        idempotency_key=idempotency_key,
+        callback_url=callback_url,
+    ).job
+
+
+def submit_report(
+    *,
+    deps: Deps,
+    report_type: ReportType,
+    params: Mapping[str, Any],
+    owner: str | None = None,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
+) -> Enqueued:
     """Create a job and dispatch it: commit first, then send (the row exists before the message).
+
+    With an ``idempotency_key``, the same owner sending the same request again gets the
+    job the first call made, whatever its state; the ledger's unique (owner, key) index
+    settles concurrent first calls.
 
     Raises:
         InvalidParams: the parameters do not fit the report type; nothing is written.
         CallbackNotAllowed: ``callback_url`` is not an allowed target; nothing is written.
+        IdempotencyConflict: the key was used by this owner for a different request.
         Unavailable: no backend can take the job; the row is recorded ``failed`` with the code.
     """
     typed = parse_params(report_type, dict(params))
@@ -40,8 +81,19 @@ def enqueue_report(
         idempotency_key=idempotency_key,
         callback_url=callback_url,
     )
+    if idempotency_key is not None:
+        job = _with_request_hash(job)
+        earlier = deps.repo.find_idempotent(owner, idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, job)
     job = job.with_backend(deps.dispatcher.choose(job))
-    deps.repo.add(job)
+    try:
+        deps.repo.add(job)
+    except IdempotencyKeyTaken:
+        assert idempotency_key is not None
+        earlier = deps.repo.find_idempotent(owner, idempotency_key)
+        assert earlier is not None  # the ledger never deletes a job this young
+        return _replay(earlier, job)
     try:
         deps.dispatcher.dispatch(job)
     except Unavailable as exc:
@@ -60,4 +112,19 @@ def enqueue_report(
     )
     current = queued or deps.repo.get(job.id) or job
     deps.observer.job_event("enqueued", current)
-    return current
+    return Enqueued(current)
+
+
+def _with_request_hash(job: ReportJob) -> ReportJob:
+    """What makes two requests "the same": report type, validated params, callback."""
+    canonical = json.dumps(
+        [job.report_type.value, job.params, job.callback_url], sort_keys=True, default=str
+    )
+    return replace(job, request_hash=hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def _replay(earlier: ReportJob, request: ReportJob) -> Enqueued:
+    if earlier.request_hash != request.request_hash:
+        assert request.idempotency_key is not None
+        raise IdempotencyConflict(request.idempotency_key)
+    return Enqueued(earlier, created=False)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.domain.errors import Unavailable
-from app.domain.jobs import JobError, JobStatus, ReportJob, ReportType
+from app.domain.jobs import JobStatus, ReportJob
 from app.domain.ports import (
     ArtifactStore,
     ComponentHealth,
@@ -23,6 +23,7 @@ from app.domain.ports import (
     OpsRecorder,
 )
 from app.services.deps import Deps
+from app.services.run_report import worker_lost
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,8 @@ PERIODS = {
     RECOVER: timedelta(minutes=1),
 }
 
-#: Error code of a job still running past its hard time limit plus the margin.
-RUN_TIMED_OUT = "RUN_TIMED_OUT"
 _MAX_BATCHES = 50
-_RUNNING = frozenset({JobStatus.RUNNING})
+_NONE: frozenset[JobStatus] = frozenset()
 _PENDING = frozenset({JobStatus.PENDING})
 
 
@@ -48,8 +47,6 @@ _PENDING = frozenset({JobStatus.PENDING})
 class HousekeepingPolicy:
     retention: timedelta = timedelta(days=7)
     queued_after: timedelta = timedelta(minutes=30)
-    running_margin: timedelta = timedelta(minutes=5)
-    time_limits: Mapping[ReportType, float] = field(default_factory=dict)
     zone: str = "Europe/Paris"
     batch: int = 500
 
@@ -154,14 +151,15 @@ def delete_files(store: ArtifactStore, job: ReportJob) -> int:
 
 
 def recover_stuck(*, deps: Deps, kit: Housekeeping) -> PeriodicOutcome:
-    """Re-dispatch jobs waiting too long (once); retry or fail jobs running past their limit."""
+    """Re-dispatch jobs waiting too long (once); retry or fail running jobs whose heartbeat
+    is older than the heartbeat timeout (their worker is gone)."""
     now = deps.clock()
     return run_periodic(
         deps=deps,
         kit=kit,
         task=RECOVER,
         slot=slot_of(now, PERIODS[RECOVER]),
-        action=lambda: {**_redispatch(deps, kit, now), **_overdue(deps, kit, now)},
+        action=lambda: {**_redispatch(deps, kit, now), **_lost(deps, kit, now)},
     )
 
 
@@ -184,43 +182,40 @@ def _redispatch(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
     return {"redispatched": redispatched}
 
 
-def _overdue(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
-    limits = kit.policy.time_limits
-    margin = kit.policy.running_margin
-    if not limits:
-        return {"requeued": 0, "failed": 0}
+def _lost(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
+    """Running Celery/RQ jobs whose heartbeat is stale, as ``run_report``'s reclaim judges
+    them: queued again (and dispatched) while attempts remain, else failed ``WORKER_LOST``."""
+    timeout = deps.policy.heartbeat_timeout
+    stale_before = now - timedelta(seconds=timeout)
     requeued = failed = 0
-    for job in kit.ops.running_since(now - timedelta(seconds=min(limits.values())) - margin):
-        limit = limits.get(job.report_type)
-        if limit is None or job.started_at is None:
+    # A heartbeat is never older than its claim: every stale job started before stale_before.
+    for job in kit.ops.running_since(stale_before):
+        if job.updated_at >= stale_before:
             continue
-        if job.started_at + timedelta(seconds=limit) + margin > now:
-            continue
-        elapsed = (now - job.started_at).total_seconds()
-        error = JobError(
-            RUN_TIMED_OUT,
-            f"Still running {elapsed:.0f}s after it started, past its {limit:g}s hard time "
-            "limit: its worker was lost.",
+        error = worker_lost(timeout)
+        retry = job.attempts < job.max_attempts
+        # The update re-checks it all: a heartbeat since, or another worker's claim, wins.
+        moved = deps.repo.transition(
+            job.id,
+            JobStatus.QUEUED if retry else JobStatus.FAILED,
+            now=now,
+            expected=_NONE,
+            stale_before=stale_before,
+            expected_worker=job.worker,
+            error=error,
         )
-        if job.attempts < job.max_attempts:
-            again = deps.repo.transition(
-                job.id, JobStatus.QUEUED, now=now, expected=_RUNNING, error=error
-            )
-            if again is None:
-                continue
-            deps.observer.job_event("retrying", again, error=error.code)
-            requeued += 1
-            try:
-                deps.dispatcher.dispatch(again)
-            except Unavailable:  # still queued: the next runs re-dispatch it
-                log.warning("housekeeping.recover.dispatch_failed", extra={"job_id": str(job.id)})
+        if moved is None:
             continue
-        lost = deps.repo.transition(
-            job.id, JobStatus.FAILED, now=now, expected=_RUNNING, error=error
-        )
-        if lost is not None:
-            deps.observer.job_event("failed", lost, error=error.code)
+        if not retry:
+            deps.observer.job_event("failed", moved, error=error.code)
             failed += 1
+            continue
+        deps.observer.job_event("retrying", moved, error=error.code)
+        requeued += 1
+        try:
+            deps.dispatcher.dispatch(moved)
+        except Unavailable:  # still queued: the next runs re-dispatch it
+            log.warning("housekeeping.recover.dispatch_failed", extra={"job_id": str(job.id)})
     return {"requeued": requeued, "failed": failed}
 
 

@@ -42,14 +42,23 @@ def recover_unfinished(
                     "WORKER_LOST", "The worker running this job stopped; no attempt left."
                 )
                 failed_job = deps.repo.transition(
-                    job.id, JobStatus.FAILED, now=deps.clock(), expected=_RUNNING, error=lost
+                    job.id,
+                    JobStatus.FAILED,
+                    now=deps.clock(),
+                    expected=_RUNNING,
+                    expected_worker=job.worker,
+                    error=lost,
                 )
                 if failed_job is not None:
                     deps.observer.job_event("failed", failed_job, error=lost.code)
                     failed += 1
                 continue
             requeued = deps.repo.transition(
-                job.id, JobStatus.QUEUED, now=deps.clock(), expected=_RUNNING
+                job.id,
+                JobStatus.QUEUED,
+                now=deps.clock(),
+                expected=_RUNNING,
+                expected_worker=job.worker,  # unless another worker took it meanwhile
             )
             if requeued is None:
                 continue

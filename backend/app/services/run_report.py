@@ -24,6 +24,12 @@ _NONE: frozenset[JobStatus] = frozenset()
 #: Error code of a job whose worker died (no heartbeat) after its last allowed attempt.
 WORKER_LOST = "WORKER_LOST"
 
+
+def worker_lost(timeout: float) -> JobError:
+    """The error of a job whose heartbeat is older than ``timeout`` seconds."""
+    return JobError(WORKER_LOST, f"No heartbeat for {timeout:g}s: its worker was lost.")
+
+
 OutcomeKind = Literal["completed", "failed", "cancelled", "retry", "skipped", "interrupted"]
 
 
@@ -44,7 +50,10 @@ def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
     """Claim the job, render it, store the artifact and record the outcome.
 
     A job that is not claimable (already running elsewhere, finished, cancelled, unknown)
-    is skipped: that is what makes a duplicate delivery harmless.
+    is skipped: that is what makes a duplicate delivery harmless. Every write that takes
+    the job out of ``running`` names this worker: one paused past the heartbeat timeout,
+    whose job another worker reclaimed, is refused, discards its own artifact (published
+    under its attempt, never the winner's path) and is skipped too.
     """
     job = deps.repo.transition(job_id, JobStatus.RUNNING, now=deps.clock(), worker=deps.worker_id)
     if job is None:
@@ -68,29 +77,59 @@ def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
             job_id=job.id,
             filename=f"{job.report_type}-{job.id}.{renderer.extension}",
             content_type=renderer.content_type,
+            attempt=job.attempts,
         )
-    except JobCancelled:
+    except JobCancelled:  # a checkpoint found the job no longer running under this worker
         deps.store.discard(temp)
-        log.info("report_job.run.stopped", extra={"reason": "cancelled"})
-        return RunOutcome("cancelled", deps.repo.get(job.id))
+        return _let_go(deps, job)
     except JobInterrupted:
         deps.store.discard(temp)
         requeued = deps.repo.transition(
-            job.id, JobStatus.QUEUED, now=deps.clock(), expected=_RUNNING
+            job.id,
+            JobStatus.QUEUED,
+            now=deps.clock(),
+            expected=_RUNNING,
+            expected_worker=deps.worker_id,
         )
-        log.info("report_job.run.interrupted", extra={"requeued": requeued is not None})
+        if requeued is None:
+            return _let_go(deps, job)
+        log.info("report_job.run.interrupted", extra={"requeued": True})
         return RunOutcome("interrupted", requeued)
     except Exception as exc:
         deps.store.discard(temp)
         return _record_failure(deps, job, exc)
     done = deps.repo.transition(
-        job.id, JobStatus.COMPLETED, now=deps.clock(), expected=_RUNNING, artifact=artifact
+        job.id,
+        JobStatus.COMPLETED,
+        now=deps.clock(),
+        expected=_RUNNING,
+        expected_worker=deps.worker_id,
+        artifact=artifact,
     )
-    if done is None:  # cancelled between the last checkpoint and now
+    if done is None:  # cancelled or reclaimed since the last checkpoint: not ours to publish
         deps.store.delete(artifact)
-        return RunOutcome("cancelled", deps.repo.get(job.id))
+        return _let_go(deps, job)
     deps.observer.job_event("completed", done)
     return RunOutcome("completed", done)
+
+
+def _let_go(deps: Deps, job: ReportJob) -> RunOutcome:
+    """The ledger refused this worker's write: the job was cancelled, or another worker
+    reclaimed it (this one was paused past the heartbeat timeout). Its outcome is theirs."""
+    current = deps.repo.get(job.id)
+    if current is not None and current.status is JobStatus.CANCELLED:
+        log.info("report_job.run.stopped", extra={"reason": "cancelled"})
+        return RunOutcome("cancelled", current)
+    log.warning(
+        "report_job.run.superseded",
+        extra={
+            "worker": deps.worker_id,
+            "attempt": job.attempts,
+            "status": current.status if current else "missing",
+            "current_worker": current.worker if current else None,
+        },
+    )
+    return RunOutcome("skipped", current)
 
 
 def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcome]:
@@ -105,9 +144,7 @@ def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcom
     if current is not None and current.status is JobStatus.RUNNING:
         if current.updated_at < stale_before:
             if current.attempts >= current.max_attempts:
-                error = JobError(
-                    WORKER_LOST, f"No heartbeat for {timeout:g}s: its worker was lost."
-                )
+                error = worker_lost(timeout)
                 lost = deps.repo.transition(
                     job_id,
                     JobStatus.FAILED,
@@ -155,23 +192,23 @@ def _record_failure(deps: Deps, job: ReportJob, exc: Exception) -> RunOutcome:
         log.exception("report_job.run.error")
         error = JobError("RENDER_FAILED", f"{type(exc).__name__}: {exc}")
         retryable = True
-    now = deps.clock()
-    if retryable and job.attempts < job.max_attempts:
-        updated = deps.repo.transition(
-            job.id, JobStatus.RETRYING, now=now, expected=_RUNNING, error=error
-        )
-        if updated is not None:
-            delay = deps.policy.retry.delay(job.attempts)
-            deps.observer.job_event("retrying", updated, error=error.code, retry_in=delay)
-            return RunOutcome("retry", updated, retry_in=delay)
-    else:
-        updated = deps.repo.transition(
-            job.id, JobStatus.FAILED, now=now, expected=_RUNNING, error=error
-        )
-        if updated is not None:
-            deps.observer.job_event("failed", updated, error=error.code)
-            return RunOutcome("failed", updated)
-    return RunOutcome("cancelled", deps.repo.get(job.id))
+    retry = retryable and job.attempts < job.max_attempts
+    updated = deps.repo.transition(
+        job.id,
+        JobStatus.RETRYING if retry else JobStatus.FAILED,
+        now=deps.clock(),
+        expected=_RUNNING,
+        expected_worker=deps.worker_id,
+        error=error,
+    )
+    if updated is None:
+        return _let_go(deps, job)
+    if retry:
+        delay = deps.policy.retry.delay(job.attempts)
+        deps.observer.job_event("retrying", updated, error=error.code, retry_in=delay)
+        return RunOutcome("retry", updated, retry_in=delay)
+    deps.observer.job_event("failed", updated, error=error.code)
+    return RunOutcome("failed", updated)
 
 
 class LedgerProgress:

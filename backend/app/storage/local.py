@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import secrets
@@ -12,10 +11,15 @@ from uuid import UUID
 from app.domain.jobs import Artifact
 
 _CHUNK = 1 << 20
+_PUBLISH_TRIES = 3
 
 
 class LocalArtifactStore:
-    """:class:`~app.domain.ports.ArtifactStore` in a directory: ``<root>/<job id>/<filename>``."""
+    """:class:`~app.domain.ports.ArtifactStore` in a directory.
+
+    A report lives at ``<root>/<job id>/<attempt>/<filename>`` (keys written before attempts
+    had their own folder, ``<job id>/<filename>``, still resolve: the key is in the row).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -25,17 +29,33 @@ class LocalArtifactStore:
     def temp_path(self, job_id: UUID, extension: str) -> Path:
         return self._tmp / f"{job_id}-{secrets.token_hex(4)}.{extension}.part"
 
-    def save(self, temp: Path, *, job_id: UUID, filename: str, content_type: str) -> Artifact:
+    def save(
+        self,
+        temp: Path,
+        *,
+        job_id: UUID,
+        filename: str,
+        content_type: str,
+        attempt: int | None = None,
+    ) -> Artifact:
         digest = hashlib.sha256()
         with temp.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
             os.fsync(fh.fileno())
         size = temp.stat().st_size
-        key = f"{job_id}/{Path(filename).name}"
+        folder = str(job_id) if attempt is None else f"{job_id}/{attempt}"
+        key = f"{folder}/{Path(filename).name}"
         final = self.root / key
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, final)
+        for tries_left in reversed(range(_PUBLISH_TRIES)):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(temp, final)
+                break
+            except FileNotFoundError:
+                # Another attempt's clean-up removed the job's folder, empty an instant ago.
+                if tries_left == 0 or not temp.exists():
+                    raise
         return Artifact(
             key=key,
             filename=final.name,
@@ -50,8 +70,13 @@ class LocalArtifactStore:
     def delete(self, artifact: Artifact) -> None:
         path = self.local_path(artifact)
         path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()
+        folder = path.parent
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()  # only while empty: another attempt's or the package's stay
+            except OSError:
+                return
+            folder = folder.parent
 
     def local_path(self, artifact: Artifact) -> Path:
         path = (self.root / artifact.key).resolve()

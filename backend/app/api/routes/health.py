@@ -7,7 +7,9 @@
   may run inline (the development default), only the ledger is required.
 - ``/health/startup``: the schema is at the migrations' head and the settings were valid
   (a process with invalid settings refuses to start, so it never answers at all).
-- ``/health``: each component's state and latency, the workers per queue, the drain state.
+- ``/health``: each component's state and latency, the workers per queue, the drain state,
+  and every circuit breaker of this process (``closed``, ``half_open`` or ``open``); an
+  open circuit makes the summary ``degraded``, never ``down``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from fastapi.responses import JSONResponse
 from app import bootstrap
 from app.api.deps import get_container
 from app.core.health import run_checks
+from app.dispatch.callbacks import HttpCallbackSender
+from app.dispatch.circuit import CircuitBreaker, CircuitState
 from app.domain.ports import ComponentHealth
 
 router = APIRouter(tags=["health"])
@@ -35,6 +39,14 @@ def _component(health: ComponentHealth) -> dict[str, Any]:
         "latency_ms": round(health.latency_s * 1000, 1),
         **({"detail": health.detail} if health.detail else {}),
     }
+
+
+def _circuits(container: bootstrap.Container) -> dict[str, CircuitState]:
+    """The breakers of this process: the brokers', then the callback hosts' (if any)."""
+    breakers: list[CircuitBreaker] = [broker.circuit for broker in container.brokers]
+    if isinstance(container.deps.callbacks, HttpCallbackSender):
+        breakers.extend(container.deps.callbacks.circuits)
+    return {breaker.name: breaker.state for breaker in breakers}
 
 
 def _check(request: Request) -> list[ComponentHealth]:
@@ -86,14 +98,15 @@ def startup(request: Request) -> JSONResponse:
 
 @router.get("/health")
 def summary(request: Request) -> JSONResponse:
-    """Every component with its state and latency; 503 when the ledger is down or draining."""
+    """Every component and circuit; 503 when the ledger is down or draining."""
     container = get_container(request)
     components = _check(request)
+    circuits = _circuits(container)
     database_ok = all(c.ok for c in components if c.name == "database")
     draining = _draining(request)
     if not database_ok or draining:
         status = "down"
-    elif all(c.ok for c in components):
+    elif all(c.ok for c in components) and CircuitState.OPEN not in circuits.values():
         status = "ok"
     else:
         status = "degraded"
@@ -105,6 +118,7 @@ def summary(request: Request) -> JSONResponse:
         "status": status,
         "draining": draining,
         "components": {c.name: _component(c) for c in components},
+        "circuits": {name: state.value for name, state in circuits.items()},
         "workers": workers,
     }
     return JSONResponse(body, status_code=503 if status == "down" else 200)

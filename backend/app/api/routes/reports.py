@@ -8,17 +8,19 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse
 
-from app.api.deps import ServiceDeps
+from app.api.deps import Caller, Operator, ServiceDeps, Submitter
 from app.api.errors import error_responses
 from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut, ReportRequest
+from app.domain.auth import Principal
 from app.domain.errors import InvalidInput
 from app.domain.jobs import Backend, JobStatus, ReportType, utcnow
 from app.domain.ports import Cursor, JobFilter
 from app.services.cancel import cancel_job
-from app.services.enqueue import enqueue_report
+from app.services.deps import Deps
+from app.services.enqueue import submit_report
 from app.services.queries import artifact_of, get_job, list_jobs, queue_status
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -28,6 +30,21 @@ HEAVY = (ReportType.PDF, ReportType.EXCEL, ReportType.ANALYSIS)
 OptionalBody = Annotated[ReportRequest | None, Body()]
 JobId = Annotated[UUID, "job id"]
 _CALLBACK = "Optional URL the finished job is POSTed to (HMAC-signed; allowed hosts only)."
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Sending the same key and request again returns the first job (200); "
+        "the same key with another request is refused (409).",
+    ),
+]
+_ENQUEUE_RESPONSES = {
+    200: {"model": JobOut, "description": "Replay: the job this Idempotency-Key created"},
+    **error_responses(400, 401, 409, 413, 422, 429, 503),
+}
 
 
 def _params(
@@ -49,11 +66,14 @@ def _params(
     "/dummy",
     status_code=202,
     response_model=JobOut,
-    responses=error_responses(400, 422, 503),
+    responses=_ENQUEUE_RESPONSES,
     summary="Enqueue the RQ-era dummy report",
 )
 def enqueue_dummy(
     deps: ServiceDeps,
+    caller: Submitter,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
     body: OptionalBody = None,
     processing_time: Annotated[float | None, Query(description="0–3600 s")] = None,
     seed: int | None = None,
@@ -74,22 +94,21 @@ def enqueue_dummy(
             f"/reports/dummy makes dummy reports; send {report_type} to /reports/heavy.",
             code="INVALID_REPORT_TYPE",
         )
-    callback = params.pop("callback_url", None)
-    job = enqueue_report(
-        deps=deps, report_type=ReportType.DUMMY, params=params, callback_url=callback
-    )
-    return JobOut.of(job)
+    return _submit(deps, caller, response, ReportType.DUMMY, params, idempotency_key)
 
 
 @router.post(
     "/heavy",
     status_code=202,
     response_model=JobOut,
-    responses=error_responses(400, 422, 503),
+    responses=_ENQUEUE_RESPONSES,
     summary="Enqueue a heavy report (pdf, excel, analysis)",
 )
 def enqueue_heavy(
     deps: ServiceDeps,
+    caller: Submitter,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
     body: OptionalBody = None,
     report_type: Annotated[ReportType | None, Query(description="pdf, excel or analysis")] = None,
     pages: Annotated[int | None, Query(description="pdf: 1–1000 (default 50)")] = None,
@@ -117,14 +136,35 @@ def enqueue_heavy(
             + (" (dummy reports go to /reports/dummy)." if chosen else "."),
             code="INVALID_REPORT_TYPE",
         )
+    return _submit(deps, caller, response, chosen, params, idempotency_key)
+
+
+def _submit(
+    deps: Deps,
+    caller: Principal,
+    response: Response,
+    report_type: ReportType,
+    params: dict[str, Any],
+    idempotency_key: str | None,
+) -> JobOut:
     callback = params.pop("callback_url", None)
-    job = enqueue_report(deps=deps, report_type=chosen, params=params, callback_url=callback)
-    return JobOut.of(job)
+    result = submit_report(
+        deps=deps,
+        report_type=report_type,
+        params=params,
+        owner=caller.owner,
+        idempotency_key=idempotency_key,
+        callback_url=callback,
+    )
+    if not result.created:
+        response.status_code = 200
+    return JobOut.of(result.job)
 
 
-@router.get("/jobs", response_model=JobList, responses=error_responses(422))
+@router.get("/jobs", response_model=JobList, responses=error_responses(401, 422))
 def jobs(
     deps: ServiceDeps,
+    caller: Caller,
     status: JobStatus | None = None,
     report_type: ReportType | None = None,
     backend: Backend | None = None,
@@ -133,7 +173,9 @@ def jobs(
 ) -> JobList:
     page = list_jobs(
         deps=deps,
-        where=JobFilter(status=status, report_type=report_type, backend=backend),
+        where=JobFilter(
+            status=status, report_type=report_type, backend=backend, owner=caller.scope
+        ),
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
@@ -143,19 +185,19 @@ def jobs(
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses=error_responses(404, 422))
-def job(deps: ServiceDeps, job_id: UUID) -> JobOut:
-    return JobOut.of(get_job(deps=deps, job_id=job_id))
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 422))
+def job(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
+    return JobOut.of(get_job(deps=deps, job_id=job_id, owner=caller.scope))
 
 
 @router.delete(
     "/jobs/{job_id}",
     response_model=JobOut,
-    responses=error_responses(404, 409, 422),
+    responses=error_responses(401, 404, 409, 422),
     summary="Cancel a job: a queued job never runs, a running one stops at its next checkpoint",
 )
-def cancel(deps: ServiceDeps, job_id: UUID) -> JobOut:
-    return JobOut.of(cancel_job(deps=deps, job_id=job_id))
+def cancel(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
+    return JobOut.of(cancel_job(deps=deps, job_id=job_id, owner=caller.scope))
 
 
 @router.api_route(
@@ -163,15 +205,15 @@ def cancel(deps: ServiceDeps, job_id: UUID) -> JobOut:
     methods=["GET", "HEAD"],
     response_class=FileResponse,
     summary="Download the report (supports HEAD and Range requests)",
-    responses={200: {"description": "The report file"}, **error_responses(404, 409, 422)},
+    responses={200: {"description": "The report file"}, **error_responses(401, 404, 409, 422)},
 )
-def download(deps: ServiceDeps, job_id: UUID) -> FileResponse:
-    _, artifact, path = artifact_of(deps=deps, job_id=job_id)
+def download(deps: ServiceDeps, caller: Caller, job_id: UUID) -> FileResponse:
+    _, artifact, path = artifact_of(deps=deps, job_id=job_id, owner=caller.scope)
     return FileResponse(path, media_type=artifact.content_type, filename=artifact.filename)
 
 
-@router.get("/queues/status", response_model=QueuesOut)
-def queues(deps: ServiceDeps) -> QueuesOut:
+@router.get("/queues/status", response_model=QueuesOut, responses=error_responses(401, 403))
+def queues(deps: ServiceDeps, _: Operator) -> QueuesOut:
     return QueuesOut(
         queues=[QueueStatusOut.of(s) for s in queue_status(deps=deps)], generated_at=utcnow()
     )

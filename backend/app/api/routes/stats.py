@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from app import bootstrap
-from app.api.deps import get_container
+from app.api.deps import Operator, get_container
 from app.api.errors import error_responses
 from app.services.daily_stats import get_daily_stats
 
@@ -28,11 +28,12 @@ class DailyStatsOut(BaseModel):
 @router.get(
     "/daily",
     response_model=DailyStatsOut,
-    responses=error_responses(404, 422),
+    responses=error_responses(401, 403, 404, 422),
     summary="Daily figures of one day (default: the latest computed)",
 )
 def daily(
     request: Request,
+    _: Operator,
     day: Annotated[date | None, Query(description="YYYY-MM-DD, in the statistics zone")] = None,
 ) -> DailyStatsOut:
     ops = bootstrap.housekeeping(get_container(request)).ops
