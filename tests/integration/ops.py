@@ -21,6 +21,10 @@ from pathlib import Path
 
 import httpx
 import redis
+from app.db.repository import SqlJobRepository
+from app.db.session import make_engine, make_sessions
+from app.domain.jobs import ReportJob
+from app.domain.ports import JobFilter
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.server import LiveServer, free_port, launch, stop
@@ -206,3 +210,28 @@ def throwaway_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+@contextmanager
+def ledger(database_url: str) -> Iterator[SqlJobRepository]:
+    """A repository on ``database_url`` for the test's own reads of the ledger."""
+    engine = make_engine(database_url, pool_size=2, max_overflow=2)
+    try:
+        yield SqlJobRepository(make_sessions(engine))
+    finally:
+        engine.dispose()
+
+
+def all_jobs(repo: SqlJobRepository) -> list[ReportJob]:
+    """Every row of the ledger, newest first, through the repository's own paging."""
+    jobs: list[ReportJob] = []
+    cursor = None
+    while True:
+        page = repo.list_jobs(JobFilter(), limit=100, after=cursor)
+        jobs.extend(page.items)
+        if page.next is None:
+            return jobs
+        cursor = page.next

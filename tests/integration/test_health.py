@@ -102,6 +102,11 @@ def test_ready_follows_postgres_within_two_seconds(
         body = httpx.get(api.url + "/health", timeout=5)
         assert body.status_code == 503
         assert body.json()["components"]["database"]["status"] == "down"
+        with api.client() as client:  # no 500: a stable code, and nothing half-written
+            refused = client.post("/api/v1/reports/dummy")
+            listed = client.get("/api/v1/reports/jobs")
+        assert (refused.status_code, refused.json()["error"]) == (503, "LEDGER_UNAVAILABLE")
+        assert (listed.status_code, listed.json()["error"]) == (503, "LEDGER_UNAVAILABLE")
     finally:
         pg.start()
     _turns(api, 200, 15)

@@ -240,7 +240,8 @@ def test_prometheus_evaluates_the_shipped_rules(prometheus: str) -> None:
     def evaluated() -> bool:
         groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        return len(rules) == len(alert_rules()) and all(r.get("lastEvaluation", "").startswith("20") for r in rules)
+        fresh = all(r.get("lastEvaluation", "").startswith("20") for r in rules)
+        return len(rules) == len(alert_rules()) and fresh
 
     wait_until(evaluated, 15, interval=0.2)
     groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]

@@ -280,3 +280,38 @@ class CallbackReceiver:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+def start_celery_worker(
+    env: dict[str, str], log_dir: Path, *, queues: str = "all", concurrency: int = 1
+) -> WorkerProcess:
+    """A started ``celery_manager.py worker``; the caller signals and stops it."""
+    node = f"{env['QUEUE_PREFIX']}{secrets.token_hex(2)}@%h"
+    name = f"celery-{node.split('@')[0]}"
+    command = ["celery_manager.py", "worker", queues, str(concurrency), "--name", node]
+    return WorkerProcess(name, command, env, log_dir / f"{name}.log").start(" ready.")
+
+
+def start_rq_worker(env: dict[str, str], log_dir: Path, *queues: str) -> WorkerProcess:
+    """A started ``manage.py rq-worker``; the caller signals and stops it."""
+    name = f"rq-{env['QUEUE_PREFIX']}{secrets.token_hex(2)}"
+    command = ["manage.py", "rq-worker", *(queues or ("all",))]
+    return WorkerProcess(name, command, env, log_dir / f"{name}.log").start("Listening on")
+
+
+def event_lines(text: str, event: str, job_id: UUID | str) -> list[str]:
+    """Log lines (text format) of the dotted ``event`` about ``job_id``."""
+    return [
+        line
+        for line in text.splitlines()
+        if f" {event} " in f"{line} " and f"job_id={job_id}" in line
+    ]
+
+
+def artifact_files(artifacts: Path, job_id: UUID | str) -> list[Path]:
+    """Every file published for a job under ``artifacts/<job_id>/``."""
+    folder = artifacts / str(job_id)
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []

@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery, chain
 from celery.canvas import Signature
 from kombu import Connection
+from kombu.exceptions import LimitExceeded
 
 from app.core.celery_app import NOTIFY, POSTPROCESS, RUN_REPORT, queue_name
 from app.core.config import Settings
@@ -95,6 +96,11 @@ class CeleryDispatcher(BrokeredBackend):
             workers = inspect_workers(
                 self.app, self._settings.broker_timeout, connection=connection
             )
+        except LimitExceeded:
+            # kombu's broadcast takes a producer from the pool the publishes use (shared by
+            # broker URL) without waiting: every producer busy means the broker is taking
+            # our messages. Keep the last answer rather than call it unreachable.
+            return self.monitor.get()
         finally:
             _release_later(connection)
         consumers: Counter[Queue] = Counter()

@@ -111,7 +111,7 @@ class InlineDispatcher:
             return
         finally:
             job_id_var.reset(token)
-        if outcome.kind == "retry" and outcome.retry_in is not None:
+        if outcome.kind in ("retry", "deferred") and outcome.retry_in is not None:
             self._later(outcome.retry_in, job_id)
 
     def _later(self, delay: float, job_id: UUID) -> None:

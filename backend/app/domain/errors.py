@@ -127,6 +127,12 @@ class JobNotCompleted(Conflict):
         super().__init__(f"Job {job_id} is {status}; its report can be downloaded once completed.")
 
 
+class LedgerUnavailable(Unavailable):
+    """The job ledger (the database) does not answer; the request or delivery may retry."""
+
+    code = "LEDGER_UNAVAILABLE"
+
+
 class BackendUnavailable(Unavailable):
     code = "BACKEND_UNAVAILABLE"
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from app.domain.errors import AppError, RenderError
+from app.domain.errors import AppError, LedgerUnavailable, RenderError
 from app.domain.jobs import JobError, JobStatus, ReportJob
 from app.domain.ports import JobRepository
 from app.domain.progress import JobCancelled, JobInterrupted
@@ -30,7 +30,9 @@ def worker_lost(timeout: float) -> JobError:
     return JobError(WORKER_LOST, f"No heartbeat for {timeout:g}s: its worker was lost.")
 
 
-OutcomeKind = Literal["completed", "failed", "cancelled", "retry", "skipped", "interrupted"]
+OutcomeKind = Literal[
+    "completed", "failed", "cancelled", "retry", "skipped", "interrupted", "deferred"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class RunOutcome:
 
     A ``skipped`` job running under another worker carries ``retry_in`` too: when its
     heartbeat would be stale, so that a delivery racing a lost worker can try again.
+    ``deferred``: the ledger did not answer; deliver the job again in ``retry_in`` (nothing
+    was decided: a job claimed before the outage is taken back once its heartbeat is stale).
     """
 
     kind: OutcomeKind
@@ -47,6 +51,17 @@ class RunOutcome:
 
 
 def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
+    """Claim the job, render it, store the artifact and record the outcome (see ``_run``);
+    ``deferred`` when the ledger does not answer, so that the backend delivers it again."""
+    try:
+        return _run(deps, job_id)
+    except LedgerUnavailable:
+        retry_in = deps.policy.retry.delay(1)
+        log.warning("report_job.run.deferred", extra={"retry_in": round(retry_in, 3)})
+        return RunOutcome("deferred", None, retry_in=retry_in)
+
+
+def _run(deps: Deps, job_id: UUID) -> RunOutcome:
     """Claim the job, render it, store the artifact and record the outcome.
 
     A job that is not claimable (already running elsewhere, finished, cancelled, unknown)
@@ -98,14 +113,18 @@ def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
     except Exception as exc:
         deps.store.discard(temp)
         return _record_failure(deps, job, exc)
-    done = deps.repo.transition(
-        job.id,
-        JobStatus.COMPLETED,
-        now=deps.clock(),
-        expected=_RUNNING,
-        expected_worker=deps.worker_id,
-        artifact=artifact,
-    )
+    try:
+        done = deps.repo.transition(
+            job.id,
+            JobStatus.COMPLETED,
+            now=deps.clock(),
+            expected=_RUNNING,
+            expected_worker=deps.worker_id,
+            artifact=artifact,
+        )
+    except LedgerUnavailable:  # not recorded: the attempt that completes will publish its own
+        deps.store.delete(artifact)
+        raise
     if done is None:  # cancelled or reclaimed since the last checkpoint: not ours to publish
         deps.store.delete(artifact)
         return _let_go(deps, job)
@@ -174,7 +193,7 @@ def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcom
         current = deps.repo.get(job_id) or current
     retry_in = None
     running = current is not None and current.status is JobStatus.RUNNING
-    if current is not None and running and current.worker != deps.worker_id:
+    if current is not None and running:  # maybe lost (even under this id: a deferred claim)
         stale_at = current.updated_at + timedelta(seconds=timeout)
         retry_in = max((stale_at - now).total_seconds(), 0.0) + 0.5
     log.info(
@@ -264,12 +283,16 @@ class LedgerProgress:
         if now - self._last_write < self._interval:
             return
         self._last_write = now
-        still_running = self._repo.record_progress(
-            self._job.id,
-            progress=self._percent,
-            stage=self._stage,
-            now=self._clock(),
-            worker=self._job.worker,
-        )
+        try:
+            still_running = self._repo.record_progress(
+                self._job.id,
+                progress=self._percent,
+                stage=self._stage,
+                now=self._clock(),
+                worker=self._job.worker,
+            )
+        except LedgerUnavailable:  # a missed heartbeat; the final write decides
+            log.warning("report_job.progress.unrecorded", extra={"percent": self._percent})
+            return
         if not still_running:
             raise JobCancelled

@@ -15,6 +15,7 @@ from celery.exceptions import TimeLimitExceeded
 from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT, create_celery_app
 from app.core.config import get_settings
 from app.core.logging import setup_logging
+from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import Backend, JobError
 from app.services.notify import notify_callback
 from app.services.pipeline import fail_lost_attempt
@@ -26,6 +27,8 @@ from app.workers.beat_schedule import BEAT_SCHEDULE, register_system_tasks
 
 #: How many times a delivery finding its job running elsewhere comes back to check it.
 LOST_WORKER_CHECKS = 5
+#: Longest wait between two deliveries of a job while the ledger does not answer.
+DEFER_MAX_SECONDS = 60
 
 app = create_celery_app(role="worker")
 app.conf.beat_schedule = BEAT_SCHEDULE
@@ -55,6 +58,11 @@ class ReportTask(Task[[str], str]):
 def run_report_task(self: ReportTask, job_id: str) -> str:
     with job_context(job_id) as uid:
         outcome = run_report(deps=worker_deps(Backend.CELERY), job_id=uid)
+    if outcome.kind == "deferred":  # the ledger is down: keep the message, come back later
+        countdown = min(
+            DEFER_MAX_SECONDS, (outcome.retry_in or 1.0) * 2 ** min(self.request.retries, 6)
+        )
+        raise self.retry(countdown=countdown, max_retries=None)
     if outcome.kind in ("retry", "interrupted"):
         # The ledger's max_attempts decides; Celery's own limit must never cut it short.
         # Checks for a lost worker (below) count as Celery retries too.
@@ -68,13 +76,35 @@ def run_report_task(self: ReportTask, job_id: str) -> str:
     return outcome.kind
 
 
-@app.task(name=POSTPROCESS, bind=True, acks_late=True, reject_on_worker_lost=True)
+#: While the ledger is down, follow-up steps come back with backoff (capped), never dropped.
+_LEDGER_RETRY: dict[str, Any] = {
+    "autoretry_for": (LedgerUnavailable,),
+    "retry_backoff": True,
+    "retry_backoff_max": DEFER_MAX_SECONDS,
+}
+
+
+@app.task(
+    name=POSTPROCESS,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    **_LEDGER_RETRY,
+)
 def postprocess_task(self: Task[[str], str], job_id: str) -> str:
     with job_context(job_id) as uid:
         return postprocess_report(deps=worker_deps(Backend.CELERY), job_id=uid).kind
 
 
-@app.task(name=NOTIFY, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@app.task(
+    name=NOTIFY,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    **_LEDGER_RETRY,
+)
 def notify_task(self: Task[[str], str], job_id: str) -> str:
     with job_context(job_id) as uid:
         outcome = notify_callback(deps=worker_deps(Backend.CELERY), job_id=uid)

@@ -24,11 +24,21 @@ class RetryRequested(AppError):
 
 #: How many times a delivery finding its job running elsewhere waits to check it again.
 LOST_WORKER_CHECKS = 2
+#: How long a work horse waits for the ledger to answer again before RQ's retry takes over.
+DEFER_BUDGET_SECONDS = 600.0
+DEFER_MAX_SECONDS = 60.0
 
 
 def run_report_job(job_id: str) -> str:
     with job_context(job_id) as uid:
         outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)
+        # The ledger is down: wait here (RQ's Retry budget is the job's attempts, not this).
+        waited, deferrals = 0.0, 0
+        while outcome.kind == "deferred" and waited < DEFER_BUDGET_SECONDS:
+            pause = min(DEFER_MAX_SECONDS, (outcome.retry_in or 1.0) * 2 ** min(deferrals, 6))
+            time.sleep(pause)
+            waited, deferrals = waited + pause, deferrals + 1
+            outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)
         # RQ retries a killed work horse's job within seconds, while the ledger still says
         # running: wait (bounded) until the lost horse's heartbeat is stale, then reclaim.
         for _ in range(LOST_WORKER_CHECKS):
@@ -36,7 +46,7 @@ def run_report_job(job_id: str) -> str:
                 break
             time.sleep(outcome.retry_in)
             outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)
-    if outcome.kind in ("retry", "interrupted"):
+    if outcome.kind in ("retry", "interrupted", "deferred"):
         raise RetryRequested(f"attempt {outcome.job.attempts if outcome.job else '?'} failed")
     return outcome.kind
 

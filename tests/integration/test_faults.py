@@ -1,0 +1,434 @@
+"""Fault injection with real processes: workers stopped mid-render, a broker gone at enqueue,
+PostgreSQL restarted under running jobs, a Redis visibility timeout shorter than a render.
+
+Every test owns its queue prefix (and, where it stops a dependency, its own Redis server or
+PostgreSQL cluster), so the session's workers and other runs never see its jobs. Whatever
+happens, the ledger must end terminal and each job must have run to completion once: one
+``report_job.started`` per recorded attempt, one artifact file, one ``completed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+from app import bootstrap
+from app.core.celery_app import create_celery_app
+from app.db.schema import upgrade
+from app.domain.jobs import JobStatus, ReportJob, ReportType
+from app.services.enqueue import enqueue_report
+from app.services.housekeeping import RECOVER
+
+from tests.conftest import fresh_pg_database
+from tests.e2e.server import LiveServer
+from tests.integration.ops import (
+    all_jobs,
+    clean_env,
+    ledger,
+    start_api,
+    stop_api,
+    throwaway_postgres,
+    throwaway_redis,
+    wait_until,
+)
+from tests.integration.workers import (
+    REDIS_URL,
+    WorkerProcess,
+    artifact_files,
+    delete_redis_keys,
+    event_lines,
+    running_with_progress,
+    settings_from,
+    start_celery_worker,
+    start_rq_worker,
+    wait_for,
+)
+
+API = "/api/v1/reports"
+#: A shortened termination grace period (Kubernetes gives 30 s before SIGKILL).
+GRACE = 15.0
+
+
+def fault_env(**extra: str) -> dict[str, str]:
+    """Settings shared by the API and the workers of one test: fast heartbeats and retries."""
+    settings = {
+        "ENVIRONMENT": "test",
+        "QUEUE_PREFIX": f"f{secrets.token_hex(3)}-",
+        "PROGRESS_INTERVAL": "0.25",
+        "HEARTBEAT_TIMEOUT": "3",
+        "RETRY_BACKOFF_BASE": "0.2",
+        "RETRY_BACKOFF_MAX": "2",
+        "AVAILABILITY_CACHE_SECONDS": "1",
+        "BROKER_TIMEOUT": "0.3",
+        "HEALTH_TIMEOUT": "0.5",
+        "CANCEL_GRACE_SECONDS": "1",
+        "METRICS_PORT": "0",
+        "RATE_LIMIT_REQUESTS": "100000",
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "INFO",
+    }
+    return clean_env(**{**settings, **extra})
+
+
+@pytest.fixture
+def env(backend_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The session's database and Redis, on queues of this test's own."""
+    prefix = f"f{secrets.token_hex(3)}-"
+    yield {
+        **backend_env,
+        "QUEUE_PREFIX": prefix,
+        "HEARTBEAT_TIMEOUT": "3",
+        "METRICS_PORT": "0",
+    }
+    delete_redis_keys(prefix)
+
+
+@pytest.fixture
+def work_dir() -> Iterator[Path]:
+    """Data and logs outside pytest's basetemp, which concurrent runs may prune mid-test."""
+    path = Path(tempfile.mkdtemp(prefix="faults-"))
+    yield path
+    if not os.environ.get("KEEP_FAULT_LOGS"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_db() -> Iterator[str]:
+    """A migrated database of this test's own: every row in it is the test's."""
+    with fresh_pg_database("faults") as url:
+        upgrade(url)
+        yield url
+
+
+def logs_of(*workers: WorkerProcess) -> str:
+    return "\n".join(w.logs() for w in workers)
+
+
+def assert_completed_once(
+    job: ReportJob, artifacts: Path, logs: str, *, attempts: int | None = None
+) -> None:
+    """Completed, one artifact file (the recorded one), one start per attempt, one completion."""
+    assert job.status is JobStatus.COMPLETED, job
+    assert job.artifact is not None
+    files = artifact_files(artifacts, job.id)
+    assert files == [artifacts / job.artifact.key], files
+    started = event_lines(logs, "report_job.started", job.id)
+    assert len(started) == job.attempts, started
+    assert len(event_lines(logs, "report_job.completed", job.id)) == 1
+    if attempts is not None:
+        assert job.attempts == attempts
+
+
+def sigterm(worker: WorkerProcess, grace: float = GRACE) -> float:
+    """SIGTERM the worker's main process; SIGKILL its group after ``grace``. Seconds to exit."""
+    assert worker.process is not None
+    started = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    try:
+        worker.process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.process.pid, signal.SIGKILL)
+        worker.process.wait(timeout=5)
+    return time.monotonic() - started
+
+
+# --------------------------------------------------------------------------- 1. SIGTERM
+
+
+def stop_mid_render(env: dict[str, str], log_dir: Path, backend: str) -> None:
+    """SIGTERM the worker's main process while it renders: warm shutdown finishes the job, or
+    the job goes back to its queue and a replacement worker completes it; once, either way."""
+
+    def start() -> WorkerProcess:
+        if backend == "celery":
+            return start_celery_worker(env, log_dir, queues="reports")
+        return start_rq_worker(env, log_dir, "reports")
+
+    container = bootstrap.build(settings_from(env, dispatch_backend=backend))
+    workers = [start()]
+    try:
+        deps = container.deps
+        job = enqueue_report(
+            deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 4, "seed": 5}
+        )
+        running = wait_for(deps.repo, job.id, running_with_progress, timeout=20)
+        took = sigterm(workers[0])
+        after = deps.repo.get(job.id)
+        assert after is not None
+        if not after.status.terminal:  # requeued (or lost): a new worker must finish it
+            workers.append(start())
+        final = wait_for(deps.repo, job.id, timeout=30)
+        assert_completed_once(final, container.settings.artifacts, logs_of(*workers))
+        if after.status.terminal:  # finished within the grace period, by the stopped worker
+            assert took < GRACE
+            assert workers[0].process is not None
+            assert workers[0].process.returncode == 0
+            assert (final.attempts, final.worker) == (1, running.worker)
+        print(
+            f"{backend}: SIGTERM to exit {took:.1f}s; {len(workers)} worker(s); {final.attempts=}"
+        )
+    finally:
+        for worker in workers:
+            worker.stop()
+        container.close()
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_to_celery_worker_mid_render_completes_once(
+    env: dict[str, str], log_dir: Path
+) -> None:
+    stop_mid_render(env, log_dir, "celery")
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_to_rq_worker_mid_render_never_leaves_it_running(
+    env: dict[str, str], log_dir: Path
+) -> None:
+    stop_mid_render(env, log_dir, "rq")
+
+
+# --------------------------------------------------------------------------- 2. broker gone
+
+
+def post_dummy(client: httpx.Client, **params: object) -> httpx.Response:
+    return client.post(f"{API}/dummy", params={k: str(v) for k, v in params.items()})
+
+
+def send_periodic(env: dict[str, str], task: str) -> None:
+    """Publish a Beat task by name, as Beat would, to the workers of ``env``."""
+    app = create_celery_app(settings_from(env))
+    try:
+        app.send_task(task)
+    finally:
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_broker_stopped_at_enqueue_answers_fast_then_recovery_dispatches_once(
+    fresh_db: str, work_dir: Path
+) -> None:
+    with throwaway_redis() as broker:
+        env = fault_env(
+            DATABASE_URL=fresh_db,
+            DATA_DIR=str(work_dir / "data"),
+            REDIS_URL=broker.url,
+            CELERY_BROKER_URL=broker.url,
+            DISPATCH_BACKEND="auto",
+            INLINE_FALLBACK="false",
+            RECOVERY_QUEUED_AFTER="1",
+        )
+        artifacts = settings_from(env).artifacts
+        worker = start_celery_worker(env, work_dir, concurrency=1)
+        api: LiveServer | None = None
+        try:
+            api = start_api(env, work_dir / "api.log")
+            with api.client() as client, ledger(fresh_db) as repo:
+                # The only worker process renders one job; three more wait in Redis.
+                busy = UUID(post_dummy(client, processing_time=3).json()["id"])
+                wait_for(repo, busy, running_with_progress, timeout=20)
+                waiting = []
+                for seed in range(3):
+                    response = post_dummy(client, seed=seed)
+                    assert response.status_code == 202, response.text
+                    waiting.append(UUID(response.json()["id"]))
+                broker.stop()  # no persistence: the waiting messages are gone with it
+
+                answers = []
+                for seed in range(3):
+                    started = time.monotonic()
+                    response = post_dummy(client, seed=10 + seed)
+                    elapsed = time.monotonic() - started
+                    answers.append((response.status_code, elapsed, response.text))
+                    assert elapsed < 1.5, answers
+                    assert response.status_code in (202, 503), answers
+                    if response.status_code == 503:
+                        assert response.json()["error"] == "BACKEND_UNAVAILABLE", answers
+                    else:  # taken by a fallback: recovery owes it a run like the others
+                        waiting.append(UUID(response.json()["id"]))
+                statuses = {j.id: j.status for j in all_jobs(repo)}
+                assert JobStatus.PENDING not in statuses.values(), statuses
+
+                broker.start()
+                wait_for(repo, busy, timeout=20)
+                lost = [repo.get(job_id) for job_id in waiting]  # messages gone: nothing runs
+                assert [j.status if j else None for j in lost] == [JobStatus.QUEUED] * len(lost)
+                time.sleep(1.0)  # older than RECOVERY_QUEUED_AFTER
+                send_periodic(env, RECOVER)
+                finals = [wait_for(repo, job_id, timeout=30) for job_id in waiting]
+                for final in finals:
+                    assert_completed_once(final, artifacts, worker.logs(), attempts=1)
+                    assert len(event_lines(worker.logs(), "report_job.redispatched", final.id)) == 1
+                # Beat firing again (or a duplicate delivery) dispatches nothing twice.
+                send_periodic(env, RECOVER)
+                wait_until(lambda: worker.logs().count(f"{RECOVER}[") >= 4, 15)  # 2x received, done
+                for final in finals:
+                    assert len(event_lines(worker.logs(), "report_job.redispatched", final.id)) == 1
+                    assert len(event_lines(worker.logs(), "report_job.started", final.id)) == 1
+                busy_final = repo.get(busy)
+                assert busy_final is not None
+                assert_completed_once(busy_final, artifacts, worker.logs(), attempts=1)
+                # A 503 leaves no row (the router refused before writing) or a failed one
+                # (the publish failed after the commit), never a pending one.
+                refused = [j for j in all_jobs(repo) if j.status is JobStatus.FAILED]
+                assert len(refused) <= sum(1 for a in answers if a[0] == 503)
+                assert {j.error.code for j in refused if j.error} <= {"BACKEND_UNAVAILABLE"}
+                print(f"enqueue with the broker down: {[(a[0], round(a[1], 3)) for a in answers]}")
+        finally:
+            if api is not None:
+                stop_api(api)
+            worker.stop()
+
+
+# --------------------------------------------------------------------------- 3. PostgreSQL
+
+
+def ready_status(api: LiveServer) -> int:
+    return httpx.get(api.url + "/health/ready", timeout=3).status_code
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("backend", "beat"),
+    [
+        pytest.param("rq", False, id="rq-workers"),
+        pytest.param("celery", False, id="celery-workers"),
+        pytest.param("celery", True, id="celery-with-beat-recovery"),
+    ],
+)
+def test_postgres_restarted_under_running_jobs_every_job_ends_terminal(
+    backend: str, beat: bool, work_dir: Path
+) -> None:
+    """Stop the ledger's own cluster (fast) for 3 s while jobs render, then start it again:
+    readiness says 503 meanwhile; afterwards every job ends terminal, completed once, by
+    the workers alone, or (``beat``) once Beat's recovery task has run after the outage."""
+    with throwaway_postgres() as pg:
+        prefix = f"p{secrets.token_hex(3)}-"
+        env = fault_env(
+            DATABASE_URL=pg.url,
+            DATA_DIR=str(work_dir / "data"),
+            REDIS_URL=REDIS_URL,
+            CELERY_BROKER_URL=REDIS_URL,
+            QUEUE_PREFIX=prefix,
+            DISPATCH_BACKEND=backend,
+            # The production backoff (RQ's retry budget is ~7-14 s of it), fast heartbeats.
+            RETRY_BACKOFF_BASE="2",
+            RETRY_BACKOFF_MAX="10",
+            RECOVERY_QUEUED_AFTER="1",
+        )
+        upgrade(pg.url)
+        workers: list[WorkerProcess] = []
+        api: LiveServer | None = None
+        try:
+            if backend == "celery":
+                workers.append(start_celery_worker(env, work_dir, concurrency=2))
+            else:
+                workers.extend(start_rq_worker(env, work_dir) for _ in range(2))
+            api = start_api(env, work_dir / "api.log")
+            with api.client() as client:
+                ids = [
+                    UUID(post_dummy(client, processing_time=3, seed=s).json()["id"])
+                    for s in range(3)
+                ]
+            with ledger(pg.url) as repo:
+
+                def rendering() -> int:
+                    jobs = (repo.get(i) for i in ids)
+                    return sum(1 for j in jobs if j is not None and running_with_progress(j))
+
+                wait_until(lambda: rendering() >= 2, timeout=20)
+            pg.stop("fast")
+            try:
+                assert wait_until(lambda: ready_status(api) == 503, timeout=3) < 3
+                time.sleep(3)
+            finally:
+                pg.start()
+            wait_until(lambda: ready_status(api) == 200, timeout=15)
+            if beat:  # its next run, once the lost heartbeats are stale (HEARTBEAT_TIMEOUT)
+                time.sleep(1)
+                send_periodic(env, RECOVER)
+            with ledger(pg.url) as repo:
+                deadline = time.monotonic() + 20
+                jobs: list[ReportJob] = []
+                while time.monotonic() < deadline:
+                    jobs = [j for j in all_jobs(repo) if j.id in ids]
+                    if all(j.status.terminal for j in jobs):
+                        break
+                    time.sleep(0.2)
+            summary = {str(j.id): (j.status.value, j.attempts, j.error) for j in jobs}
+            assert all(j.status is JobStatus.COMPLETED for j in jobs), summary
+            artifacts = settings_from(env).artifacts
+            for job in jobs:
+                assert_completed_once(job, artifacts, logs_of(*workers))
+        finally:
+            if api is not None:
+                stop_api(api)
+            for worker in workers:
+                worker.stop()
+            delete_redis_keys(prefix)
+
+
+# --------------------------------------------------------------------------- 4. visibility
+
+
+@pytest.mark.timeout(90)
+def test_redelivery_after_the_visibility_timeout_is_refused_by_the_ledger_claim(
+    env: dict[str, str], log_dir: Path
+) -> None:
+    """A message unacked longer than the visibility timeout goes back to the queue when a
+    worker starts polling; the second delivery must find the job claimed and do nothing.
+
+    The workers pass ``check_visibility_timeout`` (2 s visibility > 1.5 s limits), but the
+    publisher keeps the default hard limits and stamps them on every message: the render
+    may run longer than the workers' visibility timeout (a realistic drift between the API
+    and the workers' settings; each process checks only its own).
+    """
+    limits = json.dumps(dict.fromkeys((t.value for t in ReportType), 1.5))
+    worker_env = {
+        **env,
+        "CELERY_VISIBILITY_TIMEOUT": "2",
+        "REPORT_TIME_LIMITS": limits,
+        "RETRY_BACKOFF_MAX": "1",
+    }
+    container = bootstrap.build(settings_from(env, dispatch_backend="celery"))
+    workers = [start_celery_worker(worker_env, log_dir, queues="reports", concurrency=1)]
+    try:
+        deps = container.deps
+        job = enqueue_report(
+            deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 10, "seed": 9}
+        )
+        running = wait_for(deps.repo, job.id, running_with_progress, timeout=20)
+        assert running.started_at is not None
+        time.sleep(2.5)  # the message, unacked, is now older than the visibility timeout
+        workers.append(start_celery_worker(worker_env, log_dir, queues="reports", concurrency=1))
+        second = workers[1]
+
+        def refusals(worker: WorkerProcess) -> list[str]:
+            return event_lines(worker.logs(), "report_job.run.skipped", job.id)
+
+        wait_until(lambda: refusals(second), 15)
+        still = deps.repo.get(job.id)
+        assert still is not None
+        assert still.status is JobStatus.RUNNING
+        assert still.worker == running.worker  # the first attempt was never taken over
+        final = wait_for(deps.repo, job.id, timeout=30)
+        assert f"reports.run_report[{job.id}] received" in second.logs()
+        assert "status=running" in refusals(second)[0]
+        assert not event_lines(second.logs(), "report_job.started", job.id)
+        # Its next look, once the job is done, finds it completed and stops there.
+        wait_until(lambda: "status=completed" in " ".join(refusals(second)), 15)
+        assert_completed_once(final, container.settings.artifacts, logs_of(*workers), attempts=1)
+    finally:
+        for worker in workers:
+            worker.stop()
+        container.close()
