@@ -80,7 +80,8 @@ def test_a_claim_the_ledger_cannot_record_is_deferred(deps: Deps) -> None:
     flaky(deps).down = {"transition"}
     outcome = run_report(deps=deps, job_id=job.id)
     assert (outcome.kind, outcome.job) == ("deferred", None)
-    assert outcome.retry_in is not None and outcome.retry_in > 0
+    assert outcome.retry_in is not None
+    assert outcome.retry_in > 0
     flaky(deps).down = set()
     assert deps.repo.get(job.id).status is JobStatus.QUEUED  # type: ignore[union-attr]
     assert run_report(deps=deps, job_id=job.id).kind == "completed"
@@ -103,14 +104,17 @@ def test_an_unrecorded_completion_leaves_no_file_and_the_next_delivery_reclaims(
     assert outcome.kind == "deferred"
     assert files(deps) == []  # the unrecorded attempt's report is not left behind
     running = deps.repo.get(job.id)
-    assert running is not None and running.status is JobStatus.RUNNING
+    assert running is not None
+    assert running.status is JobStatus.RUNNING
     flaky(deps).completion_down = False
     # Redelivered to the same process (same worker id): it waits for the heartbeat...
     early = run_report(deps=deps, job_id=job.id)
-    assert early.kind == "skipped" and early.retry_in is not None
+    assert early.kind == "skipped"
+    assert early.retry_in is not None
     # ...and takes the job back once it is stale: attempt 2 completes, one file.
     later = running.updated_at + timedelta(seconds=5)
     retried = run_report(deps=replace(deps, clock=lambda: later), job_id=job.id)
     assert retried.kind == "completed"
-    assert retried.job is not None and retried.job.attempts == 2
+    assert retried.job is not None
+    assert retried.job.attempts == 2
     assert len(files(deps)) == 1
