@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import tempfile
@@ -30,6 +31,16 @@ def session_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="report-backends-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def work_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A test's own data and logs, outside pytest's basetemp too (``KEEP_FAULT_LOGS=1``
+    keeps them for a post-mortem)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{request.node.name[:40]}-"))
+    yield path
+    if not os.environ.get("KEEP_FAULT_LOGS"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

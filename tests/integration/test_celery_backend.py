@@ -51,7 +51,9 @@ def wait_log(worker: WorkerProcess, pattern: str, timeout: float = 10) -> float:
 def assert_cancel_running_stops(container: bootstrap.Container, worker: WorkerProcess) -> None:
     """A running job stops within 2 s, leaves no file, and the worker takes the next job."""
     deps = container.deps
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30})
+    job = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30}
+    ).job
     wait_for(deps.repo, job.id, running_with_progress, timeout=20)
     cancelled = cancel_job(deps=deps, job_id=job.id)
     assert cancelled.status is JobStatus.CANCELLED
@@ -61,7 +63,7 @@ def assert_cancel_running_stops(container: bootstrap.Container, worker: WorkerPr
     final = deps.repo.get(job.id)
     assert final is not None
     assert (final.status, final.artifact, final.attempts) == (JobStatus.CANCELLED, None, 1)
-    after = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 2})
+    after = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 2}).job
     assert wait_for(deps.repo, after.id, timeout=20).status is JobStatus.COMPLETED
 
 
@@ -82,7 +84,7 @@ def test_cancelled_queued_job_never_runs_even_after_a_worker_restart(
     container = bootstrap.build(settings_from(env, dispatch_backend="celery"))
     try:
         deps = container.deps
-        job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+        job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
         assert (job.backend, job.status) == ("celery", JobStatus.QUEUED)  # waits durably
         assert cancel_job(deps=deps, job_id=job.id).status is JobStatus.CANCELLED
         # Every worker restarted: nobody to sync revoked ids with (mingle) and an empty
@@ -99,7 +101,7 @@ def test_cancelled_queued_job_never_runs_even_after_a_worker_restart(
                 0,
                 None,
             )
-            served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 3})
+            served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 3}).job
             assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
     finally:
         container.close()
@@ -110,11 +112,13 @@ def test_revoke_terminate_backstop_kills_the_render_and_worker_keeps_serving(
     celery_session_worker: WorkerProcess, containers: dict[str, bootstrap.Container]
 ) -> None:
     deps = containers["celery"].deps
-    stuck = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30})
+    stuck = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30}
+    ).job
     wait_for(deps.repo, stuck.id, running_with_progress, timeout=20)
     celery_of(containers["celery"]).stop_running(stuck)  # as if it ignored its checkpoints
     wait_log(celery_session_worker, rf"Terminating {stuck.id}", 5)
-    served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 4})
+    served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 4}).job
     assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
     cancel_job(deps=deps, job_id=stuck.id)  # the killed attempt is the ledger's to close
 
@@ -162,13 +166,13 @@ def test_rabbitmq_broker_runs_retries_and_cancels(
 ) -> None:
     deps = amqp_container.deps
     assert "amqp://guest:**@127.0.0.1:5672//" in amqp_worker.logs()
-    ok = enqueue_report(deps=deps, report_type=ReportType.PDF, params={"pages": 1})
+    ok = enqueue_report(deps=deps, report_type=ReportType.PDF, params={"pages": 1}).job
     retried = enqueue_report(
         deps=deps, report_type=ReportType.DUMMY, params={"simulate_failures": 2}
-    )
+    ).job
     doomed = enqueue_report(
         deps=deps, report_type=ReportType.DUMMY, params={"simulate_failures": 5}
-    )
+    ).job
     assert ok.backend == "celery"
     done = wait_for(deps.repo, ok.id, timeout=30)
     assert (done.status, done.attempts, done.progress) == (JobStatus.COMPLETED, 1, 100)

@@ -102,7 +102,7 @@ def test_manage_celery_worker_processes_real_jobs(
     env = {**backend_env, "QUEUE_PREFIX": f"c{secrets.token_hex(3)}-"}
     container = bootstrap.build(settings_from(env, dispatch_backend="celery"))
     try:
-        job = enqueue_report(deps=container.deps, report_type=ReportType.DUMMY, params={})
+        job = enqueue_report(deps=container.deps, report_type=ReportType.DUMMY, params={}).job
         with running_worker(
             "manage-celery-worker",
             ["manage.py", "celery-worker", "reports", "1", "--without-mingle"],

@@ -56,15 +56,15 @@ def test_same_scenario_same_rows_and_artifacts(
     container = containers[backend]
     deps = container.deps
     jobs = [
-        enqueue_report(deps=deps, report_type=t, params=p, callback_url=receiver.url)
+        enqueue_report(deps=deps, report_type=t, params=p, callback_url=receiver.url).job
         for t, p in SCENARIO
     ]
     retried = enqueue_report(
         deps=deps, report_type=ReportType.DUMMY, params={"simulate_failures": 2}
-    )
+    ).job
     doomed = enqueue_report(
         deps=deps, report_type=ReportType.DUMMY, params={"simulate_failures": 5}
-    )
+    ).job
     assert {j.backend.value for j in [*jobs, retried, doomed] if j.backend} == {backend}
 
     for job, (report_type, params) in zip(jobs, SCENARIO, strict=True):

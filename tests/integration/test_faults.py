@@ -10,12 +10,7 @@ happens, the ledger must end terminal and each job must have run to completion o
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,15 +90,6 @@ def env(backend_env: dict[str, str]) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def work_dir() -> Iterator[Path]:
-    """Data and logs outside pytest's basetemp, which concurrent runs may prune mid-test."""
-    path = Path(tempfile.mkdtemp(prefix="faults-"))
-    yield path
-    if not os.environ.get("KEEP_FAULT_LOGS"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def fresh_db() -> Iterator[str]:
     """A migrated database of this test's own: every row in it is the test's."""
     with fresh_pg_database("faults") as url:
@@ -131,15 +117,9 @@ def assert_completed_once(
 
 
 def sigterm(worker: WorkerProcess, grace: float = GRACE) -> float:
-    """SIGTERM the worker's main process; SIGKILL its group after ``grace``. Seconds to exit."""
-    assert worker.process is not None
+    """SIGTERM the worker's main process (SIGKILL after ``grace``); seconds until it exits."""
     started = time.monotonic()
-    worker.process.send_signal(signal.SIGTERM)
-    try:
-        worker.process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.process.pid, signal.SIGKILL)
-        worker.process.wait(timeout=5)
+    worker.stop(timeout=grace)
     return time.monotonic() - started
 
 
@@ -161,7 +141,7 @@ def stop_mid_render(env: dict[str, str], log_dir: Path, backend: str) -> None:
         deps = container.deps
         job = enqueue_report(
             deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 4, "seed": 5}
-        )
+        ).job
         running = wait_for(deps.repo, job.id, running_with_progress, timeout=20)
         took = sigterm(workers[0])
         after = deps.repo.get(job.id)
@@ -406,7 +386,7 @@ def test_redelivery_after_the_visibility_timeout_is_refused_by_the_ledger_claim(
         deps = container.deps
         job = enqueue_report(
             deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 10, "seed": 9}
-        )
+        ).job
         running = wait_for(deps.repo, job.id, running_with_progress, timeout=20)
         assert running.started_at is not None
         time.sleep(2.5)  # the message, unacked, is now older than the visibility timeout

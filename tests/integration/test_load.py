@@ -11,10 +11,7 @@ where no other backend can hide a Celery availability probe that gives up under 
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -43,15 +40,6 @@ from tests.integration.workers import (
 
 JOBS = 1000
 CLIENTS = 50
-
-
-@pytest.fixture
-def work_dir() -> Iterator[Path]:
-    """Data and logs outside pytest's basetemp, which concurrent runs may prune mid-test."""
-    path = Path(tempfile.mkdtemp(prefix="load-"))
-    yield path
-    if not os.environ.get("KEEP_FAULT_LOGS"):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def enqueue_all(api: LiveServer, jobs: int = JOBS) -> list[tuple[int, str, str | None]]:

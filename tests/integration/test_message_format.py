@@ -29,7 +29,7 @@ class Payload:
 
 def still_works(containers: dict, backend: str) -> None:  # type: ignore[type-arg]
     deps = containers[backend].deps
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     assert wait_for(deps.repo, job.id, timeout=30).status is JobStatus.COMPLETED
 
 

@@ -93,12 +93,12 @@ def test_prefork_worker_metrics_are_exact(
             (ReportType.DUMMY, {"simulate_failures": 1}, "completed"),
         ]
         jobs = [
-            (enqueue_report(deps=container.deps, report_type=t, params=p).id, outcome)
+            (enqueue_report(deps=container.deps, report_type=t, params=p).job.id, outcome)
             for t, p, outcome in plan
         ]
         slow = enqueue_report(
             deps=container.deps, report_type=ReportType.DUMMY, params={"processing_time": 20}
-        )
+        ).job
         wait_for(container.deps.repo, slow.id, running_with_progress, timeout=30)
         cancel_job(deps=container.deps, job_id=slow.id)
         finished = [wait_for(container.deps.repo, job_id, timeout=40) for job_id, _ in jobs]
@@ -271,7 +271,7 @@ def test_rq_work_horses_add_up(celery_env: dict[str, str], log_dir: Path) -> Non
     try:
         for worker in rq_worker(env, log_dir):
             jobs = [
-                enqueue_report(deps=container.deps, report_type=ReportType.DUMMY, params=p).id
+                enqueue_report(deps=container.deps, report_type=ReportType.DUMMY, params=p).job.id
                 for p in ({}, {}, {"simulate_failures": 5})
             ]
             finished = [wait_for(container.deps.repo, job_id, timeout=40) for job_id in jobs]

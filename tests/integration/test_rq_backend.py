@@ -57,13 +57,15 @@ def test_running_job_cancelled_stops_fast_and_worker_keeps_serving(
 ) -> None:
     container = containers["rq"]
     deps = container.deps
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30})
+    job = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30}
+    ).job
     wait_for(deps.repo, job.id, running_with_progress, timeout=20)
     assert cancel_job(deps=deps, job_id=job.id).status is JobStatus.CANCELLED
     assert wait_rq(container, str(job.id), {RqStatus.FINISHED}, 5) < 2.0
     assert rq_job(container, str(job.id)).return_value() == "cancelled"
     assert leftovers(container, job.id) == []
-    after = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 2})
+    after = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 2}).job
     assert wait_for(deps.repo, after.id, timeout=20).status is JobStatus.COMPLETED
 
 
@@ -75,8 +77,8 @@ def test_cancelled_queued_job_is_withdrawn_and_a_stale_delivery_is_skipped(
     container = bootstrap.build(settings_from(env, dispatch_backend="rq"))
     try:
         deps = container.deps
-        job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
-        served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 5})
+        job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
+        served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 5}).job
         assert (job.backend, job.status) == ("rq", JobStatus.QUEUED)  # waits durably
         cancel_job(deps=deps, job_id=job.id)
         wait_rq(container, str(job.id), {RqStatus.CANCELED}, 5)  # cancel_job took it out
@@ -109,11 +111,13 @@ def test_stop_command_backstop_kills_the_horse_and_worker_keeps_serving(
 ) -> None:
     container = containers["rq"]
     deps = container.deps
-    stuck = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30})
+    stuck = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30}
+    ).job
     wait_for(deps.repo, stuck.id, running_with_progress, timeout=20)
     rq_of(container).stop_running(stuck)  # as if it ignored its checkpoints
     assert wait_rq(container, str(stuck.id), {RqStatus.STOPPED, RqStatus.FAILED}, 5) < 2.0
-    served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 6})
+    served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 6}).job
     assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
     cancel_job(deps=deps, job_id=stuck.id)  # the killed attempt is the ledger's to close
 
@@ -130,7 +134,7 @@ def test_callback_is_retried_with_backoff_until_it_is_taken(
     deps = containers[backend].deps
     job = enqueue_report(
         deps=deps, report_type=ReportType.DUMMY, params={}, callback_url=receiver.url
-    )
+    ).job
     done = wait_for(
         deps.repo,
         job.id,

@@ -52,7 +52,7 @@ def render_and_kill(env: dict[str, str], worker: WorkerProcess, backend: str) ->
     container = bootstrap.build(settings_from(env, dispatch_backend=backend))
     try:
         deps = container.deps
-        job = enqueue_report(deps=deps, report_type=ReportType.PDF, params=PARAMS)
+        job = enqueue_report(deps=deps, report_type=ReportType.PDF, params=PARAMS).job
         running = wait_for(deps.repo, job.id, running_with_progress, timeout=20)
         killed = kill_renderer(running, worker)
         final = wait_for(deps.repo, job.id, timeout=30)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from app.domain.errors import BackendUnavailable, IdempotencyKeyTaken
@@ -19,10 +21,14 @@ from app.domain.jobs import (
     Queue,
     ReportJob,
     ReportParams,
+    ReportType,
+    RetryPolicy,
     sources_of,
 )
-from app.domain.ports import Cursor, JobFilter, JobPage, StatusCount, WorkerCount
+from app.domain.ports import Cursor, JobFilter, JobPage, Renderer, StatusCount, WorkerCount
 from app.domain.progress import Progress
+from app.services.deps import Deps, JobPolicy
+from app.storage.local import LocalArtifactStore
 
 
 class MemoryRepository:
@@ -204,3 +210,29 @@ class ScriptedRenderer:
             for i in range(self.steps):
                 fh.write(f"line {i}\n")
                 progress.advance((i + 1) / self.steps, f"step {i + 1}")
+
+
+def memory_deps(
+    artifacts: Path,
+    *,
+    repo: MemoryRepository | None = None,
+    renderer: Renderer | None = None,
+    dispatcher: RecordingDispatcher | None = None,
+    worker_id: str = "test-worker",
+    **policy: Any,
+) -> Deps:
+    """Services' dependencies on in-memory adapters and a real local artifact store.
+
+    ``policy`` overrides :class:`JobPolicy` fields (3 attempts, a seeded 1–10 s backoff).
+    """
+    return Deps(
+        repo=repo or MemoryRepository(),
+        dispatcher=dispatcher or RecordingDispatcher(),
+        store=LocalArtifactStore(artifacts),
+        renderers=dict.fromkeys(ReportType, renderer or ScriptedRenderer()),
+        observer=RecordingObserver(),
+        policy=JobPolicy(
+            **{"max_attempts": 3, "retry": RetryPolicy(1, 10, random.Random(1)), **policy}
+        ),
+        worker_id=worker_id,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -18,18 +17,16 @@ from app.domain.errors import (
     NotFound,
     Unauthenticated,
 )
-from app.domain.jobs import ReportType, RetryPolicy, utcnow
+from app.domain.jobs import ReportType, utcnow
 from app.services.auth import authenticate, create_api_key, require_operator, revoke_api_key
-from app.services.deps import Deps, JobPolicy
-from app.services.enqueue import submit_report
-from app.storage.local import LocalArtifactStore
+from app.services.deps import Deps
+from app.services.enqueue import enqueue_report
 from pydantic import ValidationError
 
 from tests.unit.fakes import (
     MemoryRepository,
     RecordingDispatcher,
-    RecordingObserver,
-    ScriptedRenderer,
+    memory_deps,
 )
 
 
@@ -113,19 +110,11 @@ def test_auth_can_be_off_only_in_development() -> None:
 
 @pytest.fixture
 def deps(tmp_path: Path) -> Deps:
-    return Deps(
-        repo=MemoryRepository(),
-        dispatcher=RecordingDispatcher(),
-        store=LocalArtifactStore(tmp_path / "artifacts"),
-        renderers=dict.fromkeys(ReportType, ScriptedRenderer()),
-        observer=RecordingObserver(),
-        policy=JobPolicy(max_attempts=3, retry=RetryPolicy(1, 10, random.Random(1))),
-        worker_id="test-worker",
-    )
+    return memory_deps(tmp_path / "artifacts")
 
 
 def submit(deps: Deps, owner: str, key: str | None, **params: object) -> tuple[str, bool]:
-    result = submit_report(
+    result = enqueue_report(
         deps=deps, report_type=ReportType.PDF, params=params, owner=owner, idempotency_key=key
     )
     return str(result.job.id), result.created

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -10,17 +9,15 @@ from typing import Any
 
 import pytest
 from app.domain.errors import LedgerUnavailable
-from app.domain.jobs import JobStatus, ReportType, RetryPolicy
-from app.services.deps import Deps, JobPolicy
+from app.domain.jobs import JobStatus, ReportType
+from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.run_report import run_report
 from app.storage.local import LocalArtifactStore
 
 from tests.unit.fakes import (
     MemoryRepository,
-    RecordingDispatcher,
-    RecordingObserver,
-    ScriptedRenderer,
+    memory_deps,
 )
 
 
@@ -49,19 +46,8 @@ class FlakyRepository(MemoryRepository):
 
 @pytest.fixture
 def deps(tmp_path: Path) -> Deps:
-    return Deps(
-        repo=FlakyRepository(),
-        dispatcher=RecordingDispatcher(),
-        store=LocalArtifactStore(tmp_path / "artifacts"),
-        renderers=dict.fromkeys(ReportType, ScriptedRenderer()),
-        observer=RecordingObserver(),
-        policy=JobPolicy(
-            max_attempts=3,
-            retry=RetryPolicy(1, 10, random.Random(1)),
-            progress_interval=0.0,
-            heartbeat_timeout=4.0,
-        ),
-        worker_id="worker-a",
+    return memory_deps(
+        tmp_path / "artifacts", repo=FlakyRepository(), progress_interval=0.0, heartbeat_timeout=4.0
     )
 
 
@@ -76,7 +62,7 @@ def files(deps: Deps) -> list[Path]:
 
 
 def test_a_claim_the_ledger_cannot_record_is_deferred(deps: Deps) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={}).job
     flaky(deps).down = {"transition"}
     outcome = run_report(deps=deps, job_id=job.id)
     assert (outcome.kind, outcome.job) == ("deferred", None)
@@ -88,7 +74,7 @@ def test_a_claim_the_ledger_cannot_record_is_deferred(deps: Deps) -> None:
 
 
 def test_missed_heartbeats_do_not_stop_the_render(deps: Deps) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={}).job
     flaky(deps).down = {"record_progress"}
     outcome = run_report(deps=deps, job_id=job.id)
     assert outcome.kind == "completed"
@@ -98,7 +84,7 @@ def test_missed_heartbeats_do_not_stop_the_render(deps: Deps) -> None:
 def test_an_unrecorded_completion_leaves_no_file_and_the_next_delivery_reclaims(
     deps: Deps,
 ) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={}).job
     flaky(deps).completion_down = True
     outcome = run_report(deps=deps, job_id=job.id)
     assert outcome.kind == "deferred"

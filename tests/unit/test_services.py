@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -14,21 +13,19 @@ from app.domain.errors import (
     JobNotFound,
     RenderError,
 )
-from app.domain.jobs import Backend, JobStatus, ReportType, RetryPolicy
+from app.domain.jobs import Backend, JobStatus, ReportType
 from app.domain.progress import JobCancelled
 from app.services.cancel import cancel_job
-from app.services.deps import Deps, JobPolicy
+from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.queries import artifact_of, queue_status
 from app.services.recovery import recover_unfinished
 from app.services.run_report import LedgerProgress, run_report
-from app.storage.local import LocalArtifactStore
 
 from tests.unit.fakes import (
     MemoryRepository,
-    RecordingDispatcher,
-    RecordingObserver,
     ScriptedRenderer,
+    memory_deps,
 )
 
 
@@ -39,15 +36,7 @@ def renderer() -> ScriptedRenderer:
 
 @pytest.fixture
 def deps(tmp_path: Path, renderer: ScriptedRenderer) -> Deps:
-    return Deps(
-        repo=MemoryRepository(),
-        dispatcher=RecordingDispatcher(),
-        store=LocalArtifactStore(tmp_path / "artifacts"),
-        renderers=dict.fromkeys(ReportType, renderer),
-        observer=RecordingObserver(),
-        policy=JobPolicy(max_attempts=3, retry=RetryPolicy(1, 10, random.Random(1))),
-        worker_id="test-worker",
-    )
+    return memory_deps(tmp_path / "artifacts", renderer=renderer)
 
 
 def _repo(deps: Deps) -> MemoryRepository:
@@ -56,7 +45,7 @@ def _repo(deps: Deps) -> MemoryRepository:
 
 
 def test_enqueue_commits_then_dispatches_and_marks_queued(deps: Deps) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={"pages": 2})
+    job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={"pages": 2}).job
     assert job.status is JobStatus.QUEUED
     assert job.backend is Backend.INLINE
     assert job.queued_at is not None
@@ -89,7 +78,7 @@ def test_lost_dispatch_leaves_a_failed_row_not_a_pending_one(deps: Deps) -> None
 
 
 def test_run_completes_and_stores_the_artifact(deps: Deps) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     outcome = run_report(deps=deps, job_id=job.id)
     assert outcome.kind == "completed"
     done = _repo(deps).get(job.id)
@@ -105,7 +94,7 @@ def test_run_completes_and_stores_the_artifact(deps: Deps) -> None:
 
 
 def test_duplicate_delivery_is_a_no_op(deps: Deps, renderer: ScriptedRenderer) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     run_report(deps=deps, job_id=job.id)
     again = run_report(deps=deps, job_id=job.id)
     assert again.kind == "skipped"
@@ -115,7 +104,7 @@ def test_duplicate_delivery_is_a_no_op(deps: Deps, renderer: ScriptedRenderer) -
 
 def test_transient_failure_retries_then_completes(deps: Deps, renderer: ScriptedRenderer) -> None:
     renderer.fail_on = {1, 2}
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     first = run_report(deps=deps, job_id=job.id)
     assert first.kind == "retry"
     assert first.retry_in is not None
@@ -130,7 +119,7 @@ def test_transient_failure_retries_then_completes(deps: Deps, renderer: Scripted
 
 def test_failure_after_last_attempt_is_final(deps: Deps, renderer: ScriptedRenderer) -> None:
     renderer.fail_on = {1, 2, 3}
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     kinds = [run_report(deps=deps, job_id=job.id).kind for _ in range(3)]
     assert kinds == ["retry", "retry", "failed"]
     failed = _repo(deps).jobs[job.id]
@@ -143,13 +132,13 @@ def test_failure_after_last_attempt_is_final(deps: Deps, renderer: ScriptedRende
 def test_non_retryable_render_error_fails_at_once(deps: Deps, renderer: ScriptedRenderer) -> None:
     renderer.fail_on = {1}
     renderer.error = RenderError("template broken", code="BAD_TEMPLATE", retryable=False)
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     assert run_report(deps=deps, job_id=job.id).kind == "failed"
     assert _repo(deps).jobs[job.id].error.code == "BAD_TEMPLATE"  # type: ignore[union-attr]
 
 
 def test_cancel_queued_job_never_runs(deps: Deps, renderer: ScriptedRenderer) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     cancelled = cancel_job(deps=deps, job_id=job.id)
     assert cancelled.status is JobStatus.CANCELLED
     assert deps.dispatcher.cancelled == [job.id]  # type: ignore[attr-defined]
@@ -158,7 +147,7 @@ def test_cancel_queued_job_never_runs(deps: Deps, renderer: ScriptedRenderer) ->
 
 
 def test_cancel_twice_is_a_conflict(deps: Deps) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     cancel_job(deps=deps, job_id=job.id)
     with pytest.raises(JobAlreadyFinished) as err:
         cancel_job(deps=deps, job_id=job.id)
@@ -173,13 +162,13 @@ def test_cancel_unknown_job_is_not_found(deps: Deps) -> None:
 
 
 def test_download_before_completion_is_a_conflict(deps: Deps) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     with pytest.raises(JobNotCompleted):
         artifact_of(deps=deps, job_id=job.id)
 
 
 def test_running_job_stops_at_checkpoint_once_cancelled(deps: Deps) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     claimed = _repo(deps).transition(job.id, JobStatus.RUNNING, now=deps.clock())
     assert claimed is not None
     clock = [0.0]
@@ -202,7 +191,9 @@ def test_running_job_stops_at_checkpoint_once_cancelled(deps: Deps) -> None:
 
 
 def test_progress_is_written_at_a_bounded_rate_and_paces_processing_time(deps: Deps) -> None:
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 10})
+    job = enqueue_report(
+        deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 10}
+    ).job
     claimed = _repo(deps).transition(job.id, JobStatus.RUNNING, now=deps.clock())
     assert claimed is not None
     clock = [0.0]
@@ -230,7 +221,7 @@ def test_progress_is_written_at_a_bounded_rate_and_paces_processing_time(deps: D
 
 def test_queue_status_merges_ledger_counts_and_workers(deps: Deps) -> None:
     enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
-    second = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    second = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     _repo(deps).transition(second.id, JobStatus.RUNNING, now=deps.clock())
     (status,) = queue_status(deps=deps)
     assert (status.queue.value, status.backend, status.waiting, status.running, status.workers) == (
@@ -244,15 +235,15 @@ def test_queue_status_merges_ledger_counts_and_workers(deps: Deps) -> None:
 
 def test_recovery_redispatches_waiting_and_reruns_or_fails_lost_jobs(deps: Deps) -> None:
     repo = _repo(deps)
-    waiting = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
-    lost = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    waiting = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
+    lost = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     repo.transition(lost.id, JobStatus.RUNNING, now=deps.clock(), worker="inline@h:1")
-    exhausted = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    exhausted = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     for attempt in range(1, 4):
         repo.transition(exhausted.id, JobStatus.RUNNING, now=deps.clock(), worker="inline@h:1")
         if attempt < 3:
             repo.transition(exhausted.id, JobStatus.RETRYING, now=deps.clock())
-    alive = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    alive = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     repo.transition(alive.id, JobStatus.RUNNING, now=deps.clock(), worker="inline@h:2")
     deps.dispatcher.dispatched.clear()  # type: ignore[attr-defined]
 

@@ -4,7 +4,6 @@ Beat's recovery judges running jobs by the same heartbeat."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -19,11 +18,10 @@ from app.domain.jobs import (
     ReportJob,
     ReportParams,
     ReportType,
-    RetryPolicy,
     utcnow,
 )
 from app.domain.progress import Progress
-from app.services.deps import Deps, JobPolicy
+from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy, recover_stuck
 from app.services.queries import artifact_of
@@ -33,8 +31,8 @@ from app.storage.local import LocalArtifactStore
 from tests.unit.fakes import (
     MemoryRepository,
     RecordingDispatcher,
-    RecordingObserver,
     ScriptedRenderer,
+    memory_deps,
 )
 
 TIMEOUT = 30.0
@@ -71,16 +69,12 @@ def renderer() -> PausingRenderer:
 @pytest.fixture
 def old(tmp_path: Path, renderer: PausingRenderer) -> Deps:
     """The worker that claims first, then is paused."""
-    return Deps(
-        repo=MemoryRepository(),
+    return memory_deps(
+        tmp_path / "artifacts",
+        renderer=renderer,
         dispatcher=RecordingDispatcher(Backend.CELERY),
-        store=LocalArtifactStore(tmp_path / "artifacts"),
-        renderers=dict.fromkeys(ReportType, renderer),
-        observer=RecordingObserver(),
-        policy=JobPolicy(
-            max_attempts=3, retry=RetryPolicy(1, 10, random.Random(1)), heartbeat_timeout=TIMEOUT
-        ),
         worker_id="w-old",
+        heartbeat_timeout=TIMEOUT,
     )
 
 
@@ -121,7 +115,7 @@ def _reclaim(old: Deps, job_id: UUID) -> Callable[[], None]:
 def test_a_reclaimed_job_refuses_its_former_workers_completion(
     old: Deps, renderer: PausingRenderer
 ) -> None:
-    job = enqueue_report(deps=old, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=old, report_type=ReportType.DUMMY, params={}).job
     renderer.pause = _reclaim(old, job.id)
 
     outcome = run_report(deps=old, job_id=job.id)
@@ -145,7 +139,7 @@ def test_a_reclaimed_job_refuses_its_former_workers_completion(
 def test_a_reclaimed_job_refuses_its_former_workers_failure(
     old: Deps, renderer: PausingRenderer, error: Exception, max_attempts: int
 ) -> None:
-    job = enqueue_report(deps=old, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=old, report_type=ReportType.DUMMY, params={}).job
     _repo(old).jobs[job.id] = replace(job, max_attempts=max_attempts)
     renderer.pause = _reclaim(old, job.id)
     renderer.raise_after_pause = error
@@ -165,7 +159,7 @@ def test_a_reclaimed_job_refuses_its_former_workers_requeue_on_shutdown(
 ) -> None:
     stopping = [False]
     deps = replace(old, stopping=lambda: stopping[0])
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     reclaim = _reclaim(deps, job.id)
 
     def pause_then_stop() -> None:  # it wakes into a warm shutdown: requeue, not finish
@@ -185,7 +179,7 @@ def test_a_reclaimed_job_refuses_its_former_workers_requeue_on_shutdown(
 def test_the_reclaiming_workers_artifact_survives_the_former_workers_clean_up(
     old: Deps, renderer: PausingRenderer
 ) -> None:
-    job = enqueue_report(deps=old, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=old, report_type=ReportType.DUMMY, params={}).job
     won: list[ReportJob | None] = []
 
     def pause() -> None:  # w-new reclaims the job and completes it meanwhile
@@ -212,7 +206,7 @@ def test_the_reclaiming_workers_artifact_survives_the_former_workers_clean_up(
 
 def test_two_attempts_never_share_an_artifact_path(old: Deps, renderer: PausingRenderer) -> None:
     renderer.fail_on = {1}
-    job = enqueue_report(deps=old, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=old, report_type=ReportType.DUMMY, params={}).job
     assert run_report(deps=old, job_id=job.id).kind == "retry"
     done = run_report(deps=old, job_id=job.id).job
     assert done is not None
@@ -298,7 +292,7 @@ class NullRecorder:
 
 
 def _running(deps: Deps, *, started_ago: float, beat_ago: float, attempts: int = 1) -> UUID:
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     now = utcnow()
     _repo(deps).jobs[job.id] = replace(
         job,

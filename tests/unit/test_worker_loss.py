@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from app.core.config import Settings
-from app.domain.jobs import JobStatus, ReportType, RetryPolicy, utcnow
-from app.services.deps import Deps, JobPolicy
+from app.domain.jobs import JobStatus, ReportType, utcnow
+from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.run_report import WORKER_LOST, run_report
-from app.storage.local import LocalArtifactStore
 
 from tests.unit.fakes import (
     MemoryRepository,
-    RecordingDispatcher,
-    RecordingObserver,
-    ScriptedRenderer,
+    memory_deps,
 )
 
 TIMEOUT = 30.0
@@ -27,24 +23,14 @@ TIMEOUT = 30.0
 
 @pytest.fixture
 def deps(tmp_path: Path) -> Deps:
-    return Deps(
-        repo=MemoryRepository(),
-        dispatcher=RecordingDispatcher(),
-        store=LocalArtifactStore(tmp_path / "artifacts"),
-        renderers=dict.fromkeys(ReportType, ScriptedRenderer()),
-        observer=RecordingObserver(),
-        policy=JobPolicy(
-            max_attempts=3, retry=RetryPolicy(1, 10, random.Random(1)), heartbeat_timeout=TIMEOUT
-        ),
-        worker_id="w-new",
-    )
+    return memory_deps(tmp_path / "artifacts", worker_id="w-new", heartbeat_timeout=TIMEOUT)
 
 
 def _running(deps: Deps, *, silent_for: float, attempts: int = 1) -> MemoryRepository:
     """A job claimed by a worker ``w-old`` whose last heartbeat was ``silent_for`` ago."""
     repo = deps.repo
     assert isinstance(repo, MemoryRepository)
-    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={})
+    job = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={}).job
     beat = utcnow() - timedelta(seconds=silent_for)
     repo.jobs[job.id] = replace(
         job, status=JobStatus.RUNNING, worker="w-old", attempts=attempts, updated_at=beat

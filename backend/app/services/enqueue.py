@@ -34,26 +34,6 @@ def enqueue_report(
     owner: str | None = None,
     idempotency_key: str | None = None,
     callback_url: str | None = None,
-) -> ReportJob:
-    """Create a job and dispatch it (see :func:`submit_report`); returns the job."""
-    return submit_report(
-        deps=deps,
-        report_type=report_type,
-        params=params,
-        owner=owner,
-        idempotency_key=idempotency_key,
-        callback_url=callback_url,
-    ).job
-
-
-def submit_report(
-    *,
-    deps: Deps,
-    report_type: ReportType,
-    params: Mapping[str, Any],
-    owner: str | None = None,
-    idempotency_key: str | None = None,
-    callback_url: str | None = None,
 ) -> Enqueued:
     """Create a job and dispatch it: commit first, then send (the row exists before the message).
 

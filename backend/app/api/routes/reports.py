@@ -20,7 +20,7 @@ from app.domain.jobs import Backend, JobStatus, ReportType, utcnow
 from app.domain.ports import Cursor, JobFilter
 from app.services.cancel import cancel_job
 from app.services.deps import Deps
-from app.services.enqueue import submit_report
+from app.services.enqueue import enqueue_report
 from app.services.queries import artifact_of, get_job, list_jobs, queue_status
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -148,7 +148,7 @@ def _submit(
     idempotency_key: str | None,
 ) -> JobOut:
     callback = params.pop("callback_url", None)
-    result = submit_report(
+    result = enqueue_report(
         deps=deps,
         report_type=report_type,
         params=params,
