@@ -37,7 +37,32 @@ def test_callback_urls_must_target_an_allowed_host() -> None:
     for url in ("https://evil.example.com/", "ftp://hooks.example.com/", "hooks.example.com"):
         with pytest.raises(CallbackNotAllowed):
             sender.validate(url)
-    HttpCallbackSender(allowed_hosts=["*"], secret="", timeout=1).validate("http://any.where/x")
+    HttpCallbackSender(allowed_hosts=["*"], secret="", timeout=1).validate("http://93.184.216.34/x")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://localhost./hook",
+        "http://10.0.0.5/hook",
+        "http://192.168.1.20/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://0.0.0.0/hook",
+        "http://no-such-host.invalid/hook",
+    ],
+)
+def test_a_wildcard_never_reaches_internal_addresses(url: str) -> None:
+    sender = HttpCallbackSender(allowed_hosts=["*"], secret="", timeout=1)
+    with pytest.raises(CallbackNotAllowed, match="internal addresses"):
+        sender.validate(url)
+
+
+def test_a_host_named_in_the_allow_list_is_allowed_even_if_internal() -> None:
+    sender = HttpCallbackSender(allowed_hosts=["*", "127.0.0.1"], secret="", timeout=1)
+    sender.validate("http://127.0.0.1:9000/hook")
 
 
 def test_signature_is_hmac_sha256_of_timestamp_and_body() -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -87,15 +89,29 @@ class HttpCallbackSender:
             return found
 
     def validate(self, url: str) -> None:
+        """Refuse a URL whose host is not allowed.
+
+        A host named in ``CALLBACK_ALLOWED_HOSTS`` is allowed as it is. Under ``*`` any
+        other host is allowed only if every address it resolves to is public: loopback,
+        private, link-local (cloud metadata) and reserved addresses are refused.
+        """
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        host = (parts.hostname or "").lower().rstrip(".")
         if len(url) > MAX_URL or parts.scheme not in ("http", "https") or not host:
             raise CallbackNotAllowed(
                 f"callback_url must be an http(s) URL of at most {MAX_URL} characters."
             )
-        if "*" not in self._allowed and host not in self._allowed:
+        if host in self._allowed:
+            return
+        if "*" not in self._allowed:
             raise CallbackNotAllowed(
                 f"Callbacks to {host} are not allowed (see CALLBACK_ALLOWED_HOSTS)."
+            )
+        internal = _internal_address(host)
+        if internal is not None:
+            raise CallbackNotAllowed(
+                f"Callbacks to internal addresses ({host}: {internal}) are not allowed; "
+                "name the host in CALLBACK_ALLOWED_HOSTS to allow it."
             )
 
     def send(self, url: str, body: bytes, *, delivery_id: str) -> None:
@@ -134,3 +150,22 @@ class HttpCallbackSender:
         if response.is_success:
             return
         raise CallbackFailed(f"The callback answered HTTP {status}.", retryable=retryable)
+
+
+def _internal_address(host: str) -> str | None:
+    """The first non-public address ``host`` is or resolves to; ``None`` if all are public.
+
+    A host that does not resolve counts as internal: nothing is sent where nothing is known.
+    """
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            return "does not resolve"
+        addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+    for address in sorted(addresses, key=str):
+        if not address.is_global:
+            return str(address)
+    return None
