@@ -44,7 +44,7 @@ def get_operator(principal: Annotated[Principal, Depends(get_principal)]) -> Pri
     return require_operator(principal)
 
 
-def get_submitter(
+def get_rate_limited_caller(
     request: Request, principal: Annotated[Principal, Depends(get_principal)]
 ) -> Principal:
     """The caller of an enqueue route, once its key's token bucket allows one more job."""
@@ -58,4 +58,4 @@ def get_submitter(
 ServiceDeps = Annotated[Deps, Depends(get_deps)]
 Caller = Annotated[Principal, Depends(get_principal)]
 Operator = Annotated[Principal, Depends(get_operator)]
-Submitter = Annotated[Principal, Depends(get_submitter)]
+RateLimitedCaller = Annotated[Principal, Depends(get_rate_limited_caller)]

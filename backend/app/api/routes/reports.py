@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse
 
-from app.api.deps import Caller, Operator, ServiceDeps, Submitter
+from app.api.deps import Caller, Operator, RateLimitedCaller, ServiceDeps
 from app.api.errors import error_responses
 from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut, ReportRequest
 from app.domain.auth import Principal
@@ -71,7 +71,7 @@ def _params(
 )
 def enqueue_dummy(
     deps: ServiceDeps,
-    caller: Submitter,
+    caller: RateLimitedCaller,
     response: Response,
     idempotency_key: IdempotencyKey = None,
     body: OptionalBody = None,
@@ -106,7 +106,7 @@ def enqueue_dummy(
 )
 def enqueue_heavy(
     deps: ServiceDeps,
-    caller: Submitter,
+    caller: RateLimitedCaller,
     response: Response,
     idempotency_key: IdempotencyKey = None,
     body: OptionalBody = None,
