@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -122,12 +122,29 @@ def build(settings: Settings | None = None) -> Container:
     return container
 
 
-def build_worker(backend: Backend, settings: Settings | None = None) -> Container:
-    """A Celery or RQ worker process's container: no inline pool, no background probes."""
-    return _assemble(settings or get_settings(), inline=None, worker=worker_id(backend))
+def build_worker(
+    backend: Backend,
+    settings: Settings | None = None,
+    *,
+    stopping: Callable[[], bool] = lambda: False,
+) -> Container:
+    """A Celery or RQ worker process's container: no inline pool, no background probes.
+
+    ``stopping`` says when the worker is shutting down: renders stop at their next
+    checkpoint and their jobs go back to the queue.
+    """
+    return _assemble(
+        settings or get_settings(), inline=None, worker=worker_id(backend), stopping=stopping
+    )
 
 
-def _assemble(settings: Settings, *, inline: InlineDispatcher | None, worker: str) -> Container:
+def _assemble(
+    settings: Settings,
+    *,
+    inline: InlineDispatcher | None,
+    worker: str,
+    stopping: Callable[[], bool] | None = None,
+) -> Container:
     engine = make_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
@@ -156,7 +173,7 @@ def _assemble(settings: Settings, *, inline: InlineDispatcher | None, worker: st
             callback_attempts=settings.callback_max_attempts,
         ),
         worker_id=worker,
-        stopping=inline.stopping if inline else (lambda: False),
+        stopping=inline.stopping if inline else (stopping or (lambda: False)),
         callbacks=_callbacks(settings),
     )
     return Container(settings=settings, engine=engine, deps=deps, inline=inline, brokers=brokers)

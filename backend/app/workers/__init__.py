@@ -16,6 +16,7 @@ from app import bootstrap
 from app.core.logging import job_id_var
 from app.domain.jobs import Backend
 from app.services.deps import Deps
+from app.workers import shutdown
 
 _lock = threading.Lock()
 _container: bootstrap.Container | None = None
@@ -26,7 +27,7 @@ def worker_container(backend: Backend) -> bootstrap.Container:
     global _container
     with _lock:
         if _container is None:
-            _container = bootstrap.build_worker(backend)
+            _container = bootstrap.build_worker(backend, stopping=shutdown.stopping)
         elif _container.pid != os.getpid():
             _container.after_fork(backend)
         return _container

@@ -21,7 +21,7 @@ from app.services.notify import notify_callback
 from app.services.pipeline import fail_lost_attempt
 from app.services.postprocess import postprocess_report
 from app.services.run_report import run_report
-from app.workers import close_worker_container, job_context, worker_deps
+from app.workers import close_worker_container, job_context, shutdown, worker_deps
 from app.workers import observability as _observability  # noqa: F401  (signals, log context)
 from app.workers.beat_schedule import BEAT_SCHEDULE, register_system_tasks
 
@@ -122,6 +122,12 @@ def ping_task() -> str:
 def _logging(**_: Any) -> None:
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_shutting_down.connect
+def _stopping(**_: Any) -> None:
+    """Warm shutdown (main process): running renders stop at their next checkpoint."""
+    shutdown.request_stop()
 
 
 @signals.worker_process_shutdown.connect
