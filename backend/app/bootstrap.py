@@ -25,7 +25,7 @@ from app.db.session import make_engine, make_sessions
 from app.dispatch.base import BrokeredBackend
 from app.dispatch.callbacks import HttpCallbackSender
 from app.dispatch.celery_dispatcher import CeleryDispatcher
-from app.dispatch.circuit import CircuitBreaker
+from app.dispatch.circuit import CircuitBreaker, CircuitState
 from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive, inline_worker_id
 from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
@@ -113,7 +113,12 @@ def build(settings: Settings | None = None) -> Container:
     """The API's container: the router over every enabled backend, probes started."""
     settings = settings or get_settings()
     inline = InlineDispatcher(settings.inline_workers) if settings.inline_allowed else None
-    container = _assemble(settings, inline=inline, worker=inline_worker_id())
+    container = _assemble(
+        settings,
+        inline=inline,
+        worker=inline_worker_id(),
+        stopping=inline.stopping if inline else (lambda: False),
+    )
     if inline is not None:
         deps = container.deps
         inline.bind(lambda job_id: run_pipeline(deps=deps, job_id=job_id))
@@ -143,7 +148,7 @@ def _assemble(
     *,
     inline: InlineDispatcher | None,
     worker: str,
-    stopping: Callable[[], bool] | None = None,
+    stopping: Callable[[], bool],
 ) -> Container:
     engine = make_engine(
         settings.database_url,
@@ -173,7 +178,7 @@ def _assemble(
             callback_attempts=settings.callback_max_attempts,
         ),
         worker_id=worker,
-        stopping=inline.stopping if inline else (stopping or (lambda: False)),
+        stopping=stopping,
         callbacks=_callbacks(settings),
     )
     return Container(settings=settings, engine=engine, deps=deps, inline=inline, brokers=brokers)
@@ -227,6 +232,14 @@ def component_checks(container: Container) -> dict[str, Check]:
     for broker in container.brokers:
         checks[f"broker.{broker.backend.value}"] = partial(broker.ping, timeout)
     return checks
+
+
+def circuit_states(container: Container) -> dict[str, CircuitState]:
+    """Every circuit breaker of this process: the brokers', then the callback hosts'."""
+    breakers: list[CircuitBreaker] = [broker.circuit for broker in container.brokers]
+    if isinstance(container.deps.callbacks, HttpCallbackSender):
+        breakers.extend(container.deps.callbacks.circuits)
+    return {breaker.name: breaker.state for breaker in breakers}
 
 
 def housekeeping(container: Container) -> Housekeeping:

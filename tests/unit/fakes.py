@@ -42,8 +42,9 @@ class MemoryRepository:
 
     def add(self, job: ReportJob) -> None:
         key = job.idempotency_key
-        if key is not None and self.find_idempotent(job.owner, key) is not None:
-            raise IdempotencyKeyTaken(key)
+        earlier = self.find_idempotent(job.owner, key) if key is not None else None
+        if earlier is not None:
+            raise IdempotencyKeyTaken(earlier)
         self.jobs[job.id] = job
 
     def get(self, job_id: UUID) -> ReportJob | None:

@@ -47,10 +47,10 @@ class SqlJobRepository:
             with self._sessions.begin() as session:
                 session.add(_to_row(job))
         except IntegrityError as exc:
-            if job.idempotency_key is not None and self.find_idempotent(
-                job.owner, job.idempotency_key
-            ):
-                raise IdempotencyKeyTaken(job.idempotency_key) from exc
+            key = job.idempotency_key
+            earlier = self.find_idempotent(job.owner, key) if key is not None else None
+            if earlier is not None:
+                raise IdempotencyKeyTaken(earlier) from exc
             raise
 
     def find_idempotent(self, owner: str | None, idempotency_key: str) -> ReportJob | None:

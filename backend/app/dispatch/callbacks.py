@@ -89,7 +89,11 @@ class HttpCallbackSender:
             return found
 
     def validate(self, url: str) -> None:
-        """Refuse a URL whose host is not allowed.
+        """Refuse a URL whose host is not allowed (see :meth:`_allowed_host`)."""
+        self._allowed_host(url)
+
+    def _allowed_host(self, url: str) -> str:
+        """The URL's host, once allowed; else CallbackNotAllowed.
 
         A host named in ``CALLBACK_ALLOWED_HOSTS`` is allowed as it is. Under ``*`` any
         other host is allowed only if every address it resolves to is public: loopback,
@@ -102,7 +106,7 @@ class HttpCallbackSender:
                 f"callback_url must be an http(s) URL of at most {MAX_URL} characters."
             )
         if host in self._allowed:
-            return
+            return host
         if "*" not in self._allowed:
             raise CallbackNotAllowed(
                 f"Callbacks to {host} are not allowed (see CALLBACK_ALLOWED_HOSTS)."
@@ -113,10 +117,10 @@ class HttpCallbackSender:
                 f"Callbacks to internal addresses ({host}: {internal}) are not allowed; "
                 "name the host in CALLBACK_ALLOWED_HOSTS to allow it."
             )
+        return host
 
     def send(self, url: str, body: bytes, *, delivery_id: str) -> None:
-        self.validate(url)  # the allow-list may have changed since the job was created
-        host = (urlsplit(url).hostname or "").lower()
+        host = self._allowed_host(url)  # the allow-list may have changed since the enqueue
         breaker = self.breaker(host)
         if not breaker.allow():
             raise CallbackFailed(

@@ -7,7 +7,11 @@ the HTTP layer maps kinds to status codes, workers map them to retry decisions.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from app.domain.jobs import ReportJob
 
 
 class AppError(Exception):
@@ -90,9 +94,13 @@ class IdempotencyConflict(Conflict):
 
 
 class IdempotencyKeyTaken(Conflict):
-    """Raised by the ledger: another job of this owner holds the Idempotency-Key."""
+    """Raised by the ledger: ``earlier``, another job of this owner, holds the key."""
 
     code = "IDEMPOTENCY_KEY_TAKEN"
+
+    def __init__(self, earlier: ReportJob) -> None:
+        super().__init__(f"Idempotency-Key {earlier.idempotency_key!r} is taken by {earlier.id}.")
+        self.earlier = earlier
 
 
 class Unavailable(AppError):

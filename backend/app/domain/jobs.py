@@ -245,7 +245,6 @@ class ReportJob:
         now: datetime,
         owner: str | None = None,
         idempotency_key: str | None = None,
-        request_hash: str | None = None,
         callback_url: str | None = None,
     ) -> ReportJob:
         queue = cls.QUEUE_FOR_TYPE
@@ -259,7 +258,6 @@ class ReportJob:
             max_attempts=max_attempts,
             owner=owner,
             idempotency_key=idempotency_key,
-            request_hash=request_hash,
             created_at=now,
             updated_at=now,
             callback_url=callback_url,

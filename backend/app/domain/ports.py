@@ -62,7 +62,8 @@ class JobRepository(Protocol):
         ...
 
     def add(self, job: ReportJob) -> None:
-        """Insert a new job; IdempotencyKeyTaken when its owner already used its key."""
+        """Insert a new job; IdempotencyKeyTaken (with that job) when its owner already
+        used its Idempotency-Key."""
         ...
 
     def get(self, job_id: UUID) -> ReportJob | None: ...

@@ -69,11 +69,8 @@ def enqueue_report(
     job = job.with_backend(deps.dispatcher.choose(job))
     try:
         deps.repo.add(job)
-    except IdempotencyKeyTaken:
-        assert idempotency_key is not None
-        earlier = deps.repo.find_idempotent(owner, idempotency_key)
-        assert earlier is not None  # the ledger never deletes a job this young
-        return _replay(earlier, job)
+    except IdempotencyKeyTaken as taken:  # a concurrent first request won the insert
+        return _replay(taken.earlier, job)
     try:
         deps.dispatcher.dispatch(job)
     except Unavailable as exc:

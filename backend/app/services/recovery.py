@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from app.domain.errors import Unavailable
 from app.domain.jobs import Backend, JobError, JobStatus
 from app.services.deps import Deps
+from app.services.run_report import WORKER_LOST
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def recover_unfinished(
                 continue
             if job.attempts >= job.max_attempts:
                 lost = JobError(
-                    "WORKER_LOST", "The worker running this job stopped; no attempt left."
+                    WORKER_LOST, "The worker running this job stopped; no attempt left."
                 )
                 failed_job = deps.repo.transition(
                     job.id,

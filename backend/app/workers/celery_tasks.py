@@ -21,14 +21,19 @@ from app.services.notify import notify_callback
 from app.services.pipeline import fail_lost_attempt
 from app.services.postprocess import postprocess_report
 from app.services.run_report import run_report
-from app.workers import close_worker_container, job_context, shutdown, worker_deps
+from app.workers import (
+    DEFER_MAX_SECONDS,
+    close_worker_container,
+    deferral_delay,
+    job_context,
+    shutdown,
+    worker_deps,
+)
 from app.workers import observability as _observability  # noqa: F401  (signals, log context)
 from app.workers.beat_schedule import BEAT_SCHEDULE, register_system_tasks
 
 #: How many times a delivery finding its job running elsewhere comes back to check it.
 LOST_WORKER_CHECKS = 5
-#: Longest wait between two deliveries of a job while the ledger does not answer.
-DEFER_MAX_SECONDS = 60
 
 app = create_celery_app(role="worker")
 app.conf.beat_schedule = BEAT_SCHEDULE
@@ -59,9 +64,7 @@ def run_report_task(self: ReportTask, job_id: str) -> str:
     with job_context(job_id) as uid:
         outcome = run_report(deps=worker_deps(Backend.CELERY), job_id=uid)
     if outcome.kind == "deferred":  # the ledger is down: keep the message, come back later
-        countdown = min(
-            DEFER_MAX_SECONDS, (outcome.retry_in or 1.0) * 2 ** min(self.request.retries, 6)
-        )
+        countdown = deferral_delay(outcome.retry_in, self.request.retries)
         raise self.retry(countdown=countdown, max_retries=None)
     if outcome.kind in ("retry", "interrupted"):
         # The ledger's max_attempts decides; Celery's own limit must never cut it short.

@@ -13,7 +13,7 @@ from app.domain.jobs import Backend
 from app.services.notify import notify_callback
 from app.services.postprocess import postprocess_report
 from app.services.run_report import run_report
-from app.workers import job_context, worker_deps
+from app.workers import deferral_delay, job_context, worker_deps
 
 
 class RetryRequested(AppError):
@@ -26,7 +26,6 @@ class RetryRequested(AppError):
 LOST_WORKER_CHECKS = 2
 #: How long a work horse waits for the ledger to answer again before RQ's retry takes over.
 DEFER_BUDGET_SECONDS = 600.0
-DEFER_MAX_SECONDS = 60.0
 
 
 def run_report_job(job_id: str) -> str:
@@ -35,7 +34,7 @@ def run_report_job(job_id: str) -> str:
         # The ledger is down: wait here (RQ's Retry budget is the job's attempts, not this).
         waited, deferrals = 0.0, 0
         while outcome.kind == "deferred" and waited < DEFER_BUDGET_SECONDS:
-            pause = min(DEFER_MAX_SECONDS, (outcome.retry_in or 1.0) * 2 ** min(deferrals, 6))
+            pause = deferral_delay(outcome.retry_in, deferrals)
             time.sleep(pause)
             waited, deferrals = waited + pause, deferrals + 1
             outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)

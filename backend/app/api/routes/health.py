@@ -22,8 +22,7 @@ from fastapi.responses import JSONResponse
 from app import bootstrap
 from app.api.deps import get_container
 from app.core.health import run_checks
-from app.dispatch.callbacks import HttpCallbackSender
-from app.dispatch.circuit import CircuitBreaker, CircuitState
+from app.dispatch.circuit import CircuitState
 from app.domain.ports import ComponentHealth
 
 router = APIRouter(tags=["health"])
@@ -39,14 +38,6 @@ def _component(health: ComponentHealth) -> dict[str, Any]:
         "latency_ms": round(health.latency_s * 1000, 1),
         **({"detail": health.detail} if health.detail else {}),
     }
-
-
-def _circuits(container: bootstrap.Container) -> dict[str, CircuitState]:
-    """The breakers of this process: the brokers', then the callback hosts' (if any)."""
-    breakers: list[CircuitBreaker] = [broker.circuit for broker in container.brokers]
-    if isinstance(container.deps.callbacks, HttpCallbackSender):
-        breakers.extend(container.deps.callbacks.circuits)
-    return {breaker.name: breaker.state for breaker in breakers}
 
 
 def _check(request: Request) -> list[ComponentHealth]:
@@ -101,7 +92,7 @@ def summary(request: Request) -> JSONResponse:
     """Every component and circuit; 503 when the ledger is down or draining."""
     container = get_container(request)
     components = _check(request)
-    circuits = _circuits(container)
+    circuits = bootstrap.circuit_states(container)
     database_ok = all(c.ok for c in components if c.name == "database")
     draining = _draining(request)
     if not database_ok or draining:
