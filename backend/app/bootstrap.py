@@ -165,7 +165,7 @@ def _assemble(
         forced=forced,
     )
     deps = Deps(
-        repo=SqlJobRepository(make_sessions(engine)),
+        repo=SqlJobRepository(engine),
         dispatcher=Router(brokers, inline=inline, policy=policy, on_fallback=count_fallback),
         store=LocalArtifactStore(settings.artifacts),
         renderers=default_renderers(),

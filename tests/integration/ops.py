@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import redis
 from app.db.repository import SqlJobRepository
-from app.db.session import make_engine, make_sessions
+from app.db.session import make_engine
 from app.domain.jobs import ReportJob
 from app.domain.ports import JobFilter
 from prometheus_client.parser import text_string_to_metric_families
@@ -220,7 +220,7 @@ def ledger(database_url: str) -> Iterator[SqlJobRepository]:
     """A repository on ``database_url`` for the test's own reads of the ledger."""
     engine = make_engine(database_url, pool_size=2, max_overflow=2)
     try:
-        yield SqlJobRepository(make_sessions(engine))
+        yield SqlJobRepository(engine)
     finally:
         engine.dispose()
 

@@ -17,7 +17,7 @@ import pytest
 from app import bootstrap
 from app.core.logging import request_id_var
 from app.db.repository import SqlJobRepository
-from app.db.session import make_engine, make_sessions
+from app.db.session import make_engine
 from app.domain.jobs import JobStatus, ReportType
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
@@ -185,7 +185,7 @@ def api_two_workers(
 def test_two_uvicorn_workers_add_up(api_two_workers: tuple[str, str, dict[str, str]]) -> None:
     base, database_url, key = api_two_workers
     engine = make_engine(database_url)
-    repo = SqlJobRepository(make_sessions(engine))
+    repo = SqlJobRepository(engine)
     ids: dict[str, bool] = {}
     pids: set[str] = set()
     while len(pids) < 2 or len(ids) < 12:

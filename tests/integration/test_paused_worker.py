@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 from app.db.repository import SqlJobRepository
-from app.db.session import make_engine, make_sessions
+from app.db.session import make_engine
 from app.domain.jobs import (
     Backend,
     JobStatus,
@@ -59,7 +59,7 @@ class PausedOnce:
 @pytest.fixture
 def repo(pg_url: str) -> Iterator[SqlJobRepository]:
     engine = make_engine(pg_url)
-    yield SqlJobRepository(make_sessions(engine))
+    yield SqlJobRepository(engine)
     engine.dispose()
 
 

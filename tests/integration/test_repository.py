@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from app.db.repository import SqlJobRepository
-from app.db.session import make_engine, make_sessions
+from app.db.session import make_engine
 from app.domain.jobs import (
     Artifact,
     Backend,
@@ -28,7 +28,7 @@ from sqlalchemy import text
 @pytest.fixture
 def repo(db_url: str) -> Iterator[SqlJobRepository]:
     engine = make_engine(db_url, pool_size=10)
-    yield SqlJobRepository(make_sessions(engine))
+    yield SqlJobRepository(engine)
     engine.dispose()
 
 

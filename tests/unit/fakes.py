@@ -23,6 +23,7 @@ from app.domain.jobs import (
     ReportParams,
     ReportType,
     RetryPolicy,
+    enter,
     sources_of,
 )
 from app.domain.ports import Cursor, JobFilter, JobPage, Renderer, StatusCount, WorkerCount
@@ -67,6 +68,8 @@ class MemoryRepository:
             for j in items
             if (where.status is None or j.status == where.status)
             and (where.report_type is None or j.report_type == where.report_type)
+            and (where.backend is None or j.backend == where.backend)
+            and (where.owner is None or j.owner == where.owner)
             and (after is None or (j.created_at, j.id) < (after.created_at, after.id))
         ]
         page = items[:limit]
@@ -102,21 +105,7 @@ class MemoryRepository:
                 return None
             if expected_worker is not None and job.worker != expected_worker:
                 return None
-            job = replace(job, status=target, updated_at=now)
-            if target is JobStatus.QUEUED:
-                job = replace(job, queued_at=now)
-            if target is JobStatus.RUNNING:
-                job = replace(
-                    job, attempts=job.attempts + 1, started_at=now, worker=worker, progress=0
-                )
-            if target is JobStatus.COMPLETED:
-                job = replace(job, progress=100, stage="done", error=None)
-            if target in TERMINAL:
-                job = replace(job, finished_at=now)
-            if error is not None:
-                job = replace(job, error=error)
-            if artifact is not None:
-                job = replace(job, artifact=artifact)
+            job = enter(job, target, now=now, worker=worker, error=error, artifact=artifact)
             self.jobs[job_id] = job
             return job
 

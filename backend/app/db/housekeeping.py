@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import DailyStatsRow, PeriodicRunRow, ReportJobRow
-from app.db.repository import _to_job as to_job
+from app.db.repository import to_job
 from app.domain.jobs import TERMINAL, Backend, JobStatus, ReportJob, ReportType
 from app.domain.ports import DailyStats, JobTiming
 

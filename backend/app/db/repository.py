@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Row,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.db.models import ReportJobRow
 from app.domain.errors import IdempotencyKeyTaken
 from app.domain.jobs import (
+    ENTRIES,
     TERMINAL,
     Artifact,
     Backend,
@@ -29,23 +45,28 @@ from app.domain.jobs import (
 )
 from app.domain.ports import Cursor, JobFilter, JobPage, StatusCount
 
-_UNFINISHED = [s.value for s in JobStatus if s not in TERMINAL]
-
 
 class SqlJobRepository:
-    """:class:`~app.domain.ports.JobRepository` over SQLAlchemy; one transaction per call."""
+    """:class:`~app.domain.ports.JobRepository` in SQLAlchemy Core; one transaction per call.
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
+    The hot path (insert, claim, progress, finish) is one statement per call, built once
+    per shape and reused, so SQLAlchemy compiles it once and only binds values after: no
+    ORM unit of work, no per-call statement building. ``transition`` writes the columns
+    the domain's :data:`~app.domain.jobs.ENTRIES` say the target status sets.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
 
     def ping(self) -> None:
-        with self._sessions() as session:
-            session.execute(select(1))
+        with self._engine.connect() as conn:
+            conn.execute(_PING)
 
     def add(self, job: ReportJob) -> None:
         try:
-            with self._sessions.begin() as session:
-                session.add(_to_row(job))
+            with self._engine.begin() as conn:
+                conn.execute(_INSERT, _to_values(job))
         except IntegrityError as exc:
             key = job.idempotency_key
             earlier = self.find_idempotent(job.owner, key) if key is not None else None
@@ -54,38 +75,31 @@ class SqlJobRepository:
             raise
 
     def find_idempotent(self, owner: str | None, idempotency_key: str) -> ReportJob | None:
-        t = ReportJobRow
-        stmt = select(t).where(t.owner == owner, t.idempotency_key == idempotency_key)
-        with self._sessions() as session:
-            row = session.scalars(stmt).first()
-            return _to_job(row) if row else None
+        return self._one(_BY_IDEMPOTENCY_KEY, {"owner": owner, "key": idempotency_key})
 
     def get(self, job_id: UUID) -> ReportJob | None:
-        with self._sessions() as session:
-            row = session.get(ReportJobRow, job_id)
-            return _to_job(row) if row else None
+        return self._one(_BY_ID, {"job_id": job_id})
 
     def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage:
-        t = ReportJobRow
-        stmt = select(t).order_by(t.created_at.desc(), t.id.desc()).limit(limit + 1)
+        stmt = select(_T).order_by(_T.c.created_at.desc(), _T.c.id.desc()).limit(limit + 1)
         for column, value in (
-            (t.status, where.status),
-            (t.report_type, where.report_type),
-            (t.backend, where.backend),
-            (t.owner, where.owner),
+            (_T.c.status, where.status),
+            (_T.c.report_type, where.report_type),
+            (_T.c.backend, where.backend),
+            (_T.c.owner, where.owner),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
         if after is not None:
             stmt = stmt.where(
                 or_(
-                    t.created_at < after.created_at,
-                    and_(t.created_at == after.created_at, t.id < after.id),
+                    _T.c.created_at < after.created_at,
+                    and_(_T.c.created_at == after.created_at, _T.c.id < after.id),
                 )
             )
-        with self._sessions() as session:
-            rows = session.scalars(stmt).all()
-        items = [_to_job(r) for r in rows[:limit]]
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        items = [to_job(r) for r in rows[:limit]]
         more = len(rows) > limit
         return JobPage(
             items=items,
@@ -105,50 +119,30 @@ class SqlJobRepository:
         stale_before: datetime | None = None,
         expected_worker: str | None = None,
     ) -> ReportJob | None:
-        t = ReportJobRow
-        sources = sources_of(target) if expected is None else expected
-        values: dict[str, Any] = {"status": target.value, "updated_at": now}
-        if target is JobStatus.QUEUED:
-            values["queued_at"] = now
-        elif target is JobStatus.RUNNING:
-            values.update(
-                attempts=t.attempts + 1,
-                started_at=now,
-                queued_at=func.coalesce(t.queued_at, now),
-                worker=worker,
-                progress=0,
-                stage="starting",
-            )
-        elif target is JobStatus.COMPLETED:
-            values.update(progress=100, stage="done", error_code=None, error_message=None)
-        if target in TERMINAL:
-            values["finished_at"] = now
-        if error is not None:
-            values.update(error_code=error.code, error_message=error.message)
-        if artifact is not None:
-            values.update(
-                artifact_key=artifact.key,
-                artifact_filename=artifact.filename,
-                artifact_content_type=artifact.content_type,
-                artifact_size=artifact.size_bytes,
-                artifact_sha256=artifact.sha256,
-            )
-        claimable: ColumnElement[bool] = t.status.in_([s.value for s in sources])
-        if stale_before is not None:
-            lost = and_(t.status == JobStatus.RUNNING.value, t.updated_at < stale_before)
-            claimable = or_(claimable, lost)
-        if expected_worker is not None:  # still this worker's: not reclaimed meanwhile
-            claimable = and_(claimable, t.worker == expected_worker)
-        stmt = (
-            update(t)
-            .where(t.id == job_id, claimable)
-            .values(**values)
-            .returning(t)
-            .execution_options(synchronize_session=False)
+        shape = _Shape(
+            target,
+            error is not None,
+            artifact is not None,
+            stale_before is not None,
+            expected_worker is not None,
         )
-        with self._sessions.begin() as session:
-            row = session.scalars(stmt).one_or_none()
-            return _to_job(row) if row else None
+        stmt = _transition_statement(shape)
+        sources = sources_of(target) if expected is None else expected
+        params: dict[str, Any] = {
+            "job_id": job_id,
+            "now": now,
+            "sources": [s.value for s in sources],
+            "new_worker": worker,
+            "stale_before": stale_before,
+            "expected_worker": expected_worker,
+        }
+        if error is not None:
+            params.update(new_error_code=error.code, new_error_message=error.message)
+        if artifact is not None:
+            params.update(_artifact_values(artifact))
+        with self._engine.begin() as conn:
+            row = conn.execute(stmt, params).first()
+        return to_job(row) if row is not None else None
 
     def record_progress(
         self,
@@ -159,33 +153,36 @@ class SqlJobRepository:
         now: datetime,
         worker: str | None = None,
     ) -> bool:
-        t = ReportJobRow
-        mine = [] if worker is None else [t.worker == worker]
-        stmt = (
-            update(t)
-            .where(t.id == job_id, t.status == JobStatus.RUNNING.value, *mine)
-            .values(progress=max(0, min(progress, 100)), stage=stage, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        with self._sessions.begin() as session:
-            return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+        params = {
+            "job_id": job_id,
+            "new_progress": max(0, min(progress, 100)),
+            "new_stage": stage,
+            "now": now,
+            "expected_worker": worker,
+        }
+        with self._engine.begin() as conn:
+            if self._postgres:
+                # A heartbeat lost in a database crash costs nothing: the next one, or the
+                # final write (synchronous), replaces it. So this commit does not wait for
+                # the WAL flush; the claim and the outcome still do.
+                conn.execute(_ASYNC_COMMIT)
+            stmt = _PROGRESS if worker is None else _PROGRESS_FENCED
+            return bool(conn.execute(stmt, params).rowcount)
 
     def unfinished(self, *, backend: Backend | None = None) -> Sequence[ReportJob]:
-        t = ReportJobRow
-        stmt = select(t).where(t.status.in_(_UNFINISHED)).order_by(t.created_at)
+        stmt = select(_T).where(_T.c.status.in_(_UNFINISHED)).order_by(_T.c.created_at)
         if backend is not None:
-            stmt = stmt.where(t.backend == backend.value)
-        with self._sessions() as session:
-            return [_to_job(r) for r in session.scalars(stmt)]
+            stmt = stmt.where(_T.c.backend == backend.value)
+        with self._engine.connect() as conn:
+            return [to_job(r) for r in conn.execute(stmt)]
 
     def status_counts(self) -> Sequence[StatusCount]:
-        t = ReportJobRow
         stmt = (
-            select(t.queue, t.backend, t.status, func.count())
-            .where(t.status.in_(_UNFINISHED))
-            .group_by(t.queue, t.backend, t.status)
+            select(_T.c.queue, _T.c.backend, _T.c.status, func.count())
+            .where(_T.c.status.in_(_UNFINISHED))
+            .group_by(_T.c.queue, _T.c.backend, _T.c.status)
         )
-        with self._sessions() as session:
+        with self._engine.connect() as conn:
             return [
                 StatusCount(
                     queue=Queue(queue),
@@ -193,96 +190,197 @@ class SqlJobRepository:
                     status=JobStatus(status),
                     count=count,
                 )
-                for queue, backend, status, count in session.execute(stmt)
+                for queue, backend, status, count in conn.execute(stmt)
             ]
 
     def record_document(self, job_id: UUID, document: Artifact, *, now: datetime) -> bool:
-        t = ReportJobRow
-        stmt = (
-            update(t)
-            .where(
-                t.id == job_id,
-                t.status == JobStatus.COMPLETED.value,
-                t.document_key.is_(None),
-            )
-            .values(
-                document_key=document.key,
-                document_size=document.size_bytes,
-                document_sha256=document.sha256,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        with self._sessions.begin() as session:
-            return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+        params = {
+            "job_id": job_id,
+            "now": now,
+            "new_document_key": document.key,
+            "new_document_size": document.size_bytes,
+            "new_document_sha256": document.sha256,
+        }
+        with self._engine.begin() as conn:
+            return bool(conn.execute(_DOCUMENT, params).rowcount)
 
     def record_notification(
         self, job_id: UUID, *, status: NotifyStatus, now: datetime, error: str | None = None
     ) -> ReportJob | None:
-        t = ReportJobRow
-        stmt = (
-            update(t)
-            .where(
-                t.id == job_id,
-                or_(t.notify_status.is_(None), t.notify_status == NotifyStatus.RETRYING.value),
-            )
-            .values(
-                notify_status=status.value,
-                notify_attempts=t.notify_attempts + 1,
-                notify_error=error,
-                notified_at=now,
-                updated_at=now,
-            )
-            .returning(t)
-            .execution_options(synchronize_session=False)
+        params = {
+            "job_id": job_id,
+            "now": now,
+            "new_notify_status": status.value,
+            "new_notify_error": error,
+        }
+        with self._engine.begin() as conn:
+            row = conn.execute(_NOTIFICATION, params).first()
+        return to_job(row) if row is not None else None
+
+    def _one(self, stmt: Select[Any], params: dict[str, Any]) -> ReportJob | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt, params).first()
+        return to_job(row) if row is not None else None
+
+
+# --------------------------------------------------------------------------- statements
+
+_T = cast(Table, ReportJobRow.__table__)
+#: The time of a write, typed so that the ledger's UTC rule applies to it.
+_NOW = bindparam("now", type_=_T.c.updated_at.type)
+_UNFINISHED = [s.value for s in JobStatus if s not in TERMINAL]
+_PING = select(literal(1))
+_INSERT = insert(_T)
+_BY_ID = select(_T).where(_T.c.id == bindparam("job_id"))
+_BY_IDEMPOTENCY_KEY = select(_T).where(
+    _T.c.owner == bindparam("owner"), _T.c.idempotency_key == bindparam("key")
+)
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
+_PROGRESS = (
+    update(_T)
+    .where(_T.c.id == bindparam("job_id"), _T.c.status == JobStatus.RUNNING.value)
+    .values(progress=bindparam("new_progress"), stage=bindparam("new_stage"), updated_at=_NOW)
+)
+_PROGRESS_FENCED = _PROGRESS.where(_T.c.worker == bindparam("expected_worker"))
+_DOCUMENT = (
+    update(_T)
+    .where(
+        _T.c.id == bindparam("job_id"),
+        _T.c.status == JobStatus.COMPLETED.value,
+        _T.c.document_key.is_(None),
+    )
+    .values(
+        document_key=bindparam("new_document_key"),
+        document_size=bindparam("new_document_size"),
+        document_sha256=bindparam("new_document_sha256"),
+        updated_at=_NOW,
+    )
+)
+_NOTIFICATION = (
+    update(_T)
+    .where(
+        _T.c.id == bindparam("job_id"),
+        or_(_T.c.notify_status.is_(None), _T.c.notify_status == NotifyStatus.RETRYING.value),
+    )
+    .values(
+        notify_status=bindparam("new_notify_status"),
+        notify_attempts=_T.c.notify_attempts + 1,
+        notify_error=bindparam("new_notify_error"),
+        notified_at=_NOW,
+        updated_at=_NOW,
+    )
+    .returning(*_T.c)
+)
+
+
+class _Shape(NamedTuple):
+    """What varies between two transition statements (values are bound, not built)."""
+
+    target: JobStatus
+    error: bool
+    artifact: bool
+    stale: bool
+    fenced: bool
+
+
+#: Domain fields stored in several columns.
+_ARTIFACT_COLUMNS = (
+    "artifact_key",
+    "artifact_filename",
+    "artifact_content_type",
+    "artifact_size",
+    "artifact_sha256",
+)
+_ERROR_COLUMNS = ("error_code", "error_message")
+
+
+@functools.cache
+def _transition_statement(shape: _Shape) -> Update:
+    """``UPDATE … SET <what the domain says the target sets> WHERE <claimable> RETURNING *``."""
+    entry = ENTRIES[shape.target]
+    now = _NOW
+    values: dict[str, Any] = {"status": shape.target.value, "updated_at": now}
+    for name, value in entry.values.items():
+        if name == "error":  # only ever cleared by an entry
+            values.update(dict.fromkeys(_ERROR_COLUMNS, None))
+        else:
+            values[name] = value
+    values.update(dict.fromkeys(entry.now, now))
+    values.update({f: func.coalesce(_T.c[f], now) for f in entry.now_if_unset})
+    values.update({f: _T.c[f] + 1 for f in entry.counted})
+    if entry.worker:
+        values["worker"] = bindparam("new_worker")
+    if shape.error:
+        values.update({c: bindparam(f"new_{c}") for c in _ERROR_COLUMNS})
+    if shape.artifact:
+        values.update({c: bindparam(f"new_{c}") for c in _ARTIFACT_COLUMNS})
+    claimable: ColumnElement[bool] = _T.c.status.in_(bindparam("sources", expanding=True))
+    if shape.stale:  # a running row whose heartbeat is older: its worker is gone
+        lost = and_(
+            _T.c.status == JobStatus.RUNNING.value,
+            _T.c.updated_at < bindparam("stale_before", type_=_T.c.updated_at.type),
         )
-        with self._sessions.begin() as session:
-            row = session.scalars(stmt).one_or_none()
-            return _to_job(row) if row else None
-
-
-def _to_row(job: ReportJob) -> ReportJobRow:
-    artifact = job.artifact
-    return ReportJobRow(
-        id=job.id,
-        report_type=job.report_type.value,
-        params=job.params,
-        status=job.status.value,
-        backend=job.backend.value if job.backend else None,
-        queue=job.queue.value,
-        priority=job.priority,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        progress=job.progress,
-        stage=job.stage,
-        error_code=job.error.code if job.error else None,
-        error_message=job.error.message if job.error else None,
-        artifact_key=artifact.key if artifact else None,
-        artifact_filename=artifact.filename if artifact else None,
-        artifact_content_type=artifact.content_type if artifact else None,
-        artifact_size=artifact.size_bytes if artifact else None,
-        artifact_sha256=artifact.sha256 if artifact else None,
-        owner=job.owner,
-        idempotency_key=job.idempotency_key,
-        request_hash=job.request_hash,
-        worker=job.worker,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        queued_at=job.queued_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        callback_url=job.callback_url,
-        document_key=job.document.key if job.document else None,
-        document_size=job.document.size_bytes if job.document else None,
-        document_sha256=job.document.sha256 if job.document else None,
-        notify_status=job.notification.status.value if job.notification else None,
-        notify_attempts=job.notification.attempts if job.notification else 0,
-        notify_error=job.notification.error if job.notification else None,
-        notified_at=job.notification.at if job.notification else None,
+        claimable = or_(claimable, lost)
+    if shape.fenced:  # still this worker's: not reclaimed meanwhile
+        claimable = and_(claimable, _T.c.worker == bindparam("expected_worker"))
+    return (
+        update(_T).where(_T.c.id == bindparam("job_id"), claimable).values(values).returning(*_T.c)
     )
 
 
-def _to_job(row: ReportJobRow) -> ReportJob:
+def _artifact_values(artifact: Artifact) -> dict[str, Any]:
+    return {
+        "new_artifact_key": artifact.key,
+        "new_artifact_filename": artifact.filename,
+        "new_artifact_content_type": artifact.content_type,
+        "new_artifact_size": artifact.size_bytes,
+        "new_artifact_sha256": artifact.sha256,
+    }
+
+
+def _to_values(job: ReportJob) -> dict[str, Any]:
+    artifact = job.artifact
+    return {
+        "id": job.id,
+        "report_type": job.report_type.value,
+        "params": job.params,
+        "status": job.status.value,
+        "backend": job.backend.value if job.backend else None,
+        "queue": job.queue.value,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "progress": job.progress,
+        "stage": job.stage,
+        "error_code": job.error.code if job.error else None,
+        "error_message": job.error.message if job.error else None,
+        "artifact_key": artifact.key if artifact else None,
+        "artifact_filename": artifact.filename if artifact else None,
+        "artifact_content_type": artifact.content_type if artifact else None,
+        "artifact_size": artifact.size_bytes if artifact else None,
+        "artifact_sha256": artifact.sha256 if artifact else None,
+        "owner": job.owner,
+        "idempotency_key": job.idempotency_key,
+        "request_hash": job.request_hash,
+        "worker": job.worker,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "queued_at": job.queued_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "callback_url": job.callback_url,
+        "document_key": job.document.key if job.document else None,
+        "document_size": job.document.size_bytes if job.document else None,
+        "document_sha256": job.document.sha256 if job.document else None,
+        "notify_status": job.notification.status.value if job.notification else None,
+        "notify_attempts": job.notification.attempts if job.notification else 0,
+        "notify_error": job.notification.error if job.notification else None,
+        "notified_at": job.notification.at if job.notification else None,
+    }
+
+
+def to_job(row: Row[Any] | ReportJobRow) -> ReportJob:
+    """The domain snapshot of a ledger row (a Core row or an ORM one)."""
     artifact = None
     if row.artifact_key is not None:
         artifact = Artifact(
@@ -321,7 +419,7 @@ def _to_job(row: ReportJobRow) -> ReportJob:
     )
 
 
-def _document(row: ReportJobRow) -> Artifact | None:
+def _document(row: Row[Any] | ReportJobRow) -> Artifact | None:
     if row.document_key is None:
         return None
     return Artifact(
@@ -333,7 +431,7 @@ def _document(row: ReportJobRow) -> Artifact | None:
     )
 
 
-def _notification(row: ReportJobRow) -> Notification | None:
+def _notification(row: Row[Any] | ReportJobRow) -> Notification | None:
     if row.notify_status is None or row.notified_at is None:
         return None
     return Notification(

@@ -99,6 +99,79 @@ def check_transition(current: JobStatus, target: JobStatus) -> None:
         raise IllegalTransition(f"A job cannot go from {current} to {target}.")
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What entering a status writes, besides ``status`` and ``updated_at`` (= now).
+
+    The one definition of each transition's effects: the SQL repository turns it into
+    the SET clause of its one UPDATE, the unit tests' fake applies it with :func:`enter`.
+    Field names are :class:`ReportJob`'s.
+
+    Attributes:
+        values: Fields set to a constant.
+        now: Fields set to the transition's time.
+        now_if_unset: Fields set to the transition's time unless already set.
+        counted: Integer fields incremented by one.
+        worker: Whether the field ``worker`` takes the claiming worker's id.
+    """
+
+    values: dict[str, object] = field(default_factory=dict)
+    now: tuple[str, ...] = ()
+    now_if_unset: tuple[str, ...] = ()
+    counted: tuple[str, ...] = ()
+    worker: bool = False
+
+
+_FINISHED = Entry(now=("finished_at",))
+
+#: queued: handed to a backend (again). running: an attempt starts and is counted; a
+#: worker may claim a job before "queued" was recorded, so queued_at is kept or set.
+ENTRIES: dict[JobStatus, Entry] = {
+    JobStatus.PENDING: Entry(),
+    JobStatus.QUEUED: Entry(now=("queued_at",)),
+    JobStatus.RUNNING: Entry(
+        values={"progress": 0, "stage": "starting"},
+        now=("started_at",),
+        now_if_unset=("queued_at",),
+        counted=("attempts",),
+        worker=True,
+    ),
+    JobStatus.RETRYING: Entry(),
+    JobStatus.COMPLETED: Entry(
+        values={"progress": 100, "stage": "done", "error": None}, now=("finished_at",)
+    ),
+    JobStatus.FAILED: _FINISHED,
+    JobStatus.CANCELLED: _FINISHED,
+}
+
+
+def enter(
+    job: ReportJob,
+    target: JobStatus,
+    *,
+    now: datetime,
+    worker: str | None = None,
+    error: JobError | None = None,
+    artifact: Artifact | None = None,
+) -> ReportJob:
+    """``job`` after it entered ``target`` (legality is the caller's condition).
+
+    ``error`` and ``artifact``, when given, are recorded too.
+    """
+    entry = ENTRIES[target]
+    changes: dict[str, Any] = {"status": target, "updated_at": now, **entry.values}
+    changes.update(dict.fromkeys(entry.now, now))
+    changes.update({f: now for f in entry.now_if_unset if getattr(job, f) is None})
+    changes.update({f: getattr(job, f) + 1 for f in entry.counted})
+    if entry.worker:
+        changes["worker"] = worker
+    if error is not None:
+        changes["error"] = error
+    if artifact is not None:
+        changes["artifact"] = artifact
+    return replace(job, **changes)
+
+
 # --------------------------------------------------------------------------- parameters
 
 

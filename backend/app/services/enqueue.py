@@ -14,8 +14,11 @@ from app.domain.errors import (
     IdempotencyKeyTaken,
     Unavailable,
 )
-from app.domain.jobs import JobError, JobStatus, ReportJob, ReportType, parse_params
+from app.domain.jobs import JobError, JobStatus, ReportJob, ReportType, enter, parse_params
 from app.services.deps import Deps
+
+
+_QUEUED = frozenset({JobStatus.QUEUED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,9 @@ def enqueue_report(
         earlier = deps.repo.find_idempotent(owner, idempotency_key)
         if earlier is not None:
             return _replay(earlier, job)
-    job = job.with_backend(deps.dispatcher.choose(job))
+    # One commit: the row is written "queued", then published. A process that dies between
+    # the two leaves a queued row no broker has: Beat's recovery re-dispatches it.
+    job = enter(job.with_backend(deps.dispatcher.choose(job)), JobStatus.QUEUED, now=job.created_at)
     try:
         deps.repo.add(job)
     except IdempotencyKeyTaken as taken:  # a concurrent first request won the insert
@@ -78,18 +83,13 @@ def enqueue_report(
             job.id,
             JobStatus.FAILED,
             now=deps.clock(),
-            expected=frozenset({JobStatus.PENDING}),
+            expected=_QUEUED,
             error=JobError(exc.code, exc.message),
         )
         deps.observer.job_event("dispatch_failed", failed or job, error=exc.code)
         raise
-    # A fast worker may have claimed the job already: then "queued" is history, not news.
-    queued = deps.repo.transition(
-        job.id, JobStatus.QUEUED, now=deps.clock(), expected=frozenset({JobStatus.PENDING})
-    )
-    current = queued or deps.repo.get(job.id) or job
-    deps.observer.job_event("enqueued", current)
-    return Enqueued(current)
+    deps.observer.job_event("enqueued", job)
+    return Enqueued(job)
 
 
 def _with_request_hash(job: ReportJob) -> ReportJob:

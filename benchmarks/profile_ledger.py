@@ -1,0 +1,152 @@
+"""Profile the ledger path in-process: ``enqueue_report`` (Celery forced) and ``run_report``.
+
+Creates a fresh PostgreSQL database, migrates it, enqueues N dummy jobs through the
+platform's own service (publishing to a throw-away Celery queue on Redis, purged after),
+then runs each one with ``run_report`` in this process, as a worker would. Prints the
+milliseconds per job of each step and the top of a cProfile of each, sorted by
+cumulative time; ``--out DIR`` also writes the profiles there.
+
+    .venv/bin/python benchmarks/profile_ledger.py [--jobs 300] [--out benchmarks/profiles]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import logging
+import os
+import pstats
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "backend")]
+
+ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    name = f"profile_{os.getpid()}"
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def profiled(label: str, count: int, step: Callable[[int], None], top: int) -> str:
+    """Run ``step(i)`` for i < count under cProfile; the ms per call and the top rows."""
+    profile = cProfile.Profile()
+    began = time.perf_counter()
+    profile.enable()
+    for i in range(count):
+        step(i)
+    profile.disable()
+    per_call = (time.perf_counter() - began) * 1000 / count
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(top)
+    body = "\n".join(line for line in out.getvalue().splitlines() if line.strip())
+    return f"## {label}: {per_call:.2f} ms a job ({count} jobs, under cProfile)\n\n{body}\n"
+
+
+def timed(count: int, step: Callable[[int], None]) -> float:
+    began = time.perf_counter()
+    for i in range(count):
+        step(i)
+    return (time.perf_counter() - began) * 1000 / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", type=Path, help="write enqueue.txt and run_report.txt here")
+    parser.add_argument("--label", default="", help="suffix of the written files (_before...)")
+    args = parser.parse_args()
+    prefix = f"prof{secrets.token_hex(3)}-"
+    with scratch_database() as db, tempfile.TemporaryDirectory() as tmp:
+        env = {
+            "DATABASE_URL": db,
+            "DATA_DIR": tmp,
+            "REDIS_URL": REDIS_URL,
+            "QUEUE_PREFIX": prefix,
+            "DISPATCH_BACKEND": "celery",
+            "ENVIRONMENT": "development",
+            "LOG_LEVEL": "WARNING",
+        }
+        os.environ.update(env)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate"],
+            cwd=ROOT,
+            env={**os.environ},
+            check=True,
+            capture_output=True,
+        )
+        from app import bootstrap
+        from app.core.config import get_settings
+        from app.domain.jobs import Backend, ReportType
+        from app.services.enqueue import enqueue_report
+        from app.services.run_report import run_report
+
+        logging.disable(logging.WARNING)  # no consumer here: the no-worker warning is noise
+        api = bootstrap.build(get_settings())
+        worker = bootstrap.build_worker(Backend.CELERY, get_settings())
+        ids = []
+
+        def enqueue(_: int) -> None:
+            ids.append(
+                enqueue_report(deps=api.deps, report_type=ReportType.DUMMY, params={}).job.id
+            )
+
+        def run(i: int) -> None:
+            outcome = run_report(deps=worker.deps, job_id=ids[i])
+            assert outcome.kind == "completed", outcome
+
+        try:
+            for i in range(30):  # warm-up: connections, statement caches, broker probes
+                enqueue(i)
+                run(i)
+            ids.clear()
+            enqueue_ms = timed(args.jobs, enqueue)
+            run_ms = timed(args.jobs, lambda i: run(i))
+            ids.clear()
+            reports = [
+                profiled("enqueue_report (Celery)", args.jobs, enqueue, args.top),
+                profiled("run_report (dummy)", args.jobs, run, args.top),
+            ]
+        finally:
+            purge = api.brokers[0] if api.brokers else None
+            if purge is not None:
+                with purge.app.connection_for_write() as conn:  # type: ignore[attr-defined]
+                    for queue in ("reports", "documents", "notifications", "celery"):
+                        conn.default_channel.queue_purge(f"{prefix}{queue}")
+            api.close()
+            worker.close()
+    summary = (
+        f"enqueue_report: {enqueue_ms:.2f} ms a job; run_report: {run_ms:.2f} ms a job "
+        f"({args.jobs} dummy jobs, PostgreSQL ledger, Redis broker, no profiler)\n"
+    )
+    print(summary)
+    for report in reports:
+        print(report)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, report in zip(("enqueue", "run_report"), reports, strict=True):
+            (args.out / f"{name}{args.label}.txt").write_text(summary + "\n" + report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The SQL ledger and the unit tests' fake apply the same state machine, write for write.
+
+Both get the same calls; after each, the snapshots must be equal (the fake applies the
+domain's ``enter``, the SQL repository its own UPDATE built from the same ``ENTRIES``).
+A drift in either — a column one sets and the other forgets, a condition one checks and
+the other does not — fails here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from app.db.repository import SqlJobRepository
+from app.db.session import make_engine
+from app.domain.jobs import (
+    Artifact,
+    Backend,
+    JobError,
+    JobStatus,
+    PdfParams,
+    ReportJob,
+    ReportType,
+    enter,
+    utcnow,
+)
+from app.domain.ports import JobFilter, JobRepository
+
+from tests.unit.fakes import MemoryRepository
+
+Step = Callable[[JobRepository, uuid.UUID, datetime], ReportJob | None]
+_RUNNING = frozenset({JobStatus.RUNNING})
+_NONE: frozenset[JobStatus] = frozenset()
+ARTIFACT = Artifact("k/1/r.pdf", "r.pdf", "application/pdf", 10, "ab" * 32)
+BOOM = JobError("BOOM", "it broke")
+
+#: Each scenario: the calls in order, on a job inserted "queued" at t0; step i runs at
+#: t0 + i minutes. A None result (refused) must be refused by both.
+SCENARIOS: dict[str, list[Step]] = {
+    "claim, progress, complete": [
+        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        lambda r, i, t: _progress(r, i, t, "w1"),
+        lambda r, i, t: r.transition(
+            i,
+            JobStatus.COMPLETED,
+            now=t,
+            expected=_RUNNING,
+            expected_worker="w1",
+            artifact=ARTIFACT,
+        ),
+        lambda r, i, t: r.transition(i, JobStatus.CANCELLED, now=t),  # finished: refused
+    ],
+    "retry, claim again, fail": [
+        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        lambda r, i, t: r.transition(
+            i, JobStatus.RETRYING, now=t, expected=_RUNNING, expected_worker="w1", error=BOOM
+        ),
+        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w2"),
+        lambda r, i, t: r.transition(
+            i, JobStatus.FAILED, now=t, expected=_RUNNING, expected_worker="w2", error=BOOM
+        ),
+    ],
+    "fencing refuses the former worker": [
+        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        lambda r, i, t: r.transition(  # w1 stale: w2 reclaims
+            i, JobStatus.RUNNING, now=t, expected=_NONE, stale_before=t, worker="w2"
+        ),
+        lambda r, i, t: _progress(r, i, t, "w1"),
+        lambda r, i, t: r.transition(
+            i,
+            JobStatus.COMPLETED,
+            now=t,
+            expected=_RUNNING,
+            expected_worker="w1",
+            artifact=ARTIFACT,
+        ),
+        lambda r, i, t: r.transition(
+            i,
+            JobStatus.COMPLETED,
+            now=t,
+            expected=_RUNNING,
+            expected_worker="w2",
+            artifact=ARTIFACT,
+        ),
+    ],
+    "a fresh heartbeat is not reclaimed": [
+        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        lambda r, i, t: r.transition(
+            i,
+            JobStatus.RUNNING,
+            now=t,
+            expected=_NONE,
+            stale_before=t - timedelta(hours=1),
+            worker="w2",
+        ),
+    ],
+    "requeue, then cancel": [
+        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        lambda r, i, t: r.transition(
+            i, JobStatus.QUEUED, now=t, expected=_RUNNING, expected_worker="w1"
+        ),
+        lambda r, i, t: r.transition(i, JobStatus.CANCELLED, now=t),
+        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),  # refused
+    ],
+    "a stale run fails lost": [
+        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        lambda r, i, t: r.transition(
+            i,
+            JobStatus.FAILED,
+            now=t,
+            expected=_NONE,
+            stale_before=t,
+            expected_worker="w1",
+            error=BOOM,
+        ),
+    ],
+}
+
+
+def _progress(
+    repo: JobRepository, job_id: uuid.UUID, now: datetime, worker: str
+) -> ReportJob | None:
+    written = repo.record_progress(job_id, progress=40, stage="page 4", now=now, worker=worker)
+    return repo.get(job_id) if written else None
+
+
+@pytest.fixture
+def sql(db_url: str) -> Iterator[SqlJobRepository]:
+    engine = make_engine(db_url)
+    yield SqlJobRepository(engine)
+    engine.dispose()
+
+
+def _queued(owner: str, now: datetime) -> ReportJob:
+    job = ReportJob.new(
+        report_type=ReportType.PDF, params=PdfParams(pages=2), max_attempts=3, now=now, owner=owner
+    ).with_backend(Backend.CELERY)
+    return enter(job, JobStatus.QUEUED, now=now)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_the_sql_ledger_and_the_fake_agree(sql: SqlJobRepository, name: str) -> None:
+    fake = MemoryRepository()
+    t0 = utcnow().replace(microsecond=0)
+    job = _queued(f"contract-{uuid.uuid4()}", t0)
+    for repo in (sql, fake):
+        repo.add(job)
+    for minute, step in enumerate(SCENARIOS[name], start=1):
+        now = t0 + timedelta(minutes=minute)
+        got = [step(repo, job.id, now) for repo in (sql, fake)]
+        assert (got[0] is None) == (got[1] is None), f"step {minute}: {got}"
+        assert sql.get(job.id) == fake.get(job.id), f"step {minute}"
+
+
+def test_list_filters_agree(sql: SqlJobRepository) -> None:
+    fake = MemoryRepository()
+    owner = f"contract-{uuid.uuid4()}"
+    now = utcnow().replace(microsecond=0)
+    jobs = [_queued(owner, now + timedelta(seconds=s)) for s in range(3)]
+    jobs[1] = jobs[1].with_backend(Backend.RQ)
+    jobs.append(_queued(f"other-{uuid.uuid4()}", now))
+    for repo in (sql, fake):
+        for job in jobs:
+            repo.add(job)
+    for where in (
+        JobFilter(owner=owner),
+        JobFilter(owner=owner, backend=Backend.RQ),
+        JobFilter(owner=owner, status=JobStatus.QUEUED, report_type=ReportType.PDF),
+    ):
+        pages = [repo.list_jobs(where, limit=10, after=None).items for repo in (sql, fake)]
+        assert [j.id for j in pages[0]] == [j.id for j in pages[1]]
