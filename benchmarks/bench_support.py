@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,20 +55,33 @@ def load(jobs: int, clients: int, send: Callable[[], None]) -> list[float]:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], log: Path, ready: str) -> Iterator[None]:
+def process(
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    ready: str | Callable[[], bool],
+    timeout: float = 60,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` until the block ends, once ``ready`` (a log line, or a check) says so."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-        deadline = time.monotonic() + 60
-        while ready not in log.read_text(errors="replace"):
+
+        def started() -> bool:
+            if isinstance(ready, str):
+                return ready in log.read_text(errors="replace")
+            return ready()
+
+        deadline = time.monotonic() + timeout
+        while not started():
             if proc.poll() is not None or time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 raise RuntimeError(f"{args} did not start:\n{log.read_text()[-2000:]}")
             time.sleep(0.1)
         try:
-            yield
+            yield proc
         finally:
             proc.terminate()
             try:
@@ -77,9 +90,40 @@ def process(args: list[str], env: dict[str, str], log: Path, ready: str) -> Iter
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def wait_results(redis: Redis, key: str, count: int) -> list[list[float]]:
-    deadline = time.monotonic() + 300
+def check_alive(watch: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Raise if one of the processes a wait depends on has exited."""
+    for proc in watch:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    every: float = 0.05,
+    watch: Sequence[subprocess.Popen[bytes]] = (),
+) -> None:
+    """Poll ``check`` until it is true; raise, naming ``what``, after ``timeout`` seconds or
+    as soon as a process of ``watch`` has exited."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        check_alive(watch)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not done after {timeout:g} s")
+        time.sleep(every)
+
+
+def wait_results(
+    redis: Redis,
+    key: str,
+    count: int,
+    timeout: float = 300,
+    watch: Sequence[subprocess.Popen[bytes]] = (),
+) -> list[list[float]]:
+    deadline = time.monotonic() + timeout
     while redis.llen(key) < count:
+        check_alive(watch)
         if time.monotonic() > deadline:
             raise RuntimeError(f"raw jobs: {redis.llen(key)}/{count} done")
         time.sleep(0.005)

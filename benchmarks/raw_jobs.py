@@ -1,7 +1,7 @@
 """Raw no-op job bodies shared by raw Celery and raw RQ (imports only redis: cheap to fork).
 
 Each job records (sent, started, finished) wall-clock times in the Redis list
-``<RAW_QUEUE>:results``.
+``<RAW_QUEUE>:results``. :func:`rq_worker` runs raw RQ jobs in the platform's own worker.
 """
 
 from __future__ import annotations
@@ -27,3 +27,23 @@ def record(sent: float) -> None:
 
 def rq_noop(sent: float) -> None:
     record(sent)
+
+
+def rq_worker() -> None:
+    """Consume ``RAW_QUEUE`` with the platform's RQ worker class, as ``manage.py rq-worker``
+    runs it (fork per job, JSON, scheduler on, ``LOG_LEVEL``), without the platform's
+    container: only the job differs. Needs ``backend/`` on ``PYTHONPATH``; start it as
+    ``python -c "import raw_jobs; raw_jobs.rq_worker()"`` so the work horses inherit this
+    module.
+    """
+    from app.cli.rq_worker import ReportWorker
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    connection = Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    worker = ReportWorker(
+        [Queue(QUEUE, connection=connection, serializer=JSONSerializer)],
+        connection=connection,
+        serializer=JSONSerializer,
+    )
+    worker.work(with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "WARNING").upper())

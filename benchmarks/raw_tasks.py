@@ -1,6 +1,13 @@
-"""Raw Celery: the same no-op on the same Redis, with no ledger, no API, no platform."""
+"""Raw Celery: the same no-op on the same Redis, with no ledger, no API, no platform.
+
+With ``RAW_RESULT_BACKEND`` set (a worker's environment), the worker also records each
+task's state, ``STARTED`` then ``SUCCESS``, in that result backend (see
+:func:`use_result_backend`); the producer must then send with ``ignore_result=False``.
+"""
 
 from __future__ import annotations
+
+import os
 
 from celery import Celery
 from raw_jobs import QUEUE, REDIS_URL, record
@@ -20,3 +27,12 @@ app.conf.update(
 @app.task(name="raw.noop")
 def celery_noop(sent: float) -> None:
     record(sent)
+
+
+def use_result_backend(url: str) -> None:
+    """Persist every task's status in ``url`` (e.g. ``db+postgresql+psycopg://...``)."""
+    app.conf.update(result_backend=url, task_ignore_result=False, task_track_started=True)
+
+
+if os.environ.get("RAW_RESULT_BACKEND"):
+    use_result_backend(os.environ["RAW_RESULT_BACKEND"])

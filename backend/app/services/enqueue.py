@@ -17,7 +17,6 @@ from app.domain.errors import (
 from app.domain.jobs import JobError, JobStatus, ReportJob, ReportType, enter, parse_params
 from app.services.deps import Deps
 
-
 _QUEUED = frozenset({JobStatus.QUEUED})
 
 
