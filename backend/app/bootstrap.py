@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from app.dispatch.circuit import CircuitBreaker, CircuitState
 from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive, inline_worker_id
 from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
-from app.domain.errors import AppError, Misconfigured
+from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
 from app.domain.jobs import Backend, ReportType, RetryPolicy
 from app.reports import default_renderers
 from app.services.deps import Deps, JobPolicy
@@ -138,9 +139,14 @@ def build_worker(
     ``stopping`` says when the worker is shutting down: renders stop at their next
     checkpoint and their jobs go back to the queue.
     """
-    return _assemble(
+    container = _assemble(
         settings or get_settings(), inline=None, worker=worker_id(backend), stopping=stopping
     )
+    if isinstance(container.deps.repo, SqlJobRepository):
+        # Only a head start: if the ledger is down, the first job compiles them instead.
+        with contextlib.suppress(LedgerUnavailable):
+            container.deps.repo.warm_up()
+    return container
 
 
 def _assemble(

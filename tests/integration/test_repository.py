@@ -299,3 +299,11 @@ def test_only_the_named_worker_of_many_completes(repo: SqlJobRepository) -> None
             )
         )
     assert [r is not None for r in results] == [i == 3 for i in range(8)]
+
+
+def test_warm_up_touches_no_job(repo: SqlJobRepository) -> None:
+    job = _job(f"warm-{uuid.uuid4()}", worker="-")
+    repo.add(job)
+    running = repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker="-")
+    repo.warm_up()
+    assert repo.get(job.id) == running

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 from uuid import UUID
 
@@ -73,6 +73,31 @@ class SqlJobRepository:
             if earlier is not None:
                 raise IdempotencyKeyTaken(earlier) from exc
             raise
+
+    def warm_up(self) -> None:
+        """Run each statement of a worker's path once, on no row, so that SQLAlchemy has
+        compiled them: a process forked from this one (an RQ work horse) inherits the cache
+        and pays only its own connection, not ~20 ms of compiling per job."""
+        nobody, now, me = UUID(int=0), datetime.now(UTC), "-"
+        running = frozenset({JobStatus.RUNNING})
+        self.get(nobody)
+        self.transition(nobody, JobStatus.RUNNING, now=now, worker=me)
+        for target, error, artifact in (
+            (JobStatus.COMPLETED, None, _NO_ARTIFACT),
+            (JobStatus.RETRYING, _NO_ERROR, None),
+            (JobStatus.FAILED, _NO_ERROR, None),
+            (JobStatus.QUEUED, None, None),
+        ):
+            self.transition(
+                nobody,
+                target,
+                now=now,
+                expected=running,
+                expected_worker=me,
+                error=error,
+                artifact=artifact,
+            )
+        self.record_progress(nobody, progress=0, stage=None, now=now, worker=me)
 
     def find_idempotent(self, owner: str | None, idempotency_key: str) -> ReportJob | None:
         return self._one(_BY_IDEMPOTENCY_KEY, {"owner": owner, "key": idempotency_key})
@@ -271,6 +296,10 @@ _NOTIFICATION = (
     )
     .returning(*_T.c)
 )
+
+
+_NO_ARTIFACT = Artifact("-", "-", "-", 0, "-")
+_NO_ERROR = JobError("-", "-")
 
 
 class _Shape(NamedTuple):
