@@ -1,5 +1,6 @@
 """A real Flower started by the CLI: basic auth from the environment, a live worker listed,
-and no start at all without credentials in production."""
+the tasks it runs shown (Flower turns the workers' task events on; they are off by
+default), and no start at all without credentials in production."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from app.core.celery_app import PING, create_celery_app
 
 from tests.e2e.server import free_port
-from tests.integration.workers import ROOT, WorkerProcess, running_worker
+from tests.integration.workers import ROOT, WorkerProcess, running_worker, settings_from
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -43,6 +45,16 @@ def test_flower_needs_credentials_and_lists_the_live_worker(
             workers = response.json()
             time.sleep(0.3)
         assert node in workers, (list(workers), flower.logs()[-2000:])
+        # Workers send no task events of their own: Flower enables them (every few seconds).
+        celery = create_celery_app(settings_from(backend_env))
+        deadline = time.monotonic() + 30
+        seen: dict[str, object] = {}
+        while not seen and time.monotonic() < deadline:
+            sent = celery.send_task(PING).id
+            time.sleep(1)
+            tasks = httpx.get(f"{base}/api/tasks", auth=AUTH, timeout=15).json()
+            seen = {i: t for i, t in tasks.items() if i == sent}
+        assert seen, flower.logs()[-2000:]
         assert "s3cret-pass" not in " ".join(flower.command)  # never on a command line
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.domain.errors import LedgerUnavailable
 
@@ -20,25 +22,58 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+#: A pooled connection idle for longer is pinged before use (a restart may have closed it).
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
     url = normalise_url(url)
-    options: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
-        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        engine = create_engine(url, **options)
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": 30}
+        engine = create_engine(url, connect_args=connect_args)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        options["connect_args"] = {"connect_timeout": 5}
-        engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow, **options)
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            connect_args={"connect_timeout": 5},
+        )
+    _ping_when_idle(engine)
     event.listen(engine, "handle_error", _unavailable)
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections idle since a while only.
+
+    A ping is a round trip; a ledger write in autocommit is one too, so pinging on every
+    checkout would double the cost of the hot path. A connection used within the last
+    :data:`PING_AFTER_IDLE_SECONDS` is handed out as it is: should the database have
+    restarted meanwhile, that one call fails with :class:`LedgerUnavailable` (which every
+    caller retries or answers 503) and the pool replaces every connection of before.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(_dbapi: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi)
+        except Exception as exc:  # the driver's own error: the connection is gone
+            raise DisconnectionError(str(exc)) from exc
+        if not alive:
+            raise DisconnectionError("the ledger connection did not answer its ping")
 
 
 def _unavailable(context: ExceptionContext) -> None:
     """A lost or refused connection (a restart, an outage, a locked SQLite file) becomes
     :class:`LedgerUnavailable`: callers retry it, the API answers 503 with its code."""
-    if context.is_pre_ping:  # the pool handles those itself: it reconnects
-        return
     error = context.sqlalchemy_exception
     if context.dialect.name == "sqlite":  # SQLite's OperationalError also means a bad query
         transient = "locked" in str(context.original_exception)
