@@ -27,6 +27,7 @@ from app.workers import (
     deferral_delay,
     job_context,
     shutdown,
+    worker_container,
     worker_deps,
 )
 from app.workers import observability as _observability  # noqa: F401  (signals, log context)
@@ -125,6 +126,13 @@ def ping_task() -> str:
 def _logging(**_: Any) -> None:
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_init.connect
+def _prepare(**_: Any) -> None:
+    """Build the container in the main process, before the pool forks: every child, and
+    each one replacing a recycled child, starts with the ledger's statements compiled."""
+    worker_container(Backend.CELERY)
 
 
 @signals.worker_shutting_down.connect
