@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -9,8 +10,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
+from app.db import session
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
+from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import (
     Artifact,
     Backend,
@@ -22,7 +25,7 @@ from app.domain.jobs import (
     utcnow,
 )
 from app.domain.ports import JobFilter
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 
 @pytest.fixture
@@ -307,3 +310,33 @@ def test_warm_up_touches_no_job(repo: SqlJobRepository) -> None:
     running = repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker="-")
     repo.warm_up()
     assert repo.get(job.id) == running
+
+
+def _kill_connection(engine: Engine, url: str) -> None:
+    """Terminate the server side of ``engine``'s one pooled connection, as a restart would."""
+    with engine.connect() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    admin = make_engine(url, pool_size=1)
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    admin.dispose()
+
+
+def test_a_connection_idle_past_the_ping_delay_is_checked_first(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle connections are pinged and replaced; one used a moment ago is not (cost: one
+    LedgerUnavailable, then the pool has replaced every connection of before)."""
+    monkeypatch.setattr(session, "PING_AFTER_IDLE_SECONDS", 0.3)
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    repo = SqlJobRepository(engine)
+    try:
+        _kill_connection(engine, pg_url)
+        time.sleep(0.4)
+        repo.ping()  # idle: pinged, found dead, replaced before use
+        _kill_connection(engine, pg_url)
+        with pytest.raises(LedgerUnavailable):
+            repo.ping()  # used just now: not pinged
+        repo.ping()
+    finally:
+        engine.dispose()

@@ -54,9 +54,10 @@ def _ping_when_idle(engine: Engine) -> None:
     caller retries or answers 503) and the pool replaces every connection of before.
     """
 
+    @event.listens_for(engine, "connect")
     @event.listens_for(engine, "checkin")
     def _stamp(_dbapi: Any, record: ConnectionPoolEntry) -> None:
-        record.info["idle_since"] = time.monotonic()
+        record.info["idle_since"] = time.monotonic()  # a new connection needs no ping
 
     @event.listens_for(engine, "checkout")
     def _ping(dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
