@@ -44,8 +44,9 @@ format: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install-test services
-	$(BIN)/python benchmarks/api_throughput.py
+bench: install-test services ## The platform beside raw Celery, raw RQ and a minimal API, one run (~5 min)
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python benchmarks/pipeline.py --out benchmarks/results/pipeline.md
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
