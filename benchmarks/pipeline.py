@@ -32,7 +32,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -64,7 +63,7 @@ from app.core.logging import JsonFormatter  # noqa: E402
 from app.domain.jobs import ReportType  # noqa: E402
 from app.services.deps import Deps  # noqa: E402
 from app.services.enqueue import enqueue_report  # noqa: E402
-from bench_support import load, process, wait_results, wait_until  # noqa: E402
+from bench_support import load, process, scratch_dir, wait_results, wait_until  # noqa: E402
 
 from tests.e2e.server import free_port, running  # noqa: E402
 
@@ -727,7 +726,7 @@ def main() -> int:
     raw_tasks.app.conf.broker_url = REDIS_URL
     redis = Redis.from_url(REDIS_URL)
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        with scratch_dir("bench-pipeline-") as tmp:
             b = Bench(args, Path(tmp), db, prefix, redis)
             run(b)
     finally:

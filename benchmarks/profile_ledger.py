@@ -20,7 +20,6 @@ import pstats
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +28,9 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "backend")]
+sys.path[:0] = [str(ROOT / "backend"), str(ROOT / "benchmarks")]
+
+from bench_support import scratch_dir  # noqa: E402
 
 ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="suffix of the written files (_before...)")
     args = parser.parse_args()
     prefix = f"prof{secrets.token_hex(3)}-"
-    with scratch_database() as db, tempfile.TemporaryDirectory() as tmp:
+    with scratch_database() as db, scratch_dir("profile-") as tmp:
         env = {
             "DATABASE_URL": db,
             "DATA_DIR": tmp,
