@@ -53,6 +53,12 @@ class SqlJobRepository:
     per shape and reused, so SQLAlchemy compiles it once and only binds values after: no
     ORM unit of work, no per-call statement building. ``transition`` writes the columns
     the domain's :data:`~app.domain.jobs.ENTRIES` say the target status sets.
+
+    A job costs three commits, each one statement and one round trip: the insert, already
+    ``queued``, before the publish (the row exists before its message); the claim (the
+    attempt becomes visible: cancellation, progress and fencing act on it, a duplicate
+    delivery is refused); the outcome. Heartbeats add one a ``PROGRESS_INTERVAL`` while a
+    render lasts, committed without waiting for the WAL flush (see ``record_progress``).
     """
 
     def __init__(self, engine: Engine) -> None:
