@@ -14,11 +14,13 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any
 
+from fastapi.routing import APIRoute
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
@@ -69,17 +71,26 @@ class HttpMetricsMiddleware:
                 log.warning("metrics.http.record_failed", exc_info=True)
 
 
-async def track_in_progress(request: Request) -> AsyncIterator[None]:
-    """App-wide dependency: ``http_requests_in_progress`` while a route's handler runs.
+class TrackedRoute(APIRoute):
+    """An :class:`APIRoute` counted in ``http_requests_in_progress`` while its handler runs.
 
-    A dependency runs once routing has matched, so the gauge has the route template too.
+    The handler runs once routing has matched, so the gauge has the route template too.
+    Every router of the app uses this class (``route_class``): wrapping the handler costs
+    less than an app-wide dependency, which FastAPI would solve on every request.
     """
-    gauge = HTTP_IN_PROGRESS.labels(request.method, route_of(request.scope))
-    gauge.inc()
-    try:
-        yield
-    finally:
-        gauge.dec()
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def tracked(request: Request) -> Response:
+            gauge = HTTP_IN_PROGRESS.labels(request.method, route_of(request.scope))
+            gauge.inc()
+            try:
+                return await handler(request)
+            finally:
+                gauge.dec()
+
+        return tracked
 
 
 class DrainMiddleware:

@@ -9,6 +9,11 @@ replicas agree whatever their clocks say; the hash expires once a full bucket wo
 refilled. Without Redis, or while it does not answer, each process keeps its own buckets
 (the budget is then per replica): a Redis failure never fails a request, it is logged once
 per outage and Redis is tried again every few seconds.
+
+A hit is one round trip: ``EVALSHA`` of the script (loaded once, on the first
+``NOSCRIPT``). The API calls :meth:`RateLimiter.hit_async`, which makes that round trip
+from the event loop (redis-py's asyncio client, replies parsed by hiredis) rather than
+from a thread-pool thread; :meth:`RateLimiter.hit` is the same for synchronous callers.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
@@ -137,6 +145,8 @@ class RateLimiter:
         self._local = _LocalBuckets(capacity, self._rate, clock)
         self._redis: Redis | None = None
         self._script: Script | None = None
+        self._async_redis: AsyncRedis | None = None
+        self._async_script: Callable[..., Awaitable[Any]] | None = None
         if redis_url:
             self._redis = Redis.from_url(
                 redis_url,
@@ -145,6 +155,14 @@ class RateLimiter:
                 retry=Retry(NoBackoff(), 0),
             )
             self._script = self._redis.register_script(_HIT_SCRIPT)
+            # Connects lazily, on the event loop of its first call (the API's loop).
+            self._async_redis = AsyncRedis.from_url(
+                redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+                retry=AsyncRetry(NoBackoff(), 0),
+            )
+            self._async_script = self._async_redis.register_script(_HIT_SCRIPT)
         self._state_lock = threading.Lock()
         self._down = False
         self._retry_at = 0.0
@@ -171,9 +189,7 @@ class RateLimiter:
         """
         if self._script is not None and self._may_try_redis():
             try:
-                allowed, wait = self._script(
-                    keys=[self.prefix + key], args=[self.capacity, repr(self._rate), self._ttl_ms]
-                )
+                allowed, wait = self._script(keys=[self.prefix + key], args=self._args)
                 result = None if int(allowed) == 1 else float(wait)
             except Exception as exc:  # whatever Redis does, the request goes on
                 self._redis_failed(exc)
@@ -182,12 +198,38 @@ class RateLimiter:
                 return result
         return self._local.hit(key)
 
+    async def hit_async(self, key: str) -> float | None:
+        """:meth:`hit` from the event loop: the Redis round trip does not block it."""
+        if self._async_script is not None and self._may_try_redis():
+            try:
+                allowed, wait = await self._async_script(keys=[self.prefix + key], args=self._args)
+                result = None if int(allowed) == 1 else float(wait)
+            except Exception as exc:  # whatever Redis does, the request goes on
+                self._redis_failed(exc)
+            else:
+                self._redis_answered()
+                return result
+        return self._local.hit(key)
+
+    @property
+    def _args(self) -> list[int | str]:
+        return [self.capacity, repr(self._rate), self._ttl_ms]
+
     def close(self) -> None:
-        """Release the Redis connections (the limiter keeps working in-process)."""
+        """Release the synchronous client's connections (the limiter keeps working)."""
         if self._redis is None:
             return
         try:
             self._redis.close()
+        except Exception:
+            log.debug("ratelimit.redis.close_failed", exc_info=True)
+
+    async def aclose(self) -> None:
+        """Release every Redis connection, from the event loop the async client used."""
+        self.close()
+        try:
+            if self._async_redis is not None:
+                await self._async_redis.aclose()
         except Exception:
             log.debug("ratelimit.redis.close_failed", exc_info=True)
 

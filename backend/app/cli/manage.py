@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """uvicorn with uvloop and httptools (``uvicorn[standard]``; "auto" falls back to asyncio
+    and h11 where they are not installed), ``--workers`` or ``API_WORKERS`` processes."""
     import uvicorn
 
     from app.core.metrics_export import prepare_multiprocess_dir
@@ -27,7 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers,
+        workers=args.workers or settings.api_workers,
+        loop="auto",
+        http="auto",
         log_config=None,
         timeout_graceful_shutdown=args.grace,
     )
@@ -127,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API (uvicorn)")
     serve.add_argument("--host", help="default: HOST setting")
     serve.add_argument("--port", type=int, help="default: PORT setting")
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument(
+        "--workers", type=int, help="uvicorn worker processes (default: API_WORKERS, 1)"
+    )
     serve.add_argument("--grace", type=int, default=30, help="graceful shutdown seconds")
     serve.set_defaults(func=_serve)
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(
+        1, ge=1, le=64, description="uvicorn worker processes of `manage.py serve` (--workers)."
+    )
 
     data_dir: Path = Path("data")
     database_url: str = Field(
@@ -45,6 +48,13 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(None, description="Defaults to DATA_DIR/artifacts.")
     db_pool_size: int = Field(5, ge=1, le=100)
     db_max_overflow: int = Field(10, ge=0, le=100)
+    enqueue_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Enqueue requests one API process hands to its thread pool at once; the "
+        "others wait on the event loop. Default: DB_POOL_SIZE (each has a pooled connection).",
+    )
 
     redis_url: str = "redis://localhost:6379/0"
     dispatch_backend: Literal["auto", "celery", "rq", "inline"] = "auto"
@@ -119,6 +129,14 @@ class Settings(BaseSettings):
         None,
         description="Require an API key (X-API-Key) on report routes; default: on, except in "
         "development. Off is refused outside development.",
+    )
+    auth_cache_seconds: float | None = Field(
+        None,
+        ge=0,
+        le=300,
+        description="Seconds an API key that authenticated is trusted without asking the "
+        "ledger again (a revocation takes effect within it); default 5 in production, 0 "
+        "(always ask) elsewhere.",
     )
     rate_limit_requests: int = Field(
         100, ge=1, le=1_000_000, description="Enqueue requests allowed per key per window."
@@ -209,6 +227,18 @@ class Settings(BaseSettings):
         if self.auth_enabled is None:
             return self.environment is not Environment.DEVELOPMENT
         return self.auth_enabled
+
+    @property
+    def enqueue_slots(self) -> int:
+        """How many enqueue requests of one API process run their blocking part at once."""
+        return self.enqueue_concurrency or self.db_pool_size
+
+    @property
+    def auth_cache_ttl(self) -> float:
+        """Seconds an authenticated key is cached per API process (0: not cached)."""
+        if self.auth_cache_seconds is not None:
+            return self.auth_cache_seconds
+        return 5.0 if self.environment is Environment.PRODUCTION else 0.0
 
     @property
     def celery_broker_is_redis(self) -> bool:

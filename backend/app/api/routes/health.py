@@ -21,11 +21,12 @@ from fastapi.responses import JSONResponse
 
 from app import bootstrap
 from app.api.deps import get_container
+from app.api.observability import TrackedRoute
 from app.core.health import run_checks
 from app.dispatch.circuit import CircuitState
 from app.domain.ports import ComponentHealth
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=TrackedRoute)
 
 
 def _draining(request: Request) -> bool:
@@ -47,7 +48,7 @@ def _check(request: Request) -> list[ComponentHealth]:
 
 
 @router.get("/health/live")
-def live() -> dict[str, str]:
+async def live() -> dict[str, str]:
     """The process answers; no dependency is checked."""
     return {"status": "ok"}
 

@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import Metric
 
 from app.api.deps import get_container
 from app.api.errors import error_response
+from app.api.observability import TrackedRoute
 from app.bootstrap import Container
 from app.core.metrics_export import scrape_registry
 from app.domain.jobs import ReportType
@@ -25,7 +26,7 @@ from app.services.queries import queue_status
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=TrackedRoute)
 
 
 class LedgerCollector:

@@ -1,29 +1,38 @@
-"""Report routes: enqueue, list, inspect, download, cancel, queue status."""
+"""Report routes: enqueue, list, inspect, download, cancel, queue status.
+
+Routes are ``async`` and send their blocking work (the ledger, the brokers) to the thread
+pool in one ``run_in_threadpool`` call; FastAPI would otherwise make a sync route's
+response validation a second hop. With the async dependencies of :mod:`app.api.deps`, an
+enqueue request makes one hop in all.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from anyio import to_thread
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Caller, Operator, RateLimitedCaller, ServiceDeps
+from app.api.deps import Caller, Operator, RateLimitedCaller, ServiceDeps, get_container
 from app.api.errors import error_responses
+from app.api.observability import TrackedRoute
 from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut, ReportRequest
 from app.domain.auth import Principal
 from app.domain.errors import InvalidInput
 from app.domain.jobs import Backend, JobStatus, ReportType, utcnow
 from app.domain.ports import Cursor, JobFilter
 from app.services.cancel import cancel_job
-from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.queries import artifact_of, get_job, list_jobs, queue_status
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"], route_class=TrackedRoute)
 
 HEAVY = (ReportType.PDF, ReportType.EXCEL, ReportType.ANALYSIS)
 
@@ -69,8 +78,8 @@ def _params(
     responses=_ENQUEUE_RESPONSES,
     summary="Enqueue the RQ-era dummy report",
 )
-def enqueue_dummy(
-    deps: ServiceDeps,
+async def enqueue_dummy(
+    request: Request,
     caller: RateLimitedCaller,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -94,7 +103,7 @@ def enqueue_dummy(
             f"/reports/dummy makes dummy reports; send {report_type} to /reports/heavy.",
             code="INVALID_REPORT_TYPE",
         )
-    return _submit(deps, caller, response, ReportType.DUMMY, params, idempotency_key)
+    return await _submit(request, caller, response, ReportType.DUMMY, params, idempotency_key)
 
 
 @router.post(
@@ -104,8 +113,8 @@ def enqueue_dummy(
     responses=_ENQUEUE_RESPONSES,
     summary="Enqueue a heavy report (pdf, excel, analysis)",
 )
-def enqueue_heavy(
-    deps: ServiceDeps,
+async def enqueue_heavy(
+    request: Request,
     caller: RateLimitedCaller,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -136,33 +145,41 @@ def enqueue_heavy(
             + (" (dummy reports go to /reports/dummy)." if chosen else "."),
             code="INVALID_REPORT_TYPE",
         )
-    return _submit(deps, caller, response, chosen, params, idempotency_key)
+    return await _submit(request, caller, response, chosen, params, idempotency_key)
 
 
-def _submit(
-    deps: Deps,
+async def _submit(
+    request: Request,
     caller: Principal,
     response: Response,
     report_type: ReportType,
     params: dict[str, Any],
     idempotency_key: str | None,
 ) -> JobOut:
-    callback = params.pop("callback_url", None)
-    result = enqueue_report(
-        deps=deps,
+    """Enqueue in the request's one thread-pool hop; 200 instead of 202 for a replay.
+
+    At most ``ENQUEUE_CONCURRENCY`` (default ``DB_POOL_SIZE``) enqueues of this process run
+    at once: more threads would only open and close overflow connections and fight over
+    the GIL; the others wait on the event loop, which costs nothing.
+    """
+    callback_url = params.pop("callback_url", None)
+    call = partial(
+        enqueue_report,
+        deps=get_container(request).deps,
         report_type=report_type,
         params=params,
         owner=caller.owner,
         idempotency_key=idempotency_key,
-        callback_url=callback,
+        callback_url=callback_url,
     )
+    result = await to_thread.run_sync(call, limiter=request.app.state.enqueue_limiter)
     if not result.created:
         response.status_code = 200
     return JobOut.of(result.job)
 
 
 @router.get("/jobs", response_model=JobList, responses=error_responses(401, 422))
-def jobs(
+async def jobs(
     deps: ServiceDeps,
     caller: Caller,
     status: JobStatus | None = None,
@@ -171,7 +188,8 @@ def jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
 ) -> JobList:
-    page = list_jobs(
+    page = await run_in_threadpool(
+        list_jobs,
         deps=deps,
         where=JobFilter(
             status=status, report_type=report_type, backend=backend, owner=caller.scope
@@ -186,8 +204,8 @@ def jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 422))
-def job(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
-    return JobOut.of(get_job(deps=deps, job_id=job_id, owner=caller.scope))
+async def job(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
+    return JobOut.of(await run_in_threadpool(get_job, deps=deps, job_id=job_id, owner=caller.scope))
 
 
 @router.delete(
@@ -196,8 +214,10 @@ def job(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
     responses=error_responses(401, 404, 409, 422),
     summary="Cancel a job: a queued job never runs, a running one stops at its next checkpoint",
 )
-def cancel(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
-    return JobOut.of(cancel_job(deps=deps, job_id=job_id, owner=caller.scope))
+async def cancel(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
+    return JobOut.of(
+        await run_in_threadpool(cancel_job, deps=deps, job_id=job_id, owner=caller.scope)
+    )
 
 
 @router.api_route(
@@ -213,10 +233,9 @@ def download(deps: ServiceDeps, caller: Caller, job_id: UUID) -> FileResponse:
 
 
 @router.get("/queues/status", response_model=QueuesOut, responses=error_responses(401, 403))
-def queues(deps: ServiceDeps, _: Operator) -> QueuesOut:
-    return QueuesOut(
-        queues=[QueueStatusOut.of(s) for s in queue_status(deps=deps)], generated_at=utcnow()
-    )
+async def queues(deps: ServiceDeps, _: Operator) -> QueuesOut:
+    statuses = await run_in_threadpool(queue_status, deps=deps)
+    return QueuesOut(queues=[QueueStatusOut.of(s) for s in statuses], generated_at=utcnow())
 
 
 def encode_cursor(cursor: Cursor) -> str:

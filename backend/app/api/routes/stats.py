@@ -7,13 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from app import bootstrap
 from app.api.deps import Operator, get_container
 from app.api.errors import error_responses
+from app.api.observability import TrackedRoute
 from app.services.daily_stats import get_daily_stats
 
-router = APIRouter(prefix="/api/v1/reports/stats", tags=["reports"])
+router = APIRouter(prefix="/api/v1/reports/stats", tags=["reports"], route_class=TrackedRoute)
 
 
 class DailyStatsOut(BaseModel):
@@ -31,11 +33,11 @@ class DailyStatsOut(BaseModel):
     responses=error_responses(401, 403, 404, 422),
     summary="Daily figures of one day (default: the latest computed)",
 )
-def daily(
+async def daily(
     request: Request,
     _: Operator,
     day: Annotated[date | None, Query(description="YYYY-MM-DD, in the statistics zone")] = None,
 ) -> DailyStatsOut:
     ops = bootstrap.housekeeping(get_container(request)).ops
-    stats = get_daily_stats(ops=ops, day=day)
+    stats = await run_in_threadpool(get_daily_stats, ops=ops, day=day)
     return DailyStatsOut(day=stats.day, computed_at=stats.computed_at, figures=dict(stats.figures))
