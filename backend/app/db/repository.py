@@ -173,7 +173,7 @@ class SqlJobRepository:
         if error is not None:
             params.update(new_error_code=error.code, new_error_message=error.message)
         if artifact is not None:
-            params.update(_artifact_values(artifact))
+            params.update({f"new_{c}": v for c, v in _artifact_columns(artifact).items()})
         with self._engine.connect() as conn:
             row = conn.execute(stmt, params).first()
         return to_job(row) if row is not None else None
@@ -366,18 +366,23 @@ def _transition_statement(shape: _Shape) -> Update:
     )
 
 
-def _artifact_values(artifact: Artifact) -> dict[str, Any]:
-    return {
-        "new_artifact_key": artifact.key,
-        "new_artifact_filename": artifact.filename,
-        "new_artifact_content_type": artifact.content_type,
-        "new_artifact_size": artifact.size_bytes,
-        "new_artifact_sha256": artifact.sha256,
-    }
+def _artifact_columns(artifact: Artifact | None) -> dict[str, Any]:
+    """The artifact's columns (all None without one)."""
+    values = (
+        (
+            artifact.key,
+            artifact.filename,
+            artifact.content_type,
+            artifact.size_bytes,
+            artifact.sha256,
+        )
+        if artifact is not None
+        else (None,) * len(_ARTIFACT_COLUMNS)
+    )
+    return dict(zip(_ARTIFACT_COLUMNS, values, strict=True))
 
 
 def _to_values(job: ReportJob) -> dict[str, Any]:
-    artifact = job.artifact
     return {
         "id": job.id,
         "report_type": job.report_type.value,
@@ -392,11 +397,7 @@ def _to_values(job: ReportJob) -> dict[str, Any]:
         "stage": job.stage,
         "error_code": job.error.code if job.error else None,
         "error_message": job.error.message if job.error else None,
-        "artifact_key": artifact.key if artifact else None,
-        "artifact_filename": artifact.filename if artifact else None,
-        "artifact_content_type": artifact.content_type if artifact else None,
-        "artifact_size": artifact.size_bytes if artifact else None,
-        "artifact_sha256": artifact.sha256 if artifact else None,
+        **_artifact_columns(job.artifact),
         "owner": job.owner,
         "idempotency_key": job.idempotency_key,
         "request_hash": job.request_hash,
