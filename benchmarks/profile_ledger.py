@@ -4,7 +4,8 @@ Creates a fresh PostgreSQL database, migrates it, enqueues N dummy jobs through 
 platform's own service (publishing to a throw-away Celery queue on Redis, purged after),
 then runs each one with ``run_report`` in this process, as a worker would. Prints the
 milliseconds per job of each step and the top of a cProfile of each, sorted by
-cumulative time; ``--out DIR`` also writes the profiles there.
+cumulative time; ``--out DIR`` also writes the profiles there. Last, the same number of
+jobs run in two forked processes with no broker: the most a 2-process worker could drain.
 
     .venv/bin/python benchmarks/profile_ledger.py [--jobs 300] [--out benchmarks/profiles]
 """
@@ -24,12 +25,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "backend"), str(ROOT / "benchmarks")]
 
+from app.domain.jobs import Backend  # noqa: E402
 from bench_support import scratch_dir  # noqa: E402
 
 ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -70,6 +73,29 @@ def timed(count: int, step: Callable[[int], None]) -> float:
     return (time.perf_counter() - began) * 1000 / count
 
 
+def parallel_rate(worker: Any, ids: list[Any], processes: int) -> float:
+    """Jobs a second of ``run_report`` over ``ids`` in ``processes`` forked processes, no
+    broker between them: the ceiling of a worker pool of that size."""
+    from app.services.run_report import run_report
+
+    def drain(share: list[Any]) -> None:
+        worker.after_fork(Backend.CELERY)
+        for job_id in share:
+            run_report(deps=worker.deps, job_id=job_id)
+        os._exit(0)
+
+    began = time.perf_counter()
+    children = []
+    for k in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            drain(ids[k::processes])
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    return len(ids) / (time.perf_counter() - began)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=300)
@@ -98,7 +124,7 @@ def main() -> None:
         )
         from app import bootstrap
         from app.core.config import get_settings
-        from app.domain.jobs import Backend, ReportType
+        from app.domain.jobs import ReportType
         from app.services.enqueue import enqueue_report
         from app.services.run_report import run_report
 
@@ -128,6 +154,10 @@ def main() -> None:
                 profiled("enqueue_report (Celery)", args.jobs, enqueue, args.top),
                 profiled("run_report (dummy)", args.jobs, run, args.top),
             ]
+            ids.clear()
+            for i in range(args.jobs):
+                enqueue(i)
+            ceiling = parallel_rate(worker, ids, 2)
         finally:
             purge = api.brokers[0] if api.brokers else None
             if purge is not None:
@@ -138,7 +168,8 @@ def main() -> None:
             worker.close()
     summary = (
         f"enqueue_report: {enqueue_ms:.2f} ms a job; run_report: {run_ms:.2f} ms a job "
-        f"({args.jobs} dummy jobs, PostgreSQL ledger, Redis broker, no profiler)\n"
+        f"({args.jobs} dummy jobs, PostgreSQL ledger, Redis broker, no profiler); "
+        f"run_report in 2 forked processes, no broker: {ceiling:.0f} jobs/s\n"
     )
     print(summary)
     for report in reports:
