@@ -444,28 +444,58 @@ def ms_per_call(name: str, call: Callable[[], None]) -> float:
 # --------------------------------------------------------------------------- HTTP
 
 
+#: HTTP rounds: the three servers take turns (A B C A B C …), so that the machine's drift
+#: falls on each of them alike; each figure is the median of its rounds.
+HTTP_ROUNDS = 3
+
+
 def http(b: Bench) -> None:
     path = "/api/v1/reports/dummy"
-    for environment in ("development", "production"):
-        extra = b.env(DISPATCH_BACKEND="celery", ENVIRONMENT=environment)
-        extra = {k: v for k, v in extra.items() if k not in ("DATA_DIR", "DATABASE_URL")}
-        with running(b.tmp / f"api-{environment}", b.db, **extra) as server:
+    targets: dict[str, tuple[str, str]] = {}
+    with contextlib.ExitStack() as stack:
+        for environment in ("development", "production"):
+            extra = b.env(DISPATCH_BACKEND="celery", ENVIRONMENT=environment)
+            extra = {k: v for k, v in extra.items() if k not in ("DATA_DIR", "DATABASE_URL")}
+            server = stack.enter_context(running(b.tmp / f"api-{environment}", b.db, **extra))
             key = server.create_key("bench", "submitter") if environment == "production" else ""
-            wrk_pair(b, f"http.{environment}", server.url + path, key)
-        purge_celery(b.platform_queue)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = b.env(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        MINIMAL_DATABASE_URL=b.db,
-        MINIMAL_BROKER_URL=REDIS_URL,
-        MINIMAL_QUEUE=f"{b.prefix}minimal",
-    )
-    ready = answers_200(url + "/health/live")
-    with process([PY, str(HERE / "minimal_app.py")], env, b.log("minimal"), ready, timeout=60):
-        wrk_pair(b, "http.minimal", url + "/enqueue", "")
-    purge_celery(f"{b.prefix}minimal")
+            targets[f"http.{environment}"] = (server.url + path, key)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = b.env(
+            HOST="127.0.0.1",
+            PORT=str(port),
+            MINIMAL_DATABASE_URL=b.db,
+            MINIMAL_BROKER_URL=REDIS_URL,
+            MINIMAL_QUEUE=f"{b.prefix}minimal",
+        )
+        ready = answers_200(url + "/health/live")
+        minimal = [PY, str(HERE / "minimal_app.py")]
+        stack.enter_context(process(minimal, env, b.log("minimal"), ready, timeout=60))
+        targets["http.minimal"] = (url + "/enqueue", "")
+        wrk_rounds(b, targets)
+    purge_celery(b.platform_queue, f"{b.prefix}minimal")
+
+
+def wrk_rounds(b: Bench, targets: dict[str, tuple[str, str]]) -> None:
+    """A 2 s warm-up each, then ``HTTP_ROUNDS`` turns of ``--duration / HTTP_ROUNDS`` (whole
+    seconds) at 50 and at 4 connections; the medians are the figures."""
+    for url, key in targets.values():
+        wrk(url, 4, 2, key)
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    seconds = max(1, round(b.args.duration / HTTP_ROUNDS))  # wrk takes whole seconds
+    for _ in range(HTTP_ROUNDS):
+        for name, (url, key) in targets.items():
+            for connections in (50, 4):
+                result = wrk(url, connections, seconds, key)
+                runs.setdefault((name, connections), []).append(result)
+    for (name, connections), results in runs.items():
+        for measure in ("rps", "p50", "p99"):
+            value = statistics.median(r[measure] for r in results)
+            b.figures[f"{name}.{connections}.{measure}"] = value
+        say(
+            f"{name} @{connections}: req/s {[round(r['rps']) for r in results]}, "
+            f"p99 ms {[round(r['p99'], 1) for r in results]}"
+        )
 
 
 def answers_200(url: str) -> Callable[[], bool]:
@@ -476,19 +506,6 @@ def answers_200(url: str) -> Callable[[], bool]:
             return False
 
     return check
-
-
-def wrk_pair(b: Bench, name: str, url: str, key: str) -> None:
-    """A 2 s warm-up, then ``--duration`` at 50 and at 4 connections."""
-    wrk(url, 4, 2, key)
-    for connections in (50, 4):
-        result = wrk(url, connections, b.args.duration, key)
-        for measure, value in result.items():
-            b.figures[f"{name}.{connections}.{measure}"] = value
-        say(
-            f"{name} @{connections}: {result['rps']:.0f} req/s, "
-            f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms"
-        )
 
 
 def wrk(url: str, connections: int, duration: float, key: str) -> dict[str, float]:
@@ -614,9 +631,11 @@ brokers on Redis; ledger and result tables on PostgreSQL):
 - **In-process enqueue**: mean ms of {ENQUEUE_CALLS} sequential calls after {ENQUEUE_WARMUP}
   warm-up calls, no worker running: the platform's `enqueue_report` (DISPATCH_BACKEND=celery:
   validation, ledger write, publish) vs `apply_async` of the no-op; queues purged after.
-- **HTTP**: wrk, 2 threads, POST, a 2 s warm-up then `--duration` at 50 then at 4
-  connections; one uvicorn worker each side (API_WORKERS=1), uvicorn's default ("auto")
-  loop and HTTP parser; no worker consumes (queues purged after).
+- **HTTP**: wrk, 2 threads, POST; the three servers run together and take turns: a 2 s
+  warm-up each, then {HTTP_ROUNDS} rounds of `--duration`/{HTTP_ROUNDS} at 50 then at 4
+  connections on each in turn, the median of the rounds reported; one uvicorn worker each
+  side (API_WORKERS=1), uvicorn's default ("auto") loop and HTTP parser; no worker consumes
+  (queues purged after).
   Platform: `POST /api/v1/reports/dummy` through `manage.py serve`, development (no key),
   then production (`X-API-Key`, a submitter key, checked on every request); its rate limit
   is raised to RATE_LIMIT_REQUESTS={RATE_LIMIT} per 60 s for the bench (the token-bucket
