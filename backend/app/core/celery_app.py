@@ -137,10 +137,12 @@ def create_celery_app(settings: Settings | None = None, *, role: Role = "client"
         worker_max_memory_per_child=settings.celery_max_memory_per_child,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        # No task-sent event: it is a second message per publish (measured: ~0.8 ms of a
-        # 1.5 ms apply_async), and it only lets Flower list a task before a worker takes
-        # it. The ledger already shows those jobs (queued); Flower still sees every task
-        # from the workers' received/started/succeeded events.
+        # No task-sent event: it was a second message per publish, about half of
+        # apply_async's time (benchmarks/profiles/enqueue_before.txt: 400 kombu publishes
+        # for 200 jobs), and it only lets Flower list a task before a worker takes it. The
+        # ledger already shows those jobs (queued). Worker task events are off too: a
+        # running Flower switches them on (every few seconds), so Flower still sees every
+        # task while someone watches, and nobody pays three messages a task otherwise.
         task_send_sent_event=False,
         broker_connection_timeout=settings.broker_timeout if role == "client" else 4.0,
         broker_connection_retry_on_startup=True,
