@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from app.db.repository import SqlJobRepository
@@ -36,57 +37,53 @@ _NONE: frozenset[JobStatus] = frozenset()
 ARTIFACT = Artifact("k/1/r.pdf", "r.pdf", "application/pdf", 10, "ab" * 32)
 BOOM = JobError("BOOM", "it broke")
 
+
+def claim(worker: str) -> Step:
+    return lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker=worker)
+
+
+def leave(target: JobStatus, worker: str, **written: Any) -> Step:
+    """``worker`` moves its running job to ``target`` (fenced: only while it is its own)."""
+    return lambda r, i, t: r.transition(
+        i,
+        target,
+        now=t,
+        expected=_RUNNING,
+        expected_worker=worker,
+        **written,
+    )
+
+
+def progress(worker: str) -> Step:
+    return lambda r, i, t: _progress(r, i, t, worker)
+
+
 #: Each scenario: the calls in order, on a job inserted "queued" at t0; step i runs at
 #: t0 + i minutes. A None result (refused) must be refused by both.
 SCENARIOS: dict[str, list[Step]] = {
     "claim, progress, complete": [
-        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
-        lambda r, i, t: _progress(r, i, t, "w1"),
-        lambda r, i, t: r.transition(
-            i,
-            JobStatus.COMPLETED,
-            now=t,
-            expected=_RUNNING,
-            expected_worker="w1",
-            artifact=ARTIFACT,
-        ),
+        claim("w1"),
+        progress("w1"),
+        leave(JobStatus.COMPLETED, "w1", artifact=ARTIFACT),
         lambda r, i, t: r.transition(i, JobStatus.CANCELLED, now=t),  # finished: refused
     ],
     "retry, claim again, fail": [
-        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
-        lambda r, i, t: r.transition(
-            i, JobStatus.RETRYING, now=t, expected=_RUNNING, expected_worker="w1", error=BOOM
-        ),
-        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w2"),
-        lambda r, i, t: r.transition(
-            i, JobStatus.FAILED, now=t, expected=_RUNNING, expected_worker="w2", error=BOOM
-        ),
+        claim("w1"),
+        leave(JobStatus.RETRYING, "w1", error=BOOM),
+        claim("w2"),
+        leave(JobStatus.FAILED, "w2", error=BOOM),
     ],
     "fencing refuses the former worker": [
-        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        claim("w1"),
         lambda r, i, t: r.transition(  # w1 stale: w2 reclaims
             i, JobStatus.RUNNING, now=t, expected=_NONE, stale_before=t, worker="w2"
         ),
-        lambda r, i, t: _progress(r, i, t, "w1"),
-        lambda r, i, t: r.transition(
-            i,
-            JobStatus.COMPLETED,
-            now=t,
-            expected=_RUNNING,
-            expected_worker="w1",
-            artifact=ARTIFACT,
-        ),
-        lambda r, i, t: r.transition(
-            i,
-            JobStatus.COMPLETED,
-            now=t,
-            expected=_RUNNING,
-            expected_worker="w2",
-            artifact=ARTIFACT,
-        ),
+        progress("w1"),
+        leave(JobStatus.COMPLETED, "w1", artifact=ARTIFACT),
+        leave(JobStatus.COMPLETED, "w2", artifact=ARTIFACT),
     ],
     "a fresh heartbeat is not reclaimed": [
-        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        claim("w1"),
         lambda r, i, t: r.transition(
             i,
             JobStatus.RUNNING,
@@ -97,15 +94,13 @@ SCENARIOS: dict[str, list[Step]] = {
         ),
     ],
     "requeue, then cancel": [
-        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
-        lambda r, i, t: r.transition(
-            i, JobStatus.QUEUED, now=t, expected=_RUNNING, expected_worker="w1"
-        ),
+        claim("w1"),
+        leave(JobStatus.QUEUED, "w1"),
         lambda r, i, t: r.transition(i, JobStatus.CANCELLED, now=t),
-        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),  # refused
+        claim("w1"),  # refused: cancelled
     ],
     "a stale run fails lost": [
-        lambda r, i, t: r.transition(i, JobStatus.RUNNING, now=t, worker="w1"),
+        claim("w1"),
         lambda r, i, t: r.transition(
             i,
             JobStatus.FAILED,
