@@ -137,14 +137,15 @@ def test_101st_enqueue_in_a_minute_is_429(api: LiveServer) -> None:
     key = api.create_key("carol")
     with api.client(api_key=key) as as_carol, ThreadPoolExecutor(10) as pool:
         started = time.monotonic()
-        codes = list(pool.map(lambda _: enqueue(as_carol).status_code, range(120)))
+        answers = list(pool.map(lambda _: enqueue(as_carol), range(120)))
         elapsed = time.monotonic() - started
-        refused = enqueue(as_carol)
         reads = as_carol.get("/api/v1/reports/jobs")  # reads are not rate limited
+    codes = [a.status_code for a in answers]
     accepted = codes.count(202)
     assert codes.count(429) == 120 - accepted
     assert 100 <= accepted <= 100 + math.ceil(elapsed * 100 / 60), (accepted, elapsed)
-    assert refused.status_code == 429
+    # One of the burst's own refusals: a request sent after it could find a refilled token.
+    refused = next(a for a in answers if a.status_code == 429)
     assert refused.json()["error"] == "RATE_LIMITED"
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert reads.status_code == 200
