@@ -141,6 +141,7 @@ class RateLimiter:
         self.prefix = prefix
         self._rate = capacity / window
         self._ttl_ms = math.ceil(window * 1000) + 1000
+        self._script_args: list[int | str] = [capacity, repr(self._rate), self._ttl_ms]
         self._clock = clock
         self._local = _LocalBuckets(capacity, self._rate, clock)
         self._redis: Redis | None = None
@@ -189,31 +190,23 @@ class RateLimiter:
         """
         if self._script is not None and self._may_try_redis():
             try:
-                allowed, wait = self._script(keys=[self.prefix + key], args=self._args)
-                result = None if int(allowed) == 1 else float(wait)
+                reply = self._script(keys=[self.prefix + key], args=self._script_args)
             except Exception as exc:  # whatever Redis does, the request goes on
                 self._redis_failed(exc)
             else:
-                self._redis_answered()
-                return result
+                return self._redis_answered(reply)
         return self._local.hit(key)
 
     async def hit_async(self, key: str) -> float | None:
         """:meth:`hit` from the event loop: the Redis round trip does not block it."""
         if self._async_script is not None and self._may_try_redis():
             try:
-                allowed, wait = await self._async_script(keys=[self.prefix + key], args=self._args)
-                result = None if int(allowed) == 1 else float(wait)
+                reply = await self._async_script(keys=[self.prefix + key], args=self._script_args)
             except Exception as exc:  # whatever Redis does, the request goes on
                 self._redis_failed(exc)
             else:
-                self._redis_answered()
-                return result
+                return self._redis_answered(reply)
         return self._local.hit(key)
-
-    @property
-    def _args(self) -> list[int | str]:
-        return [self.capacity, repr(self._rate), self._ttl_ms]
 
     def close(self) -> None:
         """Release the synchronous client's connections (the limiter keeps working)."""
@@ -255,9 +248,12 @@ class RateLimiter:
                 extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
             )
 
-    def _redis_answered(self) -> None:
+    def _redis_answered(self, reply: Any) -> float | None:
+        """The script's ``[allowed, wait]`` as :meth:`hit` answers it; Redis is up again."""
         with self._state_lock:
             recovered = self._down
             self._down = False
         if recovered:
             log.info("ratelimit.redis.recovered")
+        allowed, wait = reply
+        return None if int(allowed) == 1 else float(wait)
