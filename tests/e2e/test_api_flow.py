@@ -11,7 +11,7 @@ import httpx
 import openpyxl
 from pypdf import PdfReader
 
-from tests.e2e.server import LiveServer, wait_for
+from tests.e2e.server import TERMINAL, LiveServer, wait_for
 
 API = "/api/v1/reports"
 
@@ -158,19 +158,20 @@ def test_cancel_queued_job_never_runs_and_running_job_stops_within_2s(
 
 
 def test_progress_and_stage_are_visible_while_running(client: httpx.Client) -> None:
-    job_id = client.post(f"{API}/heavy?report_type=pdf&pages=30&processing_time=4").json()["id"]
+    # Long enough that a loaded machine still samples it running; cancelled once seen.
+    job_id = client.post(f"{API}/heavy?report_type=pdf&pages=30&processing_time=20").json()["id"]
     seen: set[tuple[int, str]] = set()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 25
     while time.monotonic() < deadline:
         body = client.get(f"{API}/jobs/{job_id}").json()
         if body["status"] == "running":
             seen.add((body["progress"], body["stage"]))
-        if body["status"] == "completed":
+        partial = sorted({p for p, _ in seen if 0 < p < 100})
+        if len(partial) >= 3 or body["status"] in TERMINAL:
             break
         time.sleep(0.1)
-    assert body["status"] == "completed"
-    partial = sorted(p for p, _ in seen if 0 < p < 100)
-    assert len(partial) >= 3, seen  # several bounded-rate writes, not one per page
+    client.delete(f"{API}/jobs/{job_id}")
+    assert len(partial) >= 3, seen  # progress moves while it runs, not only at the end
     assert any(stage.startswith("page ") for _, stage in seen)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import fresh_pg_database
 from tests.e2e.server import ROOT, LiveServer, create_key, running
 
 DUMMY = "/api/v1/reports/dummy"
@@ -20,10 +21,13 @@ FAST = {"processing_time": 0}
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, pg_database_url: str) -> Iterator[LiveServer]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The default budget (100 enqueues per 60 s per key) and authentication on."""
     data_dir = tmp_path_factory.mktemp("secured")
-    with running(data_dir, pg_database_url, RATE_LIMIT_REQUESTS="100") as live:
+    with (
+        fresh_pg_database("reports_secured") as url,
+        running(data_dir, url, RATE_LIMIT_REQUESTS="100") as live,
+    ):
         yield live
 
 
@@ -204,7 +208,12 @@ def manage(api: LiveServer, *args: str) -> str:
     return done.stdout
 
 
-def test_auth_can_be_off_only_in_development(tmp_path: Path, pg_database_url: str) -> None:
+def test_auth_can_be_off_only_in_development(tmp_path: Path) -> None:
+    with fresh_pg_database("reports_devmode") as url:
+        _refused_outside_development_then_open(tmp_path, url)
+
+
+def _refused_outside_development_then_open(tmp_path: Path, pg_database_url: str) -> None:
     refused = subprocess.run(
         [sys.executable, "manage.py", "serve", "--port", "1"],
         cwd=ROOT,

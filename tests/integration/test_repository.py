@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from app.db import session
+from app.db.models import ReportJobRow
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
 from app.domain.errors import LedgerUnavailable
@@ -25,7 +26,7 @@ from app.domain.jobs import (
     utcnow,
 )
 from app.domain.ports import JobFilter
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, text, update
 
 
 @pytest.fixture
@@ -177,8 +178,13 @@ def test_status_counts_and_unfinished(repo: SqlJobRepository) -> None:
 
 def test_the_database_refuses_an_unknown_status(db_url: str) -> None:
     engine = make_engine(db_url)
+    repo = SqlJobRepository(engine)
+    job = _job("check")
+    repo.add(job)  # a row of its own: the CHECK fires whatever else the table holds
+    lost = update(ReportJobRow).where(ReportJobRow.id == job.id).values(status="lost")
     with pytest.raises(Exception, match=r"(?i)check"), engine.begin() as conn:
-        conn.execute(text("UPDATE report_jobs SET status = 'lost'"))
+        conn.execute(lost)
+    assert repo.get(job.id) == job
     engine.dispose()
 
 

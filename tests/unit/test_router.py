@@ -167,10 +167,12 @@ def test_a_slow_probe_never_holds_a_choice_more_than_a_second(
     started = time.monotonic()
     chooser = router(celery, rq, inline=True, inline_allowed=True)
     assert chooser.choose(job_for(100, celery=True)) is Backend.INLINE
-    assert time.monotonic() - started < 1.3
+    # The probe's wait is 1 s: the choice is bounded by it, whatever the probe does.
+    assert time.monotonic() - started < 1.5
     again = time.monotonic()
     assert chooser.choose(job_for(100, celery=True)) is Backend.INLINE
-    assert time.monotonic() - again < 0.05  # the first probe is still running: no new wait
+    # The first probe is still running: no second wait (a wait would take the full 1 s).
+    assert time.monotonic() - again < 0.5
     celery.close()
     rq.close()
 
