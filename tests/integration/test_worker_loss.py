@@ -1,15 +1,18 @@
-"""``kill -9`` of the process rendering a report (a Celery pool child, an RQ work horse):
-the job is reclaimed once its heartbeat is stale and ends terminal, with one artifact."""
+"""``kill -9`` of the process rendering a report (a Celery pool child, an RQ work horse, the
+RQ work horse together with the RQ scheduler process): the job is reclaimed once its
+heartbeat is stale and completes once, ``attempts=2``, with one artifact."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from app import bootstrap
 from app.domain.jobs import JobStatus, ReportJob, ReportType, parse_params
 from app.domain.progress import NullProgress
@@ -17,6 +20,7 @@ from app.reports import default_renderers
 from app.services.enqueue import enqueue_report
 
 from tests.integration.workers import (
+    REDIS_URL,
     WorkerProcess,
     celery_worker,
     delete_redis_keys,
@@ -48,14 +52,51 @@ def kill_renderer(job: ReportJob, worker: WorkerProcess) -> int:
     return pid
 
 
-def render_and_kill(env: dict[str, str], worker: WorkerProcess, backend: str) -> ReportJob:
+def parent_pid(pid: int) -> int:
+    """The parent of a live process, from ``/proc/<pid>/stat`` (the field after the state)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def rq_scheduler_pid(env: dict[str, str], worker: WorkerProcess, timeout: float = 10) -> int:
+    """The pid of the RQ scheduler process holding the lock of the worker's ``reports``
+    queue, as the scheduler registered it in Redis; a child of the worker's main process."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    lock = f"rq:scheduler-lock:{env['QUEUE_PREFIX']}reports"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            name = client.get(lock)
+            pid = client.hget(f"rq:scheduler:{name}", "pid") if name else None
+            if pid and int(pid):
+                assert worker.process is not None
+                assert parent_pid(int(pid)) == worker.process.pid
+                return int(pid)
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise AssertionError(f"no RQ scheduler registered for {lock} after {timeout}s")
+
+
+def render_and_kill(
+    env: dict[str, str],
+    worker: WorkerProcess,
+    backend: str,
+    *,
+    also_kill: int | None = None,
+    timeout: float = 30,
+) -> ReportJob:
+    """Render a report, SIGKILL its renderer (and the process ``also_kill`` first) mid-render;
+    the final row, after checking that only the last attempt's artifact was published."""
     container = bootstrap.build(settings_from(env, dispatch_backend=backend))
     try:
         deps = container.deps
         job = enqueue_report(deps=deps, report_type=ReportType.PDF, params=PARAMS).job
         running = wait_for(deps.repo, job.id, running_with_progress, timeout=20)
+        if also_kill is not None:
+            os.kill(also_kill, signal.SIGKILL)
         killed = kill_renderer(running, worker)
-        final = wait_for(deps.repo, job.id, timeout=30)
+        final = wait_for(deps.repo, job.id, timeout=timeout)
         assert final.worker != running.worker, f"pid {killed} still named"
         if final.artifact is not None:  # the killed attempt's folder left nothing behind
             folder = container.settings.artifacts / str(job.id)
@@ -86,16 +127,29 @@ def test_killed_celery_child_job_runs_again_and_completes_once(
         assert final.artifact.sha256 == reference_sha256(tmp_path)
 
 
+def assert_completed_on_second_attempt(final: ReportJob, tmp_path: Path) -> None:
+    assert (final.status, final.attempts, final.error) == (JobStatus.COMPLETED, 2, None), final
+    assert final.artifact is not None
+    assert final.artifact.sha256 == reference_sha256(tmp_path)
+
+
 @pytest.mark.timeout(90)
-def test_killed_rq_work_horse_job_never_stays_running(
+def test_killed_rq_work_horse_job_runs_again_and_completes_once(
     env: dict[str, str], log_dir: Path, tmp_path: Path
 ) -> None:
     for worker in rq_worker(env, log_dir, "reports"):
-        final = render_and_kill(env, worker, "rq")
-        assert final.status.terminal
-        if final.status is JobStatus.COMPLETED:
-            assert final.attempts == 2
-            assert final.artifact is not None
-            assert final.artifact.sha256 == reference_sha256(tmp_path)
-        else:
-            assert final.error is not None
+        assert_completed_on_second_attempt(render_and_kill(env, worker, "rq"), tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_killed_rq_scheduler_and_work_horse_job_runs_again_and_completes_once(
+    env: dict[str, str], log_dir: Path, tmp_path: Path
+) -> None:
+    """The retry of a killed horse's job waits in RQ's scheduled registry; with its scheduler
+    killed too, the worker must start a new scheduler soon (not in 10 minutes)."""
+    for worker in rq_worker(env, log_dir, "reports"):
+        scheduler = rq_scheduler_pid(env, worker)
+        started = time.monotonic()
+        final = render_and_kill(env, worker, "rq", also_kill=scheduler, timeout=30)
+        assert_completed_on_second_attempt(final, tmp_path)
+        print(f"scheduler and horse killed: completed {time.monotonic() - started:.1f}s after")
