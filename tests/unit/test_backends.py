@@ -143,8 +143,9 @@ def test_celery_app_is_json_only_with_the_seed_queues_and_bounded_publishes() ->
         "x-notifications",
         "x-celery",
     ]
-    assert conf.task_routes["reports.*"] == {"queue": "x-reports", "priority": 5}
-    assert conf.task_routes["documents.*"]["priority"] == 7
+    # Redis serves the lowest priority number first: the queue priorities are inverted.
+    assert conf.task_routes["reports.*"] == {"queue": "x-reports", "priority": 9 - 5}
+    assert conf.task_routes["documents.*"]["priority"] == 9 - 7
     assert (conf.task_acks_late, conf.task_reject_on_worker_lost) == (True, True)
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_publish_retry_policy["max_retries"] == 1
@@ -216,7 +217,7 @@ def test_celery_messages_carry_only_the_job_id_with_per_type_limits_and_queues(
     )
     assert {k: render.options[k] for k in ("queue", "priority", "task_id")} == {
         "queue": "x-reports",
-        "priority": 5,
+        "priority": 9 - 5,  # Redis: inverted (see app.core.celery_app.message_priority)
         "task_id": str(job.id),
     }
     assert (render.options["time_limit"], render.options["soft_time_limit"]) == (600, 540)

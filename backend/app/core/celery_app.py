@@ -50,6 +50,22 @@ def queue_name(settings: Settings, queue: Queue) -> str:
     return f"{settings.queue_prefix}{queue.value}"
 
 
+def message_priority(settings: Settings, queue: Queue) -> int:
+    """The priority that messages to ``queue`` carry, so that a worker takes higher queues first.
+
+    RabbitMQ orders by it within a queue (declared with ``x-max-priority``; higher first).
+    kombu's Redis transport keeps one list per priority step (0, 3, 6, 9) and a worker
+    pops the *lowest* step first across all the queues it consumes, then the queues in
+    their ``--queues`` order (``queue_order_strategy=priority``; ``celery_manager.py``
+    lists them highest first). There the value is inverted: ``documents`` (7 → 2, step 0)
+    before ``celery`` (6 → 3) and ``reports`` (5 → 4, both step 3), ``notifications``
+    (3 → 6) last. Without the inversion a worker would take a ``reports`` backlog first.
+    """
+    if settings.celery_broker_is_redis:
+        return MAX_PRIORITY - queue.priority
+    return queue.priority
+
+
 def check_visibility_timeout(settings: Settings) -> None:
     """Refuse a Redis broker whose visibility timeout would redeliver running or waiting tasks.
 
@@ -122,10 +138,10 @@ def create_celery_app(settings: Settings | None = None, *, role: Role = "client"
         enable_utc=True,
         task_queues=_queues(settings),
         task_default_queue=queue_name(settings, Queue.CELERY),
-        task_default_priority=Queue.CELERY.priority,
+        task_default_priority=message_priority(settings, Queue.CELERY),
         task_queue_max_priority=MAX_PRIORITY,
         task_routes={
-            pattern: {"queue": queue_name(settings, q), "priority": q.priority}
+            pattern: {"queue": queue_name(settings, q), "priority": message_priority(settings, q)}
             for pattern, q in TASK_QUEUES.items()
         },
         task_time_limit=settings.longest_time_limit,

@@ -18,7 +18,7 @@ from celery.canvas import Signature
 from kombu import Connection
 from kombu.exceptions import LimitExceeded
 
-from app.core.celery_app import NOTIFY, POSTPROCESS, RUN_REPORT, queue_name
+from app.core.celery_app import NOTIFY, POSTPROCESS, RUN_REPORT, message_priority, queue_name
 from app.core.config import Settings
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
@@ -152,7 +152,7 @@ class CeleryDispatcher(BrokeredBackend):
                 "task_id": f"{job.id}{suffix}",
                 "queue": queue_name(self._settings, queue),
                 "routing_key": queue_name(self._settings, queue),
-                "priority": queue.priority,
+                "priority": message_priority(self._settings, queue),
                 **options,
             },
         )
