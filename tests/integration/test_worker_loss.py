@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from app import bootstrap
 from app.domain.jobs import JobStatus, ReportJob, ReportType, parse_params
 from app.domain.progress import NullProgress
@@ -20,11 +19,11 @@ from app.reports import default_renderers
 from app.services.enqueue import enqueue_report
 
 from tests.integration.workers import (
-    REDIS_URL,
     WorkerProcess,
     celery_worker,
     delete_redis_keys,
     file_sha256,
+    rq_scheduler_pid,
     rq_worker,
     running_with_progress,
     settings_from,
@@ -50,32 +49,6 @@ def kill_renderer(job: ReportJob, worker: WorkerProcess) -> int:
     assert pid != worker.process.pid  # the child, never the worker's main process
     os.kill(pid, signal.SIGKILL)
     return pid
-
-
-def parent_pid(pid: int) -> int:
-    """The parent of a live process, from ``/proc/<pid>/stat`` (the field after the state)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def rq_scheduler_pid(env: dict[str, str], worker: WorkerProcess, timeout: float = 10) -> int:
-    """The pid of the RQ scheduler process holding the lock of the worker's ``reports``
-    queue, as the scheduler registered it in Redis; a child of the worker's main process."""
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    lock = f"rq:scheduler-lock:{env['QUEUE_PREFIX']}reports"
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            name = client.get(lock)
-            pid = client.hget(f"rq:scheduler:{name}", "pid") if name else None
-            if pid and int(pid):
-                assert worker.process is not None
-                assert parent_pid(int(pid)) == worker.process.pid
-                return int(pid)
-            time.sleep(0.05)
-    finally:
-        client.close()
-    raise AssertionError(f"no RQ scheduler registered for {lock} after {timeout}s")
 
 
 def render_and_kill(

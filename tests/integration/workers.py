@@ -315,3 +315,31 @@ def artifact_files(artifacts: Path, job_id: UUID | str) -> list[Path]:
     """Every file published for a job under ``artifacts/<job_id>/``."""
     folder = artifacts / str(job_id)
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a live process, from ``/proc/<pid>/stat`` (the field after the state)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def rq_scheduler_pid(
+    env: dict[str, str], worker: WorkerProcess, queue: str = "reports", timeout: float = 10
+) -> int:
+    """The pid of the RQ scheduler process holding the lock of ``queue``, as the scheduler
+    registered it in Redis; fails unless it is a child of ``worker``'s main process."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    lock = f"rq:scheduler-lock:{env['QUEUE_PREFIX']}{queue}"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            name = client.get(lock)
+            pid = client.hget(f"rq:scheduler:{name}", "pid") if name else None
+            if pid and int(pid):
+                assert worker.process is not None
+                assert parent_pid(int(pid)) == worker.process.pid, (pid, worker.name)
+                return int(pid)
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise AssertionError(f"no RQ scheduler registered for {lock} after {timeout}s")
