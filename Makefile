@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test install install-test migrate serve services lint format bench clean
+.PHONY: run test install install-test migrate serve services lint format docs bench clean
 
 run: migrate ## Set up and run the API on the embedded default (SQLite + inline jobs)
 	$(BIN)/python manage.py serve
@@ -43,6 +43,9 @@ lint: install-test
 format: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+docs: install ## Regenerate docs/configuration.md from the Settings fields
+	$(BIN)/python manage.py config-docs
 
 bench: install-test services ## The platform beside raw Celery, raw RQ and a minimal API, one run (~5 min)
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)

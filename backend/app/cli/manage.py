@@ -122,6 +122,12 @@ def _api_key_action(repo: ApiKeyRepository, args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_docs(args: argparse.Namespace) -> int:
+    from app.cli.config_docs import main as write_config_docs
+
+    return write_config_docs(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="manage.py", description="MonAssurance report jobs: operations CLI."
@@ -174,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--url", help="default: http://127.0.0.1:PORT/health/ready")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     check.set_defaults(func=_healthcheck)
+
+    from app.cli.config_docs import add_arguments as add_config_docs_arguments
+
+    docs = sub.add_parser("config-docs", help="write docs/configuration.md from the settings")
+    add_config_docs_arguments(docs)
+    docs.set_defaults(func=_config_docs)
     return parser
 
 

@@ -34,52 +34,100 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    environment: Environment = Environment.DEVELOPMENT
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    # --- Processes, ledger and jobs ---------------------------------------------------
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="Development is the only one where API keys may be off and jobs run inline "
+        "by default; production Celery and RQ workers reconnect to their broker forever.",
+    )
+    host: str = Field("127.0.0.1", description="Where `make run` / `manage.py serve` listen.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of `make run` / `manage.py serve`.")
     api_workers: int = Field(
         1, ge=1, le=64, description="uvicorn worker processes of `manage.py serve` (--workers)."
     )
 
-    data_dir: Path = Path("data")
-    database_url: str = Field(
-        "", description="SQLAlchemy URL; empty means a SQLite file under DATA_DIR."
+    data_dir: Path = Field(
+        Path("data"), description="The SQLite file and the artifacts live here by default."
     )
-    artifact_dir: Path | None = Field(None, description="Defaults to DATA_DIR/artifacts.")
-    db_pool_size: int = Field(5, ge=1, le=100)
-    db_max_overflow: int = Field(10, ge=0, le=100)
+    database_url: str = Field(
+        "",
+        description="The ledger, a SQLAlchemy URL: `postgresql://…` or `postgresql+psycopg://…` "
+        "for PostgreSQL (psycopg 3); empty means a SQLite file under DATA_DIR.",
+        json_schema_extra={"doc_default": "`sqlite:///DATA_DIR/reports.db`"},
+    )
+    artifact_dir: Path | None = Field(
+        None,
+        description="Where finished reports are stored.",
+        json_schema_extra={"doc_default": "`DATA_DIR/artifacts`"},
+    )
+    db_pool_size: int = Field(
+        5, ge=1, le=100, description="SQLAlchemy pool (PostgreSQL), per process."
+    )
+    db_max_overflow: int = Field(
+        10, ge=0, le=100, description="Connections beyond DB_POOL_SIZE, per process."
+    )
     enqueue_concurrency: int | None = Field(
         None,
         ge=1,
         le=256,
-        description="Enqueue requests one API process hands to its thread pool at once; the "
-        "others wait on the event loop. Default: DB_POOL_SIZE (each has a pooled connection).",
+        description="Enqueue requests one API process hands to its thread pool at once (their "
+        "ledger write and publish); the others wait on the event loop. The default gives each "
+        "a pooled connection.",
+        json_schema_extra={"doc_default": "`DB_POOL_SIZE`"},
     )
 
-    redis_url: str = "redis://localhost:6379/0"
-    dispatch_backend: Literal["auto", "celery", "rq", "inline"] = "auto"
-    inline_workers: int = Field(2, ge=1, le=64, description="Threads running inline jobs.")
+    redis_url: str = Field(
+        "redis://localhost:6379/0", description="Redis: RQ, and the Celery broker by default."
+    )
+    dispatch_backend: Literal["auto", "celery", "rq", "inline"] = Field(
+        "auto", description="`auto`: the router chooses; otherwise force that one backend."
+    )
+    inline_workers: int = Field(
+        2, ge=1, le=64, description="Threads running inline jobs in the API process."
+    )
 
-    max_attempts: int = Field(3, ge=1, le=10)
-    retry_backoff_base: float = Field(2.0, gt=0, le=600)
-    retry_backoff_max: float = Field(300.0, gt=0, le=3600)
+    max_attempts: int = Field(3, ge=1, le=10, description="Attempts per job, first one included.")
+    retry_backoff_base: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="Seconds: attempt n waits about base·2ⁿ⁻¹ (with jitter), capped by "
+        "RETRY_BACKOFF_MAX.",
+    )
+    retry_backoff_max: float = Field(
+        300.0, gt=0, le=3600, description="Seconds: the longest wait between two attempts."
+    )
     progress_interval: float = Field(
-        1.0, gt=0, le=60, description="Seconds between two progress writes of one job."
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between two progress writes of one job (also how often a running "
+        "job notices it was cancelled).",
     )
     heartbeat_timeout: float = Field(
         30.0,
         gt=0,
         le=3600,
-        description="Seconds without a progress write after which a running job's worker is "
-        "presumed lost and another worker may reclaim it (>= 4 x PROGRESS_INTERVAL).",
+        description="Seconds without a progress write (the heartbeat) after which a running "
+        "job's worker is presumed lost and a redelivery may reclaim it (>= 4 x "
+        "PROGRESS_INTERVAL).",
     )
 
-    # --- Celery and RQ backends (see docs/backends.md) --------------------------------
-    celery_broker_url: str = Field("", description="Celery broker; empty means REDIS_URL.")
-    celery_result_backend: str = Field(
-        "", description="Celery result backend; empty: none (the ledger keeps outcomes)."
+    # --- Celery and RQ backends (see docs/migration.md) -------------------------------
+    celery_broker_url: str = Field(
+        "",
+        description="Celery broker: `redis://…` or `amqp://user:pass@host:5672//`; empty means "
+        "REDIS_URL.",
+        json_schema_extra={"doc_default": "`REDIS_URL`"},
     )
-    celery_enabled: bool = Field(True, description="Offer the Celery backend (auto mode).")
+    celery_result_backend: str = Field(
+        "",
+        description="Celery result backend; empty: none (the ledger keeps outcomes). Set only "
+        "for external tools.",
+    )
+    celery_enabled: bool = Field(
+        True, description="Offer the Celery backend (auto mode); phase 0: off."
+    )
     rq_enabled: bool = Field(True, description="Offer the RQ backend (auto mode); phase 3: off.")
     celery_traffic_percent: int = Field(
         100, ge=0, le=100, description="Share of jobs preferring Celery over RQ, by job id."
@@ -89,69 +137,121 @@ class Settings(BaseSettings):
         description='Per report type share, e.g. {"pdf": 100, "dummy": 0} (JSON).',
     )
     inline_fallback: bool | None = Field(
-        None, description="Run jobs inline when no worker can; default: development only."
+        None,
+        description="Run jobs on the inline pool when no worker can take them.",
+        json_schema_extra={"doc_default": "unset: on in development only"},
     )
     queue_prefix: str = Field(
         "", description="Prefix of every Celery and RQ queue name (isolates environments)."
     )
     report_time_limits: dict[str, float] = Field(
         default_factory=dict,
-        description='Hard time limit (s) per report type over the defaults, e.g. {"pdf": 600}.',
+        description='Hard time limit (s) per report type over the defaults, e.g. {"pdf": 600} '
+        "(JSON); the soft limit is 90 % of it.",
+        json_schema_extra={
+            "doc_default": ", ".join(f"{t} {s:g}" for t, s in DEFAULT_TIME_LIMITS.items())
+        },
     )
     celery_visibility_timeout: int = Field(
-        7200, ge=1, description="Redis broker: seconds before an unacked message is redelivered."
+        7200,
+        ge=1,
+        description="Redis broker: seconds before an unacked message is redelivered; must "
+        "exceed the longest hard limit and RETRY_BACKOFF_MAX (else workers and API refuse to "
+        "start).",
     )
-    celery_max_tasks_per_child: int = Field(200, ge=1)
+    celery_max_tasks_per_child: int = Field(
+        200, ge=1, description="Recycle a Celery pool process after this many tasks."
+    )
     celery_max_memory_per_child: int = Field(
-        512_000, ge=10_000, description="KiB of resident memory before a child is replaced."
+        512_000,
+        ge=10_000,
+        description="KiB of resident memory before a Celery pool process is replaced.",
     )
     broker_timeout: float = Field(
         0.5, gt=0, le=10, description="Seconds to connect to a broker or wait for workers' replies."
     )
     availability_cache_seconds: float = Field(
-        3.0, gt=0, le=300, description="How long a backend availability check is reused."
+        3.0,
+        gt=0,
+        le=300,
+        description="How long a backend availability check is reused (the interval between "
+        "probes).",
     )
-    circuit_failures: int = Field(2, ge=1, le=100, description="Publish failures that open it.")
-    circuit_reset_seconds: float = Field(10.0, gt=0, le=600)
+    circuit_failures: int = Field(
+        2, ge=1, le=100, description="Consecutive failures that open a circuit breaker."
+    )
+    circuit_reset_seconds: float = Field(
+        10.0, gt=0, le=600, description="How long an open circuit stays open before one trial."
+    )
     cancel_grace_seconds: float = Field(
-        3.0, ge=0, le=300, description="Wait before a running job's backend is told to stop it."
+        3.0,
+        ge=0,
+        le=300,
+        description="Wait before the stop backstop hits a cancelled running job (its backend is "
+        "told to stop it).",
     )
     callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description='Comma-separated hosts a callback_url may target ("*": any); empty: none.',
+        description="Comma-separated hosts a callback_url may target; `*`: any host with public "
+        "addresses only; empty: callbacks refused.",
     )
-    callback_secret: str = Field("", description="HMAC-SHA256 key signing callback bodies.")
-    callback_timeout: float = Field(5.0, gt=0, le=60)
-    callback_max_attempts: int = Field(5, ge=1, le=20)
+    callback_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key signing callback bodies; required in production when "
+        "callbacks are on.",
+    )
+    callback_timeout: float = Field(5.0, gt=0, le=60, description="Seconds per callback POST.")
+    callback_max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts before a callback is given up."
+    )
 
-    # --- Security and limits (see README, "Reliability and security") ----------------
+    # --- Security and limits (see docs/reliability.md) ---------------------------------
     auth_enabled: bool | None = Field(
         None,
-        description="Require an API key (X-API-Key) on report routes; default: on, except in "
-        "development. Off is refused outside development.",
+        description="Require an API key (X-API-Key) on report routes. Off is refused outside "
+        "development.",
+        json_schema_extra={"doc_default": "unset: on, except in development"},
     )
     auth_cache_seconds: float | None = Field(
         None,
         ge=0,
         le=300,
-        description="Seconds an API key that authenticated is trusted without asking the "
-        "ledger again (a revocation takes effect within it); default 5 in production, 0 "
-        "(always ask) elsewhere.",
+        description="Seconds an API key that authenticated is trusted by one API process "
+        "without asking the ledger again (cached by key id and stored hash, never the key): a "
+        "revoked key works at most that long; 0: always ask.",
+        json_schema_extra={"doc_default": "`5` in production, else `0`"},
     )
     rate_limit_requests: int = Field(
-        100, ge=1, le=1_000_000, description="Enqueue requests allowed per key per window."
+        100,
+        ge=1,
+        le=1_000_000,
+        description="Enqueue requests allowed per key per window (a token bucket in Redis, "
+        "shared by replicas).",
     )
     rate_limit_window: float = Field(60.0, gt=0, le=86_400, description="Rate-limit window (s).")
     max_body_bytes: int = Field(
-        65_536, ge=1024, le=16_777_216, description="Largest request body accepted (bytes)."
+        65_536,
+        ge=1024,
+        le=16_777_216,
+        description="Largest request body accepted (bytes); larger ones get 413.",
     )
 
-    # --- Operations: metrics, probes, Flower, housekeeping (see docs/operations.md) ----
+    # --- Operations: metrics, probes, Flower, housekeeping, logs (see docs/operations.md)
     metrics_port: int = Field(
-        9808, ge=0, le=65535, description="Worker metrics port (Celery/RQ master); 0: off."
+        9808,
+        ge=0,
+        le=65535,
+        description="Worker metrics port (Celery/RQ master); 0: off. A port already taken is "
+        "logged and skipped.",
     )
-    metrics_host: str = Field("127.0.0.1", description="Address the worker metrics port binds.")
-    metrics_token: str = Field("", description="When set, GET /metrics needs this bearer token.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker metrics port binds (`0.0.0.0` in the compose stacks).",
+    )
+    metrics_token: str = Field(
+        "",
+        description="When set, GET /metrics on the API needs `Authorization: Bearer <token>`.",
+    )
     health_timeout: float = Field(
         1.0, gt=0, le=30, description="Seconds each readiness/health dependency check may take."
     )
@@ -159,21 +259,27 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=300,
-        description="After SIGTERM, seconds of readiness 503 before the server stops accepting; "
-        "default 5 in production, 0 elsewhere.",
+        description="After SIGTERM, seconds of readiness 503 before the server stops accepting.",
+        json_schema_extra={"doc_default": "`5` in production, else `0`"},
     )
     flower_basic_auth: str = Field(
-        "", description="Flower credentials, user:password[,user2:password2]."
+        "",
+        description="Flower credentials, user:password[,user2:password2] (production: required).",
     )
     flower_address: str = Field("127.0.0.1", description="Address Flower binds.")
-    retention_days: int = Field(7, ge=1, le=3650, description="Finished jobs kept this long.")
+    retention_days: int = Field(
+        7, ge=1, le=3650, description="Days finished jobs (and their files) are kept."
+    )
     recovery_queued_after: float = Field(
-        1800.0, gt=0, description="Seconds queued before a job is re-dispatched (once)."
+        1800.0, gt=0, description="Seconds pending/queued before a job is re-dispatched (once)."
     )
     stats_timezone: str = Field("Europe/Paris", description="Day boundaries of daily figures.")
 
-    log_level: str = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_level: str = Field("INFO", description="Log level of the API and the workers.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="`json`: one object a line, with request_id and job_id; `text`: for humans.",
+    )
 
     @field_validator("callback_allowed_hosts", mode="before")
     @classmethod
