@@ -374,10 +374,11 @@ def test_postgres_restarted_under_running_jobs_every_job_ends_terminal(
                 jobs: list[ReportJob] = []
                 while time.monotonic() < deadline:
                     jobs = [j for j in all_jobs(repo) if j.id in ids]
-                    if all(j.status.terminal for j in jobs):
+                    if len(jobs) == len(ids) and all(j.status.terminal for j in jobs):
                         break
                     time.sleep(0.2)
             summary = {str(j.id): (j.status.value, j.attempts, j.error) for j in jobs}
+            assert sorted(j.id for j in jobs) == sorted(ids), summary  # a row for every job
             assert all(j.status is JobStatus.COMPLETED for j in jobs), summary
             artifacts = settings_from(env).artifacts
             for job in jobs:
