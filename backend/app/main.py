@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from anyio import CapacityLimiter
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from app import bootstrap
@@ -23,6 +24,12 @@ from app.core.metrics_export import forget_process
 from app.services.auth import ApiKeyCache
 
 log = logging.getLogger(__name__)
+
+
+def operation_id(route: APIRoute) -> str:
+    """The route's name as its OpenAPI operationId (``enqueue_heavy``, ``download_report``):
+    readable names for generated clients; FastAPI's default repeats the path and method."""
+    return route.name
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Enqueue, follow, download and cancel report jobs. "
         "The job ledger is the source of truth; Celery, RQ or an inline pool runs them.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
     app.add_middleware(DrainMiddleware)

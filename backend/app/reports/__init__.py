@@ -18,12 +18,21 @@ if TYPE_CHECKING:
     from app.domain.ports import Renderer
 
 __all__ = [
+    "MEDIA_TYPES",
     "AnalysisRenderer",
     "DummyRenderer",
     "ExcelRenderer",
     "PdfRenderer",
     "default_renderers",
 ]
+
+
+MEDIA_TYPES = tuple(
+    dict.fromkeys(
+        r.content_type for r in (PdfRenderer, ExcelRenderer, AnalysisRenderer, DummyRenderer)
+    )
+)
+"""Every media type a report file may have (the download's documented answers)."""
 
 
 def default_renderers() -> dict[ReportType, Renderer]:

@@ -47,13 +47,13 @@ def _check(request: Request) -> list[ComponentHealth]:
     return run_checks(checks, container.settings.health_timeout)
 
 
-@router.get("/health/live")
+@router.get("/health/live", name="health_live")
 async def live() -> dict[str, str]:
     """The process answers; no dependency is checked."""
     return {"status": "ok"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", name="health_ready")
 def ready(request: Request) -> JSONResponse:
     """The ledger and the enabled brokers answer, and the process is not shutting down."""
     if _draining(request):
@@ -69,7 +69,7 @@ def ready(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/health/startup")
+@router.get("/health/startup", name="health_startup")
 def startup(request: Request) -> JSONResponse:
     """The database schema is at the migrations' head; the settings were valid at start."""
     container = get_container(request)
@@ -88,7 +88,7 @@ def startup(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/health")
+@router.get("/health", name="health_summary")
 def summary(request: Request) -> JSONResponse:
     """Every component and circuit; 503 when the ledger is down or draining."""
     container = get_container(request)

@@ -28,6 +28,7 @@ from app.domain.auth import Principal
 from app.domain.errors import InvalidInput
 from app.domain.jobs import Backend, JobStatus, ReportType, utcnow
 from app.domain.ports import Cursor, JobFilter
+from app.reports import MEDIA_TYPES
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
 from app.services.queries import artifact_of, get_job, list_jobs, queue_status
@@ -89,6 +90,10 @@ async def enqueue_dummy(
     simulate_failures: Annotated[int | None, Query(description="Testing aid, 0–5")] = None,
     callback_url: Annotated[str | None, Query(description=_CALLBACK, max_length=2048)] = None,
 ) -> JobOut:
+    """Parameters in the query string (as in the RQ era) or in a JSON body, not both.
+
+    202 with the new job; 200 with the first job for an Idempotency-Key replay.
+    """
     report_type, params = _params(
         body,
         {
@@ -127,6 +132,10 @@ async def enqueue_heavy(
     seed: int | None = None,
     callback_url: Annotated[str | None, Query(description=_CALLBACK, max_length=2048)] = None,
 ) -> JobOut:
+    """`report_type` pdf, excel or analysis; parameters in the query string or a JSON body.
+
+    202 with the new job; 200 with the first job for an Idempotency-Key replay.
+    """
     chosen, params = _params(
         body,
         {
@@ -178,7 +187,13 @@ async def _submit(
     return JobOut.of(result.job)
 
 
-@router.get("/jobs", response_model=JobList, responses=error_responses(401, 422))
+@router.get(
+    "/jobs",
+    name="list_report_jobs",
+    response_model=JobList,
+    responses=error_responses(401, 422),
+    summary="List jobs, newest first (keyset pages: follow `next`)",
+)
 async def jobs(
     deps: ServiceDeps,
     caller: Caller,
@@ -188,6 +203,7 @@ async def jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
 ) -> JobList:
+    """The caller's jobs (an operator's: everyone's), filtered by status, type and backend."""
     page = await run_in_threadpool(
         list_jobs,
         deps=deps,
@@ -203,37 +219,79 @@ async def jobs(
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 422))
+@router.get(
+    "/jobs/{job_id}",
+    name="get_report_job",
+    response_model=JobOut,
+    responses=error_responses(401, 404, 422),
+    summary="One job: status, progress, stage, artifact",
+)
 async def job(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
+    """Another owner's job answers 404, as an unknown one does."""
     return JobOut.of(await run_in_threadpool(get_job, deps=deps, job_id=job_id, owner=caller.scope))
 
 
 @router.delete(
     "/jobs/{job_id}",
+    name="cancel_report_job",
     response_model=JobOut,
     responses=error_responses(401, 404, 409, 422),
     summary="Cancel a job: a queued job never runs, a running one stops at its next checkpoint",
 )
 async def cancel(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
+    """409 `JOB_ALREADY_FINISHED` when the job has already ended."""
     return JobOut.of(
         await run_in_threadpool(cancel_job, deps=deps, job_id=job_id, owner=caller.scope)
     )
 
 
-@router.api_route(
+_FILE = {"type": "string", "format": "binary"}
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The report file, with its own media type (a dummy report is JSON)",
+        "content": {
+            media: {"schema": {"type": "object"} if media.endswith("json") else _FILE}
+            for media in MEDIA_TYPES
+        },
+    },
+    206: {"description": "The requested byte range of the report file"},
+    **error_responses(401, 404, 409, 422),
+}
+
+
+@router.get(
     "/jobs/{job_id}/download",
-    methods=["GET", "HEAD"],
+    name="download_report",
     response_class=FileResponse,
-    summary="Download the report (supports HEAD and Range requests)",
-    responses={200: {"description": "The report file"}, **error_responses(401, 404, 409, 422)},
+    responses=_DOWNLOAD_RESPONSES,
+    summary="Download the report (Range requests supported)",
 )
 def download(deps: ServiceDeps, caller: Caller, job_id: UUID) -> FileResponse:
+    """The finished report; 409 `JOB_NOT_COMPLETED` until the job has completed."""
     _, artifact, path = artifact_of(deps=deps, job_id=job_id, owner=caller.scope)
     return FileResponse(path, media_type=artifact.content_type, filename=artifact.filename)
 
 
-@router.get("/queues/status", response_model=QueuesOut, responses=error_responses(401, 403))
+router.add_api_route(
+    "/jobs/{job_id}/download",
+    download,
+    methods=["HEAD"],
+    name="head_report",
+    response_class=FileResponse,
+    responses=_DOWNLOAD_RESPONSES,
+    summary="The report's headers (size, type, name) without its body",
+)
+
+
+@router.get(
+    "/queues/status",
+    name="get_queue_status",
+    response_model=QueuesOut,
+    responses=error_responses(401, 403),
+    summary="Waiting and running jobs and live workers, per queue and backend (operators)",
+)
 async def queues(deps: ServiceDeps, _: Operator) -> QueuesOut:
+    """From the ledger (waiting, running) and the brokers (live workers)."""
     statuses = await run_in_threadpool(queue_status, deps=deps)
     return QueuesOut(queues=[QueueStatusOut.of(s) for s in statuses], generated_at=utcnow())
 

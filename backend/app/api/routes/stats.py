@@ -29,6 +29,7 @@ class DailyStatsOut(BaseModel):
 
 @router.get(
     "/daily",
+    name="get_daily_stats",
     response_model=DailyStatsOut,
     responses=error_responses(401, 403, 404, 422),
     summary="Daily figures of one day (default: the latest computed)",
