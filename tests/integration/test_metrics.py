@@ -198,13 +198,15 @@ def test_two_uvicorn_workers_add_up(api_two_workers: tuple[str, str, dict[str, s
         ids[response.json()["id"]] = failing
         pids.add(_worker_pid(repo, list(ids)[-1]))
     polls = 0
+
+    def finished(job_id: str) -> bool:
+        nonlocal polls
+        polls += 1
+        body = httpx.get(f"{base}/api/v1/reports/jobs/{job_id}", headers=key, timeout=10)
+        return body.json()["status"] in ("completed", "failed")
+
     for job_id in ids:
-        while True:
-            polls += 1
-            body = httpx.get(f"{base}/api/v1/reports/jobs/{job_id}", headers=key, timeout=10)
-            body = body.json()
-            if body["status"] in ("completed", "failed"):
-                break
+        wait_until(lambda job_id=job_id: finished(job_id), 30, interval=0.05)
     assert len({_worker_pid(repo, job_id) for job_id in ids}) == 2
     engine.dispose()
 

@@ -9,13 +9,14 @@ horses and uvicorn workers.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Protocol
 from uuid import UUID
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.domain.jobs import ReportJob
+from app.domain.jobs import Backend, ReportJob, ReportType
 
 JOB_LABELS = ("job_type", "queue", "backend")
 
@@ -200,6 +201,7 @@ _REASONS = (
     ("no worker", "no_worker"),
     ("not enabled", "not_enabled"),
 )
+FALLBACK_REASONS = (*(kind for _, kind in _REASONS), "other")
 
 
 def reason_kind(reason: str) -> str:
@@ -239,3 +241,54 @@ class MetricsOpsRecorder:
     def component(self, name: str, *, ok: bool, latency_s: float) -> None:
         COMPONENT_UP.labels(name).set(1.0 if ok else 0.0)
         COMPONENT_LATENCY.labels(name).set(latency_s)
+
+
+#: Label values known before anything runs (see :func:`initialise_series`).
+JOB_STATUSES = ("completed", "failed", "cancelled")
+PERIODIC_OUTCOMES = ("done", "skipped", "failed")
+#: The Beat tasks (named in ``app.services.housekeeping``, which core does not import).
+PERIODIC_TASKS = (
+    "system.cleanup_jobs",
+    "system.health_check",
+    "system.recover_jobs",
+    "system.daily_stats",
+)
+
+_initialised_in: int | None = None
+
+
+def initialise_series() -> None:
+    """Create at 0, once per process, every labelled series the dashboards and alerts read.
+
+    A labelled series exists only once something touched it: without this, a rate() on
+    ``report_jobs_retries_total`` had no series until the first retry, and an alert or a
+    panel on it showed nothing rather than 0. Created here: the job metrics for every
+    report type x backend (and final status), the fallbacks for every preferred → chosen
+    backend and reason, the periodic runs for every task and outcome. Not the health
+    gauges (``report_component_*``): 0 would read "down" before the first check.
+
+    Call it once the value class is final (:func:`app.core.metrics_export.enable_multiprocess`
+    does): a series created before multiprocess mode is on would never reach the files.
+    """
+    global _initialised_in
+    if _initialised_in == os.getpid():
+        return
+    _initialised_in = os.getpid()
+    queue = ReportJob.QUEUE_FOR_TYPE.value
+    for job_type in ReportType:
+        for backend in Backend:
+            labels = (job_type.value, queue, backend.value)
+            JOB_DURATION.labels(*labels)
+            JOBS_ACTIVE.labels(*labels)
+            JOB_RETRIES.labels(*labels)
+            QUEUE_WAIT.labels(*labels)
+            for status in JOB_STATUSES:
+                JOBS_TOTAL.labels(job_type.value, status, queue, backend.value)
+    for preferred in (Backend.CELERY, Backend.RQ):
+        for chosen in Backend:
+            if chosen is not preferred:
+                for reason in FALLBACK_REASONS:
+                    FALLBACKS.labels(preferred.value, chosen.value, reason)
+    for task in PERIODIC_TASKS:
+        for outcome in PERIODIC_OUTCOMES:
+            PERIODIC_RUNS.labels(task, outcome)

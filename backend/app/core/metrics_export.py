@@ -31,6 +31,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from app.core.metrics import initialise_series
+
 log = logging.getLogger(__name__)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -79,6 +81,7 @@ def enable_multiprocess(path: Path) -> None:
     current = values.ValueClass
     if getattr(current, "__name__", "") != "MmapedValue":
         values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    initialise_series()  # in this master's files: every scrape has them from the start
 
 
 def forget_process(pid: int | None = None) -> None:
@@ -123,7 +126,12 @@ class LiveMultiProcessCollector(MultiProcessCollector):
 
 
 def scrape_registry(extra: Sequence[Collector] = ()) -> CollectorRegistry:
-    """A registry for one scrape: every process's metrics, plus scrape-time collectors."""
+    """A registry for one scrape: every process's metrics, plus scrape-time collectors.
+
+    The series the dashboards read exist at 0 even in a process started without the CLIs
+    (``uvicorn app.main:app``): the scraping process creates them first.
+    """
+    initialise_series()
     registry = CollectorRegistry(auto_describe=False)
     path = multiprocess_dir()
     if path is not None:
