@@ -120,43 +120,6 @@ class JobList(BaseModel):
     next: str | None = Field(description="Cursor for the next page; null on the last page.")
 
 
-class ReportRequest(BaseModel):
-    """Parameters of a report, as a JSON body. Which apply depends on ``report_type``."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        json_schema_extra={
-            "examples": [
-                {"report_type": "pdf", "pages": 50, "processing_time": 30},
-                {"report_type": "excel", "rows": 100000, "sheets": 4, "seed": 7},
-            ]
-        },
-    )
-
-    report_type: ReportType | None = Field(None, description="Required for /reports/heavy.")
-    pages: int | None = Field(None, description="pdf: 1–1000 pages (default 50).")
-    rows: int | None = Field(
-        None, description="excel: 1–1,000,000 rows (default 10,000); analysis: claims, ≥100."
-    )
-    sheets: int | None = Field(None, description="excel: 1–12 data sheets (default 3).")
-    processing_time: float | None = Field(
-        None, description="Minimum duration in seconds, 0–3600 (default 0)."
-    )
-    seed: int | None = Field(None, description="Seed of the generated data (default 0).")
-    simulate_failures: int | None = Field(
-        None, description="dummy only: the first N attempts fail (testing aid, 0–5)."
-    )
-    callback_url: str | None = Field(
-        None,
-        max_length=2048,
-        description="Optional: the finished job is POSTed here (HMAC-signed; allowed hosts only).",
-    )
-
-    def params(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True, exclude={"report_type"})
-
-
 class QueueStatusOut(BaseModel):
     queue: Queue
     backend: Backend | None

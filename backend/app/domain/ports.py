@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from app.domain.auth import ApiKey
@@ -18,7 +18,6 @@ from app.domain.jobs import (
     NotifyStatus,
     Queue,
     ReportJob,
-    ReportParams,
     ReportType,
 )
 from app.domain.progress import Progress
@@ -191,13 +190,20 @@ class ArtifactStore(Protocol):
     def local_path(self, artifact: Artifact) -> Path: ...
 
 
-class Renderer(Protocol):
-    """Writes one report type to a file, reporting progress at each page or chunk."""
+P_contra = TypeVar("P_contra", contravariant=True)
+
+
+class Renderer(Protocol[P_contra]):
+    """Writes one report type to a file, reporting progress at each page or chunk.
+
+    Generic in its parameters: the registry pairs each report type with the renderer of
+    that type's parameters (``PARAMS_MODELS``), so a renderer never checks what it got.
+    """
 
     content_type: str
     extension: str
 
-    def render(self, params: ReportParams, target: Path, progress: Progress) -> None: ...
+    def render(self, params: P_contra, target: Path, progress: Progress) -> None: ...
 
 
 class CallbackSender(Protocol):

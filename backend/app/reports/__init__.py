@@ -6,7 +6,7 @@ nothing of jobs, queues, HTTP or databases.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.domain.jobs import ReportType
 from app.reports.analysis import AnalysisRenderer
@@ -35,7 +35,7 @@ MEDIA_TYPES = tuple(
 """Every media type a report file may have (the download's documented answers)."""
 
 
-def default_renderers() -> dict[ReportType, Renderer]:
+def default_renderers() -> dict[ReportType, Renderer[Any]]:
     """One renderer instance per report type."""
     return {
         ReportType.DUMMY: DummyRenderer(),

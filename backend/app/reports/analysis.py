@@ -15,7 +15,7 @@ from reportlab.lib.units import cm
 from reportlab.platypus import PageBreak, Paragraph, Spacer
 from reportlab.platypus.flowables import HRFlowable
 
-from app.domain.jobs import AnalysisParams, ReportParams
+from app.domain.jobs import AnalysisParams
 from app.domain.progress import Progress
 from app.reports import data
 from app.reports._charts import histogram, loss_ratio_bars, monthly_trend
@@ -62,9 +62,7 @@ class AnalysisRenderer:
     content_type = "application/pdf"
     extension = "pdf"
 
-    def render(self, params: ReportParams, target: Path, progress: Progress) -> None:
-        if not isinstance(params, AnalysisParams):
-            raise TypeError(f"AnalysisRenderer cannot render {type(params).__name__}")
+    def render(self, params: AnalysisParams, target: Path, progress: Progress) -> None:
         progress.advance(0.0, "analysing claims")
         stats = compute(
             params.seed,

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from app.domain.errors import RenderError
-from app.domain.jobs import DummyParams, ReportParams
+from app.domain.jobs import DummyParams
 from app.domain.progress import Progress
 
 STEPS = 10
@@ -23,9 +23,7 @@ class DummyRenderer:
     content_type = "application/json"
     extension = "json"
 
-    def render(self, params: ReportParams, target: Path, progress: Progress) -> None:
-        if not isinstance(params, DummyParams):
-            raise TypeError(f"DummyRenderer cannot render {type(params).__name__}")
+    def render(self, params: DummyParams, target: Path, progress: Progress) -> None:
         attempt = progress.attempt
         if attempt <= params.simulate_failures:
             raise RenderError(

@@ -21,7 +21,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.writer.excel import ExcelWriter
 
-from app.domain.jobs import ExcelParams, ReportParams
+from app.domain.jobs import ExcelParams
 from app.domain.progress import Progress
 from app.reports import data
 from app.reports._xlsx import Column, Kind, RowSerializer, StableZipFile
@@ -94,9 +94,7 @@ class ExcelRenderer:
     content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     extension = "xlsx"
 
-    def render(self, params: ReportParams, target: Path, progress: Progress) -> None:
-        if not isinstance(params, ExcelParams):
-            raise TypeError(f"ExcelRenderer cannot render {type(params).__name__}")
+    def render(self, params: ExcelParams, target: Path, progress: Progress) -> None:
         plans = plan_sheets(params.rows, params.sheets)
         progress.advance(0.0, "generating claims")
         wb = Workbook(write_only=True)

@@ -21,7 +21,7 @@ from reportlab.lib.units import cm
 from reportlab.platypus import PageBreak, Paragraph, Spacer
 from reportlab.platypus.flowables import HRFlowable
 
-from app.domain.jobs import PdfParams, ReportParams
+from app.domain.jobs import PdfParams
 from app.domain.progress import Progress
 from app.reports import data
 from app.reports._pdfstyle import (
@@ -97,9 +97,7 @@ class PdfRenderer:
     content_type = "application/pdf"
     extension = "pdf"
 
-    def render(self, params: ReportParams, target: Path, progress: Progress) -> None:
-        if not isinstance(params, PdfParams):
-            raise TypeError(f"PdfRenderer cannot render {type(params).__name__}")
+    def render(self, params: PdfParams, target: Path, progress: Progress) -> None:
         progress.advance(0.0, "generating claims")
         count = claims_count(params.pages)
         totals = Totals()  # first pass: the cover shows the totals

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from app.domain.jobs import ReportType, RetryPolicy, utcnow
 from app.domain.ports import (
@@ -37,7 +38,7 @@ class Deps:
     repo: JobRepository
     dispatcher: JobDispatcher
     store: ArtifactStore
-    renderers: Mapping[ReportType, Renderer]
+    renderers: Mapping[ReportType, Renderer[Any]]
     observer: JobObserver
     policy: JobPolicy = field(default_factory=JobPolicy)
     clock: Callable[[], datetime] = utcnow

@@ -22,8 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import Caller, Operator, RateLimitedCaller, ServiceDeps, get_container
 from app.api.errors import error_responses
+from app.api.forms import HEAVY, DummyQuery, HeavyQuery, ReportRequest, RequestForm
 from app.api.observability import TrackedRoute
-from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut, ReportRequest
+from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut
 from app.domain.auth import Principal
 from app.domain.errors import InvalidInput
 from app.domain.jobs import Backend, JobStatus, ReportType, utcnow
@@ -35,11 +36,8 @@ from app.services.queries import artifact_of, get_job, list_jobs, queue_status
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"], route_class=TrackedRoute)
 
-HEAVY = (ReportType.PDF, ReportType.EXCEL, ReportType.ANALYSIS)
-
 OptionalBody = Annotated[ReportRequest | None, Body()]
 JobId = Annotated[UUID, "job id"]
-_CALLBACK = "Optional URL the finished job is POSTed to (HMAC-signed; allowed hosts only)."
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -58,18 +56,17 @@ _ENQUEUE_RESPONSES = {
 
 
 def _params(
-    body: ReportRequest | None, query: dict[str, Any]
+    body: RequestForm | None, query: RequestForm
 ) -> tuple[ReportType | None, dict[str, Any]]:
-    given = {k: v for k, v in query.items() if v is not None}
+    report_type, given = query.split()
     if body is None:
-        report_type = given.pop("report_type", None)
         return report_type, given
-    if given:
+    if given or report_type:
         raise InvalidInput(
             "Send the report parameters either in the query string or in a JSON body, not both.",
             code="AMBIGUOUS_PARAMS",
         )
-    return body.report_type, body.params()
+    return body.split()
 
 
 @router.post(
@@ -83,26 +80,15 @@ async def enqueue_dummy(
     request: Request,
     caller: RateLimitedCaller,
     response: Response,
+    query: Annotated[DummyQuery, Query()],
     idempotency_key: IdempotencyKey = None,
     body: OptionalBody = None,
-    processing_time: Annotated[float | None, Query(description="0–3600 s")] = None,
-    seed: int | None = None,
-    simulate_failures: Annotated[int | None, Query(description="Testing aid, 0–5")] = None,
-    callback_url: Annotated[str | None, Query(description=_CALLBACK, max_length=2048)] = None,
 ) -> JobOut:
     """Parameters in the query string (as in the RQ era) or in a JSON body, not both.
 
     202 with the new job; 200 with the first job for an Idempotency-Key replay.
     """
-    report_type, params = _params(
-        body,
-        {
-            "processing_time": processing_time,
-            "seed": seed,
-            "simulate_failures": simulate_failures,
-            "callback_url": callback_url,
-        },
-    )
+    report_type, params = _params(body, query)
     if report_type not in (None, ReportType.DUMMY):
         raise InvalidInput(
             f"/reports/dummy makes dummy reports; send {report_type} to /reports/heavy.",
@@ -122,32 +108,15 @@ async def enqueue_heavy(
     request: Request,
     caller: RateLimitedCaller,
     response: Response,
+    query: Annotated[HeavyQuery, Query()],
     idempotency_key: IdempotencyKey = None,
     body: OptionalBody = None,
-    report_type: Annotated[ReportType | None, Query(description="pdf, excel or analysis")] = None,
-    pages: Annotated[int | None, Query(description="pdf: 1–1000 (default 50)")] = None,
-    rows: Annotated[int | None, Query(description="excel: 1–1,000,000; analysis: ≥100")] = None,
-    sheets: Annotated[int | None, Query(description="excel: 1–12 (default 3)")] = None,
-    processing_time: Annotated[float | None, Query(description="0–3600 s (default 0)")] = None,
-    seed: int | None = None,
-    callback_url: Annotated[str | None, Query(description=_CALLBACK, max_length=2048)] = None,
 ) -> JobOut:
     """`report_type` pdf, excel or analysis; parameters in the query string or a JSON body.
 
     202 with the new job; 200 with the first job for an Idempotency-Key replay.
     """
-    chosen, params = _params(
-        body,
-        {
-            "report_type": report_type,
-            "pages": pages,
-            "rows": rows,
-            "sheets": sheets,
-            "processing_time": processing_time,
-            "seed": seed,
-            "callback_url": callback_url,
-        },
-    )
+    chosen, params = _params(body, query)
     if chosen not in HEAVY:
         raise InvalidInput(
             "report_type must be one of pdf, excel, analysis"
