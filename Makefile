@@ -6,13 +6,22 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test install install-test migrate serve services lint format docs bench clean
+.PHONY: run test test-unit test-integration test-e2e install install-test migrate serve services lint format docs bench clean
 
 run: migrate ## Set up and run the API on the embedded default (SQLite + inline jobs)
 	$(BIN)/python manage.py serve
 
 test: install-test services lint ## Set up and run every test (needs PostgreSQL, Redis, RabbitMQ)
 	$(BIN)/pytest
+
+test-unit: install-test ## Unit tests only: fakes, no services (about 30 s)
+	$(BIN)/pytest tests/unit
+
+test-integration: install-test services ## Real PostgreSQL, Redis, RabbitMQ, workers
+	$(BIN)/pytest tests/integration
+
+test-e2e: install-test services ## Through a real uvicorn process
+	$(BIN)/pytest tests/e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
