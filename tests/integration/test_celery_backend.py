@@ -3,29 +3,35 @@ broker (its own worker), cancellation of queued and running jobs, the revoke bac
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import secrets
+import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from app import bootstrap
 from app.core.celery_app import RUN_REPORT, queue_name
 from app.dispatch.celery_dispatcher import CeleryDispatcher
-from app.domain.jobs import JobStatus, Queue, ReportType
+from app.domain.jobs import JobStatus, Queue, ReportJob, ReportType
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
 from app.services.queries import queue_status
 from kombu import Connection
 from kombu import Queue as KombuQueue
 
+from tests.integration.ops import wait_until
 from tests.integration.workers import (
     AMQP_URL,
     WorkerProcess,
     celery_worker,
     delete_redis_keys,
     leftovers,
+    parent_pid,
     running_with_progress,
     settings_from,
     wait_for,
@@ -108,19 +114,73 @@ def test_cancelled_queued_job_never_runs_even_after_a_worker_restart(
         delete_redis_keys(env["QUEUE_PREFIX"])
 
 
+@contextmanager
+def stuck_render(
+    worker: WorkerProcess, container: bootstrap.Container
+) -> Iterator[tuple[ReportJob, Path]]:
+    """A cancelled job whose render does not reach its next checkpoint: an Excel report
+    frozen (SIGSTOP of its pool child) while it writes its file, then cancelled; the revoke
+    backstop (``CANCEL_GRACE_SECONDS`` later) terminates it. Yields the final row once the
+    child has exited, and the partial file it had written."""
+    deps = container.deps
+    params = {"rows": 20000, "sheets": 1, "processing_time": 8}
+    job = enqueue_report(deps=deps, report_type=ReportType.EXCEL, params=params).job
+    writing = wait_for(deps.repo, job.id, lambda j: j.stage == "compressing", timeout=30)
+    assert writing.worker is not None
+    pid = int(writing.worker.rsplit(":", 1)[1])
+    assert worker.process is not None
+    assert parent_pid(pid) == worker.process.pid  # a pool child, never the main process
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        [partial] = leftovers(container, job.id)  # written up to here, not yet published
+        assert partial.name.endswith(".xlsx.part"), partial
+        assert cancel_job(deps=deps, job_id=job.id).status is JobStatus.CANCELLED
+        wait_log(worker, rf"Terminating {job.id} \(15\)", 10)
+        # Frozen, the child holds the SIGTERM pending, as a render stuck in a long C call
+        # would; it takes it (billiard's handler: SystemExit) as soon as it runs again.
+        os.kill(pid, signal.SIGCONT)
+
+        def gone() -> bool:  # exited and reaped by the pool
+            return not Path(f"/proc/{pid}").exists()
+
+        wait_until(gone, timeout=10)
+        final = deps.repo.get(job.id)
+        assert final is not None
+        yield final, partial
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # never leave a frozen child behind
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(90)
 def test_revoke_terminate_backstop_kills_the_render_and_worker_keeps_serving(
     celery_session_worker: WorkerProcess, containers: dict[str, bootstrap.Container]
 ) -> None:
     deps = containers["celery"].deps
-    stuck = enqueue_report(
-        deps=deps, report_type=ReportType.DUMMY, params={"processing_time": 30}
-    ).job
-    wait_for(deps.repo, stuck.id, running_with_progress, timeout=20)
-    celery_of(containers["celery"]).stop_running(stuck)  # as if it ignored its checkpoints
-    wait_log(celery_session_worker, rf"Terminating {stuck.id}", 5)
-    served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 4}).job
-    assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
-    cancel_job(deps=deps, job_id=stuck.id)  # the killed attempt is the ledger's to close
+    with stuck_render(celery_session_worker, containers["celery"]) as (final, _):
+        assert (final.status, final.error, final.artifact) == (JobStatus.CANCELLED, None, None)
+        assert final.attempts == 1
+        served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 4}).job
+        assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
+        assert deps.repo.get(final.id) == final  # nothing wrote to the killed job since
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: a render ended by the revoke backstop (SIGTERM: billiard raises "
+    "SystemExit in the pool child) leaves its .part file in <artifacts>/.tmp; run_report "
+    "discards the temp file on Exception only, and nothing removes it later",
+)
+def test_revoke_terminate_backstop_leaves_no_partial_file(
+    celery_session_worker: WorkerProcess, containers: dict[str, bootstrap.Container]
+) -> None:
+    container = containers["celery"]
+    with stuck_render(celery_session_worker, container) as (final, partial):
+        deadline = time.monotonic() + 5
+        while partial.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert leftovers(container, final.id) == []
 
 
 def test_queue_status_counts_live_celery_workers(
