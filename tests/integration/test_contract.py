@@ -1,25 +1,34 @@
-"""The contract: the same scenario through inline, Celery and RQ gives the same ledger rows
-and byte-identical artifacts — backends only carry ids; ``run_report`` does the work."""
+"""The contract: the same scenario through inline, Celery (on Redis and on RabbitMQ) and RQ
+gives the same ledger rows and byte-identical artifacts — backends only carry ids;
+``run_report`` does the work."""
 
 from __future__ import annotations
 
+import secrets
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from app import bootstrap
+from app.core.celery_app import queue_name
 from app.dispatch.callbacks import signature
-from app.domain.jobs import JobStatus, ReportType, parse_params
+from app.domain.jobs import JobStatus, Queue, ReportType, parse_params
 from app.domain.progress import NullProgress
 from app.reports import default_renderers
 from app.services.enqueue import enqueue_report
+from kombu import Connection
+from kombu import Queue as KombuQueue
 
 from tests.integration.workers import (
+    AMQP_URL,
     CALLBACK_SECRET,
     CallbackReceiver,
     WorkerProcess,
+    celery_worker,
     file_sha256,
+    settings_from,
     wait_for,
 )
 
@@ -38,22 +47,54 @@ def reference_sha256(tmp_path: Path, report_type: ReportType, params: dict[str, 
     return file_sha256(target)
 
 
-@pytest.fixture(params=["inline", "celery", "rq"])
-def backend(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(scope="module")
+def rabbitmq_env(backend_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The session's environment with a RabbitMQ broker, on queues of its own."""
+    env = {
+        **backend_env,
+        "CELERY_BROKER_URL": AMQP_URL,
+        "QUEUE_PREFIX": f"c{secrets.token_hex(3)}-",
+    }
+    yield env
+    settings = settings_from(env)
+    with Connection(AMQP_URL, connect_timeout=5) as conn:
+        for queue in Queue:
+            KombuQueue(queue_name(settings, queue)).bind(conn.default_channel).delete()
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_platform(rabbitmq_env: dict[str, str], log_dir: Path) -> Iterator[bootstrap.Container]:
+    """A Celery worker on RabbitMQ (every queue) and an API-side container sending to it."""
+    for _ in celery_worker(rabbitmq_env, log_dir, concurrency=2):
+        container = bootstrap.build(settings_from(rabbitmq_env, dispatch_backend="celery"))
+        assert container.settings.celery_broker_url.startswith("amqp://")
+        try:
+            yield container
+        finally:
+            container.close()
+
+
+@pytest.fixture(params=["inline", "celery", "rq", "celery-rabbitmq"])
+def platform(
+    request: pytest.FixtureRequest, containers: dict[str, bootstrap.Container]
+) -> tuple[str, bootstrap.Container]:
+    """(the backend the rows must name, the container that enqueues)."""
+    if request.param == "celery-rabbitmq":
+        rabbitmq: bootstrap.Container = request.getfixturevalue("rabbitmq_platform")
+        return "celery", rabbitmq
     if request.param != "inline":  # the real worker for this backend must be running
         request.getfixturevalue(f"{request.param}_session_worker")
     backend: str = request.param
-    return backend
+    return backend, containers[backend]
 
 
 @pytest.mark.timeout(90)
 def test_same_scenario_same_rows_and_artifacts(
-    backend: str,
-    containers: dict[str, bootstrap.Container],
+    platform: tuple[str, bootstrap.Container],
     receiver: CallbackReceiver,
     tmp_path: Path,
 ) -> None:
-    container = containers[backend]
+    backend, container = platform
     deps = container.deps
     jobs = [
         enqueue_report(deps=deps, report_type=t, params=p, callback_url=receiver.url).job
