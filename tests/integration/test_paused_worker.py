@@ -1,99 +1,199 @@
-"""A worker paused past the heartbeat timeout, on the real PostgreSQL ledger and the local
-store: each attempt publishes under its own key, the former worker's completion is refused
-and only the reclaiming worker's file remains. Old-style keys still download."""
+"""A worker really paused past the heartbeat timeout: its job is reclaimed, and when it
+wakes up, its late writes are refused and its file never replaces the winner's.
+
+Real processes on a ledger of the test's own: Celery worker A renders a job; its pool
+child is frozen with SIGSTOP for longer than ``HEARTBEAT_TIMEOUT``; Beat's recovery task,
+run by worker B, finds the heartbeat stale and queues the job again; B claims it (attempt
+2) and renders it. A's child is woken up (SIGCONT) while B still renders: its next
+heartbeat names A, the ledger refuses it, and A lets the job go. B completes it, under
+``<job id>/2/<filename>``. Old-style keys (no attempt) still download.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import os
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import replace
-from datetime import timedelta
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID
 
 import pytest
+from app import bootstrap
+from app.core.celery_app import create_celery_app
 from app.db.repository import SqlJobRepository
+from app.db.schema import upgrade
 from app.db.session import make_engine
 from app.domain.jobs import (
     Backend,
     JobStatus,
     ReportJob,
-    ReportParams,
     ReportType,
     RetryPolicy,
     parse_params,
     utcnow,
 )
-from app.domain.progress import Progress
 from app.reports import default_renderers
 from app.services.deps import Deps, JobPolicy
-from app.services.housekeeping import delete_files
+from app.services.enqueue import enqueue_report
+from app.services.housekeeping import RECOVER, delete_files
 from app.services.queries import artifact_of
-from app.services.run_report import RunOutcome, run_report
 from app.storage.local import LocalArtifactStore
 
+from tests.conftest import fresh_pg_database
+from tests.integration.ops import wait_until
+from tests.integration.workers import (
+    WorkerProcess,
+    artifact_files,
+    base_env,
+    delete_redis_keys,
+    event_lines,
+    file_sha256,
+    running_with_progress,
+    settings_from,
+    start_celery_worker,
+    wait_for,
+    worker_env,
+)
 from tests.unit.fakes import RecordingDispatcher, RecordingObserver
 
-TIMEOUT = 30.0
-
-
-class PausedOnce:
-    """The real dummy renderer; its first render, once done, runs ``pause`` before the
-    worker gets to record the outcome (what happened while that worker was frozen)."""
-
-    def __init__(self) -> None:
-        self.inner = default_renderers()[ReportType.DUMMY]
-        self.content_type = self.inner.content_type
-        self.extension = self.inner.extension
-        self.pause: Callable[[], None] = lambda: None
-        self.calls = 0
-
-    def render(self, params: ReportParams, target: Path, progress: Progress) -> None:
-        self.calls += 1
-        self.inner.render(params, target, progress)
-        if self.calls == 1:
-            self.pause()
+HEARTBEAT_TIMEOUT = 3.0
 
 
 @pytest.fixture
-def repo(pg_url: str) -> Iterator[SqlJobRepository]:
+def env(work_dir: Path) -> Iterator[dict[str, str]]:
+    """A ledger of this test's own (its recovery slot is free), own queues, 3 s heartbeats."""
+    prefix = f"pw{secrets.token_hex(3)}-"
+    with fresh_pg_database("paused") as url:
+        upgrade(url)
+        yield worker_env(
+            base_env(url, work_dir / "data", prefix),
+            HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
+            METRICS_PORT="0",
+        )
+    delete_redis_keys(prefix)
+
+
+def pid_of(job: ReportJob) -> int:
+    assert job.worker is not None
+    return int(job.worker.rsplit(":", 1)[1])
+
+
+def send_recovery(env: dict[str, str]) -> None:
+    """What Beat sends every minute: ``system.recover_jobs``, to the ``celery`` queue."""
+    app = create_celery_app(settings_from(env))
+    try:
+        app.send_task(RECOVER)
+    finally:
+        app.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_paused_celery_child_is_refused_and_its_file_never_replaces_the_winners(
+    env: dict[str, str], work_dir: Path
+) -> None:
+    container = bootstrap.build(settings_from(env, dispatch_backend="celery"))
+    workers: list[WorkerProcess] = []
+    frozen: int | None = None
+    try:
+        repo = container.deps.repo
+        artifacts = container.settings.artifacts
+        workers.append(start_celery_worker(env, work_dir, queues="reports", concurrency=1))
+        a = workers[0]
+        job = enqueue_report(
+            deps=container.deps,
+            report_type=ReportType.DUMMY,
+            params={"processing_time": 6, "seed": 21},
+        ).job
+        first = wait_for(repo, job.id, running_with_progress, timeout=20)
+        frozen = pid_of(first)
+        assert a.process is not None
+        assert frozen != a.process.pid
+        os.kill(frozen, signal.SIGSTOP)
+
+        # B consumes every queue (Beat's too); A's only child is frozen with the message.
+        workers.append(start_celery_worker(env, work_dir, queues="all", concurrency=1))
+        b = workers[1]
+        stale_at = first.updated_at + timedelta(seconds=HEARTBEAT_TIMEOUT + 0.5)
+        time.sleep(max(0.0, (stale_at - datetime.now(UTC)).total_seconds()))
+        send_recovery(env)
+
+        def under_b(j: ReportJob) -> bool:
+            return running_with_progress(j) and j.worker != first.worker
+
+        second = wait_for(repo, job.id, under_b, timeout=20)
+        assert second.attempts == 2
+        os.kill(frozen, signal.SIGCONT)  # A wakes up while B renders
+
+        def refused() -> list[str]:
+            return event_lines(a.logs(), "report_job.run.superseded", job.id)
+
+        wait_until(refused, timeout=15)
+        during = repo.get(job.id)
+        assert during is not None
+        assert (during.status, during.worker, during.attempts) == (
+            JobStatus.RUNNING,
+            second.worker,
+            2,
+        )
+        assert f"current_worker={second.worker}" in refused()[0]
+        assert f"worker={first.worker}" in refused()[0]
+
+        final = wait_for(repo, job.id, timeout=30)
+        assert (final.status, final.worker, final.attempts) == (
+            JobStatus.COMPLETED,
+            second.worker,
+            2,
+        )
+        assert final.artifact is not None
+        assert final.artifact.key == f"{job.id}/2/{final.artifact.filename}"
+        path = artifacts / final.artifact.key
+        assert artifact_files(artifacts, job.id) == [path]
+        assert file_sha256(path) == final.artifact.sha256
+        # A's task ended without an outcome of its own; later, nothing has moved.
+        wait_until(lambda: f"reports.run_report[{job.id}] succeeded" in a.logs(), timeout=10)
+        assert not event_lines(a.logs(), "report_job.completed", job.id)
+        assert not event_lines(a.logs(), "report_job.failed", job.id)
+        assert len(event_lines(b.logs(), "report_job.completed", job.id)) == 1
+        time.sleep(1)
+        assert repo.get(job.id) == final
+        assert artifact_files(artifacts, job.id) == [path]
+        assert file_sha256(path) == final.artifact.sha256
+    finally:
+        if frozen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGCONT)
+        for worker in workers:
+            worker.stop()
+        container.close()
+
+
+@pytest.fixture
+def old(pg_url: str, tmp_path: Path) -> Iterator[Deps]:
+    """A worker's dependencies on the session's ledger and a store of the test's own."""
     engine = make_engine(pg_url)
-    yield SqlJobRepository(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def renderer() -> PausedOnce:
-    return PausedOnce()
-
-
-@pytest.fixture
-def old(repo: SqlJobRepository, renderer: PausedOnce, tmp_path: Path) -> Deps:
-    return Deps(
-        repo=repo,
+    yield Deps(
+        repo=SqlJobRepository(engine),
         dispatcher=RecordingDispatcher(Backend.CELERY),
         store=LocalArtifactStore(tmp_path / "artifacts"),
-        renderers=dict.fromkeys(ReportType, renderer),
+        renderers=default_renderers(),
         observer=RecordingObserver(),
         policy=JobPolicy(
             max_attempts=3,
             retry=RetryPolicy(1, 10, random.Random(1)),
             progress_interval=5.0,
-            heartbeat_timeout=TIMEOUT,
+            heartbeat_timeout=30.0,
         ),
         worker_id="celery@old:101",
     )
+    engine.dispose()
 
 
-def _new(old: Deps) -> Deps:
-    """Another worker, later: the old worker's heartbeat is stale by its clock."""
-    return replace(
-        old, worker_id="celery@new:202", clock=lambda: utcnow() + timedelta(seconds=TIMEOUT + 5)
-    )
-
-
-def _queued(deps: Deps) -> ReportJob:
+def test_an_old_style_key_still_downloads_and_is_cleaned_up(old: Deps) -> None:
+    """Artifacts published before attempts were part of the key keep working."""
     job = ReportJob.new(
         report_type=ReportType.DUMMY,
         params=parse_params(ReportType.DUMMY, {"seed": 5}),
@@ -101,78 +201,8 @@ def _queued(deps: Deps) -> ReportJob:
         now=utcnow(),
         owner="paused-worker",
     ).with_backend(Backend.CELERY)
-    deps.repo.add(job)
-    queued = deps.repo.transition(job.id, JobStatus.QUEUED, now=utcnow())
-    assert queued is not None
-    return queued
-
-
-def _published(deps: Deps, job_id: UUID) -> list[Path]:
-    root: Path = deps.store.root  # type: ignore[attr-defined]
-    return sorted(p for p in (root / str(job_id)).rglob("*") if p.is_file())
-
-
-def test_only_the_reclaiming_workers_artifact_remains(old: Deps, renderer: PausedOnce) -> None:
-    job = _queued(old)
-    won: list[RunOutcome] = []
-    renderer.pause = lambda: won.append(run_report(deps=_new(old), job_id=job.id))
-
-    lost = run_report(deps=old, job_id=job.id)
-
-    [winner] = won
-    assert winner.kind == "completed"
-    assert lost.kind == "skipped"
-    done = old.repo.get(job.id)
-    assert done is not None
-    assert (done.status, done.worker, done.attempts) == (JobStatus.COMPLETED, "celery@new:202", 2)
-    assert done.artifact is not None
-    assert done.artifact.key == f"{job.id}/2/{done.artifact.filename}"
-    _, artifact, path = artifact_of(deps=old, job_id=job.id)
-    assert _published(old, job.id) == [path]  # attempt 1's file was discarded, not this one
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact.sha256
-    assert not (path.parent.parent / "1").exists()
-    assert renderer.calls == 2
-    assert [name for name, _ in old.observer.events].count("completed") == 1  # type: ignore[attr-defined]
-
-
-def test_attempts_publish_under_distinct_keys(old: Deps, renderer: PausedOnce) -> None:
-    """Attempt 1 loses its claim mid-render; both files exist until the loser cleans up."""
-    job = _queued(old)
-    seen: dict[str, set[Path]] = {}
-
-    def pause() -> None:
-        run_report(deps=_new(old), job_id=job.id)
-        seen["winner done"] = set(_published(old, job.id))
-
-    renderer.pause = pause
-    store: LocalArtifactStore = old.store  # type: ignore[assignment]
-    save = store.save
-    keys: list[str] = []
-
-    def recording_save(temp: Path, **kwargs: object) -> object:
-        artifact = save(temp, **kwargs)  # type: ignore[arg-type]
-        keys.append(artifact.key)
-        seen.setdefault("after save", set()).update(_published(old, job.id))
-        return artifact
-
-    store.save = recording_save  # type: ignore[assignment,method-assign]
-
-    assert run_report(deps=old, job_id=job.id).kind == "skipped"
-
-    assert len(keys) == 2
-    assert len(set(keys)) == 2  # attempt 2 (the winner) first, then attempt 1
-    assert keys[0].startswith(f"{job.id}/2/")
-    assert keys[1].startswith(f"{job.id}/1/")
-    assert len(seen["after save"]) == 2  # for a moment, both files side by side
-    done = old.repo.get(job.id)
-    assert done is not None
-    assert done.artifact is not None
-    assert done.artifact.key == keys[0]
-    assert _published(old, job.id) == [store.local_path(done.artifact)]
-
-
-def test_an_old_style_key_still_downloads_and_is_cleaned_up(old: Deps) -> None:
-    job = _queued(old)
+    old.repo.add(job)
+    assert old.repo.transition(job.id, JobStatus.QUEUED, now=utcnow()) is not None
     claimed = old.repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker=old.worker_id)
     assert claimed is not None
     temp = old.store.temp_path(job.id, "json")
