@@ -18,8 +18,9 @@ from uuid import UUID
 
 import pytest
 from app import bootstrap
+from app.core.celery_app import create_celery_app
 from app.db.housekeeping import SqlHousekeepingRepository
-from app.dispatch.celery_dispatcher import CeleryDispatcher
+from app.db.schema import upgrade
 from app.domain.jobs import Backend, JobStatus, ReportJob, ReportType, parse_params
 from app.services.daily_stats import compute_daily_stats
 from app.services.deps import Deps
@@ -34,12 +35,17 @@ from app.services.housekeeping import (
 from app.services.postprocess import postprocess_report
 from app.services.run_report import WORKER_LOST, run_report
 
+from tests.conftest import fresh_pg_database
 from tests.e2e.server import running
 from tests.integration.workers import (
     WorkerProcess,
+    base_env,
+    celery_worker,
     delete_redis_keys,
+    event_lines,
     settings_from,
     wait_for,
+    worker_env,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -271,36 +277,105 @@ def test_daily_figures_are_stored_and_served(
     assert missing.json()["error"] == "STATS_NOT_FOUND"
 
 
+@pytest.fixture
+def own(work_dir: Path) -> Iterator[tuple[dict[str, str], bootstrap.Container]]:
+    """A ledger of the test's own (every slot of the current hour is free), own queues."""
+    prefix = f"hk{secrets.token_hex(3)}-"
+    with fresh_pg_database("housekeeping") as url:
+        upgrade(url)
+        env = worker_env(base_env(url, work_dir / "data", prefix), METRICS_PORT="0")
+        built = bootstrap.build(settings_from(env, dispatch_backend="celery"))
+        try:
+            yield env, built
+        finally:
+            built.close()
+            delete_redis_keys(prefix)
+
+
+def clear_of_slot_boundaries(margin: float = 3.0) -> None:
+    """Return more than ``margin`` seconds before the next minute (and hour) boundary, so
+    that two deliveries of a task sent now fall in one slot."""
+    left = 60 - datetime.now(UTC).second - datetime.now(UTC).microsecond / 1e6
+    if left < margin:
+        time.sleep(left + 0.2)
+
+
 def test_system_tasks_run_on_a_real_worker(
-    container: bootstrap.Container,
-    kit: Housekeeping,
-    celery_session_worker: WorkerProcess,
+    own: tuple[dict[str, str], bootstrap.Container], work_dir: Path
 ) -> None:
-    broker = container.brokers[0]
-    assert isinstance(broker, CeleryDispatcher)
-    app, ops = broker.app, _ops(kit)
-    for name in (HEALTH, HEALTH, RECOVER, CLEANUP):
-        app.send_task(name)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if all(_ran(ops, name) for name in (HEALTH, RECOVER, CLEANUP)):
-            break
-        time.sleep(0.1)
-    health = [r for r in ops.runs(HEALTH) if r[0].year > 2020]
-    assert health, celery_session_worker.logs()[-3000:]
-    assert len({slot for slot, _, _ in health}) == len(health)  # one row per slot
-    _, status, result = health[-1]
-    assert status == "done"
-    assert result is not None
-    assert result["healthy"] is True
-    assert {c["name"] for c in result["components"]} == {"database", "broker.celery", "broker.rq"}
-    logs = celery_session_worker.logs()
-    assert (
-        logs.count("housekeeping.done task=system.health_check")
-        + logs.count("housekeeping.skipped task=system.health_check")
-        >= 2
-    )
+    """Health, recovery and cleanup sent twice each, as two Beats would, to a real worker:
+    each runs once in its slot (the second delivery is skipped) and does its work."""
+    env, container = own
+    deps, kit = container.deps, bootstrap.housekeeping(container)
+    ops = _ops(kit)
+    now = datetime.now(UTC)
+    retention = timedelta(days=container.settings.retention_days)
+    expired = finished_job(deps, now - retention - timedelta(days=2))
+    young = finished_job(deps, now - retention + timedelta(days=1))
+    expired_files = files_of(deps, expired)
+    assert len(expired_files) == 2
+    assert all(p.exists() for p in expired_files)
+    queued_after = timedelta(seconds=container.settings.recovery_queued_after)
+    lost_message = add_job(deps, now - queued_after - timedelta(minutes=5))  # never dispatched
+    silent = now - timedelta(seconds=deps.policy.heartbeat_timeout + 30)
+    lost_worker = _running_since(deps, silent, max_attempts=3)
 
+    for worker in celery_worker(env, work_dir, queues="celery,reports", concurrency=2):
+        clear_of_slot_boundaries()
+        app = create_celery_app(settings_from(env))
+        try:
+            for name in (HEALTH, RECOVER, CLEANUP) * 2:
+                app.send_task(name)
+        finally:
+            app.close()
 
-def _ran(ops: SqlHousekeepingRepository, task: str) -> bool:
-    return any(slot.year > 2020 and status == "done" for slot, status, _ in ops.runs(task))
+        def settled(logs: str) -> bool:
+            return all(
+                logs.count(f"housekeeping.done task={n} ")
+                + logs.count(f"housekeeping.skipped task={n} ")
+                == 2
+                for n in (HEALTH, RECOVER, CLEANUP)
+            ) and all(
+                (j := deps.repo.get(i)) is not None and j.status.terminal
+                for i in (lost_message.id, lost_worker)
+            )
+
+        deadline = time.monotonic() + 45
+        while not settled(worker.logs()):
+            if time.monotonic() > deadline:
+                state = [deps.repo.get(i) for i in (lost_message.id, lost_worker)]
+                pytest.fail(f"housekeeping not done in 45 s: {state}\n{worker.logs()[-4000:]}")
+            time.sleep(0.1)
+        logs = worker.logs()
+
+        for name in (HEALTH, RECOVER, CLEANUP):  # one run, one skipped delivery
+            runs = ops.runs(name)
+            assert [status for _, status, _ in runs] == ["done"], (name, runs)
+            assert logs.count(f"housekeeping.skipped task={name} ") == 1, name
+
+        [(_, _, health)] = ops.runs(HEALTH)
+        assert health is not None
+        assert health["healthy"] is True
+        assert {c["name"] for c in health["components"]} == {
+            "database",
+            "broker.celery",
+            "broker.rq",
+        }
+
+        [(_, _, recovered)] = ops.runs(RECOVER)
+        assert recovered == {"redispatched": 1, "requeued": 1, "failed": 0}
+        redispatched = wait_for(deps.repo, lost_message.id, timeout=1)
+        assert (redispatched.status, redispatched.attempts) == (JobStatus.COMPLETED, 1)
+        assert len(event_lines(logs, "report_job.redispatched", lost_message.id)) == 1
+        rerun = wait_for(deps.repo, lost_worker, timeout=1)
+        assert (rerun.status, rerun.attempts) == (JobStatus.COMPLETED, 2)
+        assert rerun.worker != "celery@gone:1"
+
+        [(_, _, cleaned)] = ops.runs(CLEANUP)
+        assert cleaned is not None
+        assert (cleaned["deleted"], cleaned["files"], cleaned["kept"]) == (1, 2, 0)
+        assert deps.repo.get(expired.id) is None
+        assert not any(p.exists() for p in expired_files)
+        assert not any(p.parent.exists() for p in expired_files)
+        assert deps.repo.get(young.id) is not None
+        assert all(p.exists() for p in files_of(deps, young))
