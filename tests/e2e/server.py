@@ -144,16 +144,41 @@ def launch(
     raise RuntimeError(f"API did not become ready:\n{server.logs()[-4000:]}")
 
 
-def stop(server: LiveServer, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
-    """Signal the API and wait for it to exit (killing it after ``timeout``)."""
+@dataclass(frozen=True)
+class Stopped:
+    """How an API process ended: its return code (``-N``: killed by signal N), whether it
+    had to be killed after the timeout, and the seconds from the signal to its exit."""
+
+    returncode: int
+    killed: bool
+    seconds: float
+
+    @property
+    def graceful(self) -> bool:
+        """Exited by itself, with code 0, within the timeout."""
+        return self.returncode == 0 and not self.killed
+
+
+def terminate(server: LiveServer, sig: int = signal.SIGTERM, timeout: float = 20) -> Stopped:
+    """Signal the API and wait for it to exit; SIGKILL it after ``timeout`` (``killed``)."""
+    started = time.monotonic()
+    killed = False
     if server.process.poll() is None:
         server.process.send_signal(sig)
         try:
             server.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            killed = True
             server.process.kill()
             server.process.wait(timeout=5)
-    return server.process.returncode
+    returncode = server.process.returncode
+    assert returncode is not None
+    return Stopped(returncode, killed, time.monotonic() - started)
+
+
+def stop(server: LiveServer, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+    """:func:`terminate`, for callers that need only the return code."""
+    return terminate(server, sig, timeout).returncode
 
 
 @contextmanager
