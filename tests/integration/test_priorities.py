@@ -1,12 +1,13 @@
-"""Queue priorities, by behaviour: what one Celery worker (one process) consuming every
-queue takes first when ``reports`` has a backlog — on Redis and on RabbitMQ.
+"""Queue priorities, by behaviour: what one worker (one process) consuming every queue
+takes first when ``reports`` has a backlog — Celery on Redis and on RabbitMQ, and RQ.
 
 The backlog is built while no worker runs: three jobs with a callback (each a chain render
 → document → notify) and then ten plain renders, all on ``reports``. Once the worker
 starts, each chain's ``documents`` step is published when its render ends, behind the
 backlog. The worker's log gives the order of deliveries (one ``received`` line each); the
-ledger's ``started_at`` agrees for the renders. On Redis the order follows the queues'
-priorities exactly (documents 7, reports 5, notifications 3); on RabbitMQ it does not.
+ledger's ``started_at`` agrees for the renders. On Redis (Celery and RQ) the order follows
+the queues' priorities exactly (documents 7, reports 5, notifications 3); on RabbitMQ it
+does not.
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ from tests.integration.workers import (
     delete_redis_keys,
     settings_from,
     start_celery_worker,
+    start_rq_worker,
     wait_for,
 )
 
 CHAINS = 3
 BACKLOG = 10
 _RECEIVED = re.compile(r"Task ([\w.]+)\[([0-9a-f-]{36})(?:_\w+)?\] received")
+_DEQUEUED = re.compile(
+    r"Worker \w+: \S+: (?!Job OK)[^\n]*\(([0-9a-f-]{36})(_document|_notify)?\)$", re.MULTILINE
+)
 
 
 @contextmanager
@@ -63,15 +68,18 @@ def delete_amqp_queues(env: dict[str, str]) -> None:
 
 
 def deliveries(log: str) -> list[tuple[str, str]]:
-    """(task name, job id) of every task the worker received, in order."""
-    return [(m[1], m[2]) for m in _RECEIVED.finditer(log)]
+    """(step, job id) of every task the worker received (Celery) or dequeued (RQ), in order."""
+    celery = [(_STEP[m[1]], m[2]) for m in _RECEIVED.finditer(log)]
+    return celery or [(_STEP[m[2] or ""], m[1]) for m in _DEQUEUED.finditer(log)]
 
 
-def drain_backlog(env: dict[str, str], work_dir: Path, receiver: CallbackReceiver) -> list[str]:
+def drain_backlog(
+    env: dict[str, str], work_dir: Path, receiver: CallbackReceiver, backend: str = "celery"
+) -> list[str]:
     """Build the backlog with no worker, start one (one process), and return what it
     received, in order: ``render 0``, ``document 0``, ``notify 0`` for the chains,
     ``render backlog`` for the plain renders."""
-    container = bootstrap.build(settings_from(env, dispatch_backend="celery"))
+    container = bootstrap.build(settings_from(env, dispatch_backend=backend))
     deps = container.deps
     try:
         chains = [
@@ -90,7 +98,10 @@ def drain_backlog(env: dict[str, str], work_dir: Path, receiver: CallbackReceive
             for _ in range(BACKLOG)
         ]
         assert {j.status for j in [*chains, *backlog]} == {JobStatus.QUEUED}  # no worker yet
-        worker = start_celery_worker(env, work_dir, queues="all", concurrency=1)
+        if backend == "rq":
+            worker = start_rq_worker(env, work_dir)
+        else:
+            worker = start_celery_worker(env, work_dir, queues="all", concurrency=1)
         try:
             for job in chains:
                 wait_for(deps.repo, job.id, lambda j: j.notification is not None, timeout=45)
@@ -107,7 +118,7 @@ def drain_backlog(env: dict[str, str], work_dir: Path, receiver: CallbackReceive
     assert {j.status for j in done} == {JobStatus.COMPLETED}
     tag = {str(j.id): str(i) for i, j in enumerate(chains)}
     tag.update({str(j.id): "backlog" for j in backlog})
-    seen = [f"{_STEP[task]} {tag[job_id]}" for task, job_id in deliveries(log)]
+    seen = [f"{step} {tag[job_id]}" for step, job_id in deliveries(log)]
     # The ledger agrees with the worker's log on the renders: claims in delivery order.
     assert [tag[job_id] for job_id in sorted(claims, key=lambda k: str(claims[k]))] == [
         s.split()[1] for s in seen if s.startswith("render")
@@ -115,7 +126,14 @@ def drain_backlog(env: dict[str, str], work_dir: Path, receiver: CallbackReceive
     return seen
 
 
-_STEP = {RUN_REPORT: "render", POSTPROCESS: "document", NOTIFY: "notify"}
+_STEP = {
+    RUN_REPORT: "render",
+    POSTPROCESS: "document",
+    NOTIFY: "notify",
+    "": "render",  # RQ job ids: <job id>, <job id>_document, <job id>_notify
+    "_document": "document",
+    "_notify": "notify",
+}
 
 
 @pytest.mark.timeout(60)
@@ -150,3 +168,18 @@ def test_on_rabbitmq_a_worker_takes_its_queues_in_no_set_order(
     notifies = [seen.index(f"notify {i}") for i in range(CHAINS)]
     assert min(documents) < last_backlog, "\n".join(seen)
     assert min(notifies) < last_backlog, "\n".join(seen)
+
+
+@pytest.mark.timeout(60)
+def test_on_rq_documents_are_taken_before_a_reports_backlog(
+    backend_env: dict[str, str], work_dir: Path, receiver: CallbackReceiver
+) -> None:
+    """RQ: the worker dequeues from its queues in their listed order (highest first)."""
+    with broker(backend_env, "redis") as env:
+        seen = drain_backlog(env, work_dir, receiver, backend="rq")
+    expected = [
+        *[f"{step} {i}" for i in range(CHAINS) for step in ("render", "document")],
+        *["render backlog"] * BACKLOG,
+        *[f"notify {i}" for i in range(CHAINS)],
+    ]
+    assert seen == expected, "\n".join(seen)
