@@ -136,7 +136,7 @@ _STEP = {
 }
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_on_redis_documents_are_taken_before_a_reports_backlog(
     backend_env: dict[str, str], work_dir: Path, receiver: CallbackReceiver
 ) -> None:
@@ -152,7 +152,7 @@ def test_on_redis_documents_are_taken_before_a_reports_backlog(
     assert seen == expected, "\n".join(seen)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_on_rabbitmq_a_worker_takes_its_queues_in_no_set_order(
     backend_env: dict[str, str], work_dir: Path, receiver: CallbackReceiver
 ) -> None:
@@ -170,7 +170,7 @@ def test_on_rabbitmq_a_worker_takes_its_queues_in_no_set_order(
     assert min(notifies) < last_backlog, "\n".join(seen)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_on_rq_documents_are_taken_before_a_reports_backlog(
     backend_env: dict[str, str], work_dir: Path, receiver: CallbackReceiver
 ) -> None:
