@@ -37,7 +37,7 @@ from tests.integration.workers import (
     worker_env,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 _SELECTOR = re.compile(r"\b((?:report|http)_[a-z_]+)(?:\{([^}]*)\})?")
 _MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
@@ -173,7 +173,7 @@ def test_the_shipped_queries_read_these_series() -> None:
     assert metrics <= known, metrics - known  # a new metric in a query: say where it lives
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_every_series_of_the_alerts_and_dashboards_is_in_the_first_scrape(
     env: dict[str, str], work_dir: Path
 ) -> None:
