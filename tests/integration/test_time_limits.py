@@ -19,16 +19,23 @@ import secrets
 import signal
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from app import bootstrap
-from app.domain.jobs import JobStatus, ReportJob, ReportType
+from app.core.celery_app import create_celery_app
+from app.db.schema import upgrade
+from app.domain.jobs import JobStatus, ReportJob, ReportType, utcnow
 from app.services.enqueue import enqueue_report
+from app.services.housekeeping import RECOVER
 
+from tests.conftest import fresh_pg_database
+from tests.integration.ops import wait_until
 from tests.integration.workers import (
     WorkerProcess,
     artifact_files,
+    base_env,
     delete_redis_keys,
     event_lines,
     running_with_progress,
@@ -36,6 +43,7 @@ from tests.integration.workers import (
     start_celery_worker,
     start_rq_worker,
     wait_for,
+    worker_env,
 )
 
 #: Hard limit of a dummy report in these tests; the soft limit is 90 % of it.
@@ -98,6 +106,7 @@ def test_celery_render_killed_at_the_hard_limit_is_failed_time_limit_exceeded(
         assert final.status is JobStatus.FAILED, final
         assert final.error is not None
         assert final.error.code == "TIME_LIMIT_EXCEEDED", final.error
+        assert final.error.message == f"The render was killed after {LIMIT:g}s."
         assert final.attempts == 1
         assert final.artifact is None
         assert took < LIMIT + 10, took
@@ -169,4 +178,71 @@ def test_rq_job_timeout_ends_in_a_terminal_row(env: dict[str, str], log_dir: Pat
         assert (again.status, again.attempts) == (JobStatus.FAILED, 2)
     finally:
         worker.stop()
+        container.close()
+
+
+@pytest.fixture
+def own_ledger(work_dir: Path) -> Iterator[dict[str, str]]:
+    """A ledger of the test's own (its recovery slot is free), a 12 s limit, 3 s heartbeats."""
+    prefix = f"tl{secrets.token_hex(3)}-"
+    with fresh_pg_database("timelimit") as url:
+        upgrade(url)
+        yield worker_env(
+            base_env(url, work_dir / "data", prefix),
+            REPORT_TIME_LIMITS=json.dumps({ReportType.DUMMY.value: 12.0}),
+            HEARTBEAT_TIMEOUT="3",
+            METRICS_PORT="0",
+        )
+    delete_redis_keys(prefix)
+
+
+@pytest.mark.timeout(90)
+def test_the_hard_limit_of_a_reclaimed_attempt_leaves_the_winners_run_alone(
+    own_ledger: dict[str, str], work_dir: Path
+) -> None:
+    """A child frozen past the heartbeat timeout loses its job to another worker; when the
+    pool kills it at the hard limit, its main process must not fail the job the other
+    worker is rendering (the record names the killed attempt's worker)."""
+    env = own_ledger
+    container = api_side(env, "celery")
+    workers: list[WorkerProcess] = []
+    frozen: int | None = None
+    try:
+        repo = container.deps.repo
+        workers.append(start_celery_worker(env, work_dir, queues="reports", concurrency=1))
+        a = workers[0]
+        job = enqueue_slow(container, 9)  # under the soft limit (10.8 s) of any attempt
+        first = wait_for(repo, job.id, running_with_progress, timeout=20)
+        frozen = child_pid(first)
+        os.kill(frozen, signal.SIGSTOP)
+        workers.append(start_celery_worker(env, work_dir, queues="all", concurrency=1))
+        b = workers[1]
+        stale_in = (first.updated_at + timedelta(seconds=3.5) - utcnow()).total_seconds()
+        time.sleep(max(0.0, stale_in))
+        app = create_celery_app(container.settings)
+        try:
+            app.send_task(RECOVER)  # as Beat would: the job is queued again, B takes it
+        finally:
+            app.close()
+        second = wait_for(
+            repo, job.id, lambda j: running_with_progress(j) and j.worker != first.worker
+        )
+        assert second.attempts == 2
+        # A's child is killed at its hard limit while B still renders.
+        wait_until(lambda: "Hard time limit (12.0s) exceeded" in a.logs(), timeout=20)
+        final = wait_for(repo, job.id, timeout=20)
+        assert (final.status, final.worker, final.attempts, final.error) == (
+            JobStatus.COMPLETED,
+            second.worker,
+            2,
+            None,
+        ), final
+        assert len(event_lines(b.logs(), "report_job.completed", job.id)) == 1
+        assert not event_lines(a.logs(), "report_job.failed", job.id)
+    finally:
+        if frozen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGKILL)
+        for worker in workers:
+            worker.stop()
         container.close()

@@ -31,14 +31,22 @@ def run_pipeline(*, deps: Deps, job_id: UUID) -> RunOutcome:
     return outcome
 
 
-def fail_lost_attempt(*, deps: Deps, job_id: UUID, error: JobError) -> ReportJob | None:
-    """Record ``failed`` for a running job whose worker killed the attempt (hard time limit)."""
+def fail_lost_attempt(
+    *, deps: Deps, job_id: UUID, error: JobError, worker: str | None = None
+) -> ReportJob | None:
+    """Record ``failed`` for a running job whose worker killed the attempt (hard time limit).
+
+    ``worker`` names the process that ran the killed attempt: if another worker has
+    reclaimed the job since (the attempt stopped heartbeating), the job is theirs and stays
+    as it is.
+    """
     failed = deps.repo.transition(
         job_id,
         JobStatus.FAILED,
         now=deps.clock(),
         expected=frozenset({JobStatus.RUNNING}),
         error=error,
+        expected_worker=worker,
     )
     if failed is not None:
         deps.observer.job_event("failed", failed, error=error.code)

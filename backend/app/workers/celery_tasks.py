@@ -6,11 +6,12 @@ Start a worker with ``python celery_manager.py worker reports 4`` (or
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-from billiard.einfo import ExceptionInfo
 from celery import Task, signals
-from celery.exceptions import TimeLimitExceeded
+from celery.worker import state as worker_state
+from celery.worker.request import Request
 
 from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT, create_celery_app
 from app.core.config import get_settings
@@ -41,16 +42,38 @@ app.conf.beat_schedule = BEAT_SCHEDULE
 register_system_tasks(app)
 
 
-class ReportTask(Task[[str], str]):
-    """A hard time limit kills the attempt in the pool; the parent records it in the ledger."""
+class ReportRequest(Request):
+    """A render's delivery, in the worker's main process.
 
-    def on_failure(
-        self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
-    ) -> None:
-        if isinstance(exc, TimeLimitExceeded) and args:
-            with job_context(str(args[0])) as job_id:
-                error = JobError("TIME_LIMIT_EXCEEDED", f"The render was killed after {exc}s.")
-                fail_lost_attempt(deps=worker_deps(Backend.CELERY), job_id=job_id, error=error)
+    A hard time limit kills the attempt's pool process; the main process records the job
+    ``failed`` (``TIME_LIMIT_EXCEEDED``), naming that process: an attempt frozen past the
+    heartbeat timeout may have lost its job to another worker since, and that worker's run
+    must be left alone.
+    """
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft or worker_state.should_terminate or not self.args or self.worker_pid is None:
+            return
+        with job_context(str(self.args[0])) as job_id:
+            error = JobError("TIME_LIMIT_EXCEEDED", f"The render was killed after {timeout:g}s.")
+            fail_lost_attempt(
+                deps=worker_deps(Backend.CELERY),
+                job_id=job_id,
+                error=error,
+                worker=pool_worker_id(int(self.worker_pid)),
+            )
+
+
+def pool_worker_id(pid: int) -> str:
+    """The worker id a pool process ``pid`` of this host claims jobs under."""
+    return f"{Backend.CELERY.value}@{socket.gethostname()}:{pid}"
+
+
+class ReportTask(Task[[str], str]):
+    """Its deliveries record a render killed at the hard time limit (see ReportRequest)."""
+
+    Request = f"{__name__}:ReportRequest"
 
 
 @app.task(
