@@ -1,12 +1,13 @@
 """A worker really paused past the heartbeat timeout: its job is reclaimed, and when it
 wakes up, its late writes are refused and its file never replaces the winner's.
 
-Real processes on a ledger of the test's own: Celery worker A renders a job; its pool
-child is frozen with SIGSTOP for longer than ``HEARTBEAT_TIMEOUT``; Beat's recovery task,
-run by worker B, finds the heartbeat stale and queues the job again; B claims it (attempt
-2) and renders it. A's child is woken up (SIGCONT) while B still renders: its next
-heartbeat names A, the ledger refuses it, and A lets the job go. B completes it, under
-``<job id>/2/<filename>``. Old-style keys (no attempt) still download.
+Real processes on a ledger of the test's own: worker A renders a job; the process that
+renders it (a Celery pool child, an RQ work horse) is frozen with SIGSTOP for longer than
+``HEARTBEAT_TIMEOUT``; Beat's recovery task finds the heartbeat stale and queues the job
+again; worker B claims it (attempt 2) and renders it. A's process is woken up (SIGCONT)
+while B still renders: its next heartbeat names A, the ledger refuses it, and A lets the
+job go. B completes it, under ``<job id>/2/<filename>``. Old-style keys (no attempt) still
+download.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from tests.integration.workers import (
     running_with_progress,
     settings_from,
     start_celery_worker,
+    start_rq_worker,
     wait_for,
     worker_env,
 )
@@ -92,16 +94,22 @@ def send_recovery(env: dict[str, str]) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_a_paused_celery_child_is_refused_and_its_file_never_replaces_the_winners(
-    env: dict[str, str], work_dir: Path
+@pytest.mark.parametrize("backend", ["celery", "rq"])
+def test_a_paused_worker_is_refused_and_its_file_never_replaces_the_winners(
+    backend: str, env: dict[str, str], work_dir: Path
 ) -> None:
-    container = bootstrap.build(settings_from(env, dispatch_backend="celery"))
+    """Celery: A's pool child is frozen. RQ: A's work horse is frozen (its master goes on
+    heartbeating RQ's own registry, which the ledger does not trust)."""
+    container = bootstrap.build(settings_from(env, dispatch_backend=backend))
     workers: list[WorkerProcess] = []
     frozen: int | None = None
     try:
         repo = container.deps.repo
         artifacts = container.settings.artifacts
-        workers.append(start_celery_worker(env, work_dir, queues="reports", concurrency=1))
+        if backend == "celery":
+            workers.append(start_celery_worker(env, work_dir, queues="reports", concurrency=1))
+        else:
+            workers.append(start_rq_worker(env, work_dir, "reports"))
         a = workers[0]
         job = enqueue_report(
             deps=container.deps,
@@ -114,8 +122,13 @@ def test_a_paused_celery_child_is_refused_and_its_file_never_replaces_the_winner
         assert frozen != a.process.pid
         os.kill(frozen, signal.SIGSTOP)
 
-        # B consumes every queue (Beat's too); A's only child is frozen with the message.
-        workers.append(start_celery_worker(env, work_dir, queues="all", concurrency=1))
+        # B takes the job once recovery has queued it again; Beat's tasks run on Celery
+        # (B itself for Celery: A's only child is frozen with the message).
+        if backend == "celery":
+            workers.append(start_celery_worker(env, work_dir, queues="all", concurrency=1))
+        else:
+            workers.append(start_rq_worker(env, work_dir, "reports"))
+            workers.append(start_celery_worker(env, work_dir, queues="celery", concurrency=1))
         b = workers[1]
         stale_at = first.updated_at + timedelta(seconds=HEARTBEAT_TIMEOUT + 0.5)
         time.sleep(max(0.0, (stale_at - datetime.now(UTC)).total_seconds()))
@@ -154,7 +167,8 @@ def test_a_paused_celery_child_is_refused_and_its_file_never_replaces_the_winner
         assert artifact_files(artifacts, job.id) == [path]
         assert file_sha256(path) == final.artifact.sha256
         # A's task ended without an outcome of its own; later, nothing has moved.
-        wait_until(lambda: f"reports.run_report[{job.id}] succeeded" in a.logs(), timeout=10)
+        ended = f"reports.run_report[{job.id}] succeeded" if backend == "celery" else "Job OK"
+        wait_until(lambda: ended in a.logs(), timeout=10)
         assert not event_lines(a.logs(), "report_job.completed", job.id)
         assert not event_lines(a.logs(), "report_job.failed", job.id)
         assert len(event_lines(b.logs(), "report_job.completed", job.id)) == 1
