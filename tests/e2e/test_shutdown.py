@@ -111,5 +111,5 @@ def test_sigterm_lets_an_inflight_download_finish(tmp_path: Path) -> None:
         # uvicorn's shutdown began while the download still had megabytes to send.
         assert size - at_shutdown > SERVER_BUFFERS + download.rcvbuf, (size, at_shutdown)
         assert shutdown_began(server) < finished
-        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
         print(f"{size} bytes; {at_signal} read at SIGTERM, {at_shutdown} at the drain's end")

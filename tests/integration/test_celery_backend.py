@@ -159,37 +159,19 @@ def stuck_render(
 def test_revoke_terminate_backstop_kills_the_render_and_worker_keeps_serving(
     celery_session_worker: WorkerProcess, containers: dict[str, bootstrap.Container]
 ) -> None:
-    deps = containers["celery"].deps
-    with stuck_render(celery_session_worker, containers["celery"]) as (final, _):
+    container = containers["celery"]
+    deps = container.deps
+    with stuck_render(celery_session_worker, container) as (final, partial):
         assert (final.status, final.error, final.artifact) == (JobStatus.CANCELLED, None, None)
         assert final.attempts == 1
-        served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 4}).job
-        assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
-        assert deps.repo.get(final.id) == final  # nothing wrote to the killed job since
-
-
-class PartialFileLeft(AssertionError):
-    """The files a killed render left in the store (the expected failure, and no other)."""
-
-
-@pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    raises=PartialFileLeft,
-    strict=True,
-    reason="product bug: a render ended by the revoke backstop (SIGTERM: billiard raises "
-    "SystemExit in the pool child) leaves its .part file in <artifacts>/.tmp; run_report "
-    "discards the temp file on Exception only, and nothing removes it later",
-)
-def test_revoke_terminate_backstop_leaves_no_partial_file(
-    celery_session_worker: WorkerProcess, containers: dict[str, bootstrap.Container]
-) -> None:
-    container = containers["celery"]
-    with stuck_render(celery_session_worker, container) as (final, partial):
+        # The terminated render's temp file goes with it (SystemExit in the pool child).
         deadline = time.monotonic() + 5
         while partial.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        if left := leftovers(container, final.id):
-            raise PartialFileLeft(left)
+        assert leftovers(container, final.id) == []
+        served = enqueue_report(deps=deps, report_type=ReportType.DUMMY, params={"seed": 4}).job
+        assert wait_for(deps.repo, served.id, timeout=20).status is JobStatus.COMPLETED
+        assert deps.repo.get(final.id) == final  # nothing wrote to the killed job since
 
 
 def test_queue_status_counts_live_celery_workers(

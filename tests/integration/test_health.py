@@ -180,7 +180,6 @@ def test_sigterm_drains_first_then_stops(api_to_stop: LiveServer) -> None:
     assert refused.status_code == 503
     assert refused.json()["error"] == "SHUTTING_DOWN"
     assert _status(api, "/health/live") == 200
-    # uvicorn hands the signal on once it has stopped: a clean exit by SIGTERM
-    assert api.process.wait(timeout=20) in (0, -signal.SIGTERM)
+    assert api.process.wait(timeout=20) == 0
     assert time.monotonic() - started >= 1.5  # it kept answering for the drain period
     assert "api.draining" in Path(api.log_path).read_text()

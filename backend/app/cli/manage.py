@@ -6,13 +6,19 @@ Options after a ``celery-*`` command that this CLI does not know go to Celery it
 from __future__ import annotations
 
 import argparse
+import signal
 from collections.abc import Sequence
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from app.core.config import get_settings
 
 if TYPE_CHECKING:
     from app.domain.ports import ApiKeyRepository
+
+
+def _stopped_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -24,6 +30,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     prepare_multiprocess_dir()  # before the workers start: /metrics adds up all of them
+    # uvicorn raises a SIGTERM/SIGINT again once its graceful shutdown is done, under the
+    # handlers it found: make that a clean exit (0), so a supervisor tells it from a crash.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped_cleanly)
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -113,6 +113,9 @@ def _run(deps: Deps, job_id: UUID) -> RunOutcome:
     except Exception as exc:
         deps.store.discard(temp)
         return _record_failure(deps, job, exc)
+    except BaseException:  # SystemExit: the process is being terminated (revoke backstop)
+        deps.store.discard(temp)
+        raise
     try:
         done = deps.repo.transition(
             job.id,
