@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -27,11 +26,11 @@ from app.dispatch.base import BrokeredBackend
 from app.dispatch.callbacks import HttpCallbackSender
 from app.dispatch.celery_dispatcher import CeleryDispatcher
 from app.dispatch.circuit import CircuitBreaker, CircuitState
-from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive, inline_worker_id
+from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive
 from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
 from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
-from app.domain.jobs import Backend, ReportType, RetryPolicy
+from app.domain.jobs import Backend, ReportType, RetryPolicy, worker_name
 from app.reports import default_renderers
 from app.services.deps import Deps, JobPolicy
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy
@@ -85,7 +84,7 @@ class Container:
     def after_fork(self, backend: Backend) -> None:
         """In a forked child: own database connections, own worker id."""
         self.engine.dispose(close=False)
-        self.deps = replace(self.deps, worker_id=worker_id(backend))
+        self.deps = replace(self.deps, worker_id=worker_name(backend))
         self.pid = os.getpid()
 
     def close(self) -> None:
@@ -106,10 +105,6 @@ def api_key_repository(settings: Settings) -> Iterator[SqlApiKeyRepository]:
         engine.dispose()
 
 
-def worker_id(backend: Backend) -> str:
-    return f"{backend.value}@{socket.gethostname()}:{os.getpid()}"
-
-
 def build(settings: Settings | None = None) -> Container:
     """The API's container: the router over every enabled backend, probes started."""
     settings = settings or get_settings()
@@ -117,7 +112,7 @@ def build(settings: Settings | None = None) -> Container:
     container = _assemble(
         settings,
         inline=inline,
-        worker=inline_worker_id(),
+        worker=worker_name(Backend.INLINE),
         stopping=inline.stopping if inline else (lambda: False),
     )
     if inline is not None:
@@ -140,7 +135,7 @@ def build_worker(
     checkpoint and their jobs go back to the queue.
     """
     container = _assemble(
-        settings or get_settings(), inline=None, worker=worker_id(backend), stopping=stopping
+        settings or get_settings(), inline=None, worker=worker_name(backend), stopping=stopping
     )
     if isinstance(container.deps.repo, SqlJobRepository):
         # Only a head start: if the ledger is down, the first job compiles them instead.

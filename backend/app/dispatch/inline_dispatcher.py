@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,12 +12,10 @@ from uuid import UUID
 
 from app.core.logging import job_id_var
 from app.domain.errors import BackendUnavailable
-from app.domain.jobs import Backend, Queue, ReportJob
+from app.domain.jobs import HOST, Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount
 
 log = logging.getLogger(__name__)
-
-HOST = socket.gethostname()
 
 
 class _Outcome(Protocol):
@@ -30,10 +27,6 @@ class _Outcome(Protocol):
 
 
 Runner = Callable[[UUID], _Outcome]
-
-
-def inline_worker_id() -> str:
-    return f"inline@{HOST}:{os.getpid()}"
 
 
 def inline_worker_alive(worker: str) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,6 +32,14 @@ class Backend(StrEnum):
     INLINE = "inline"
     CELERY = "celery"
     RQ = "rq"
+
+
+HOST = socket.gethostname()
+
+
+def worker_name(backend: Backend, pid: int | None = None) -> str:
+    """How a worker process signs its claims in the ledger: ``backend@host:pid``."""
+    return f"{backend.value}@{HOST}:{os.getpid() if pid is None else pid}"
 
 
 class Queue(StrEnum):

@@ -6,7 +6,6 @@ Start a worker with ``python celery_manager.py worker reports 4`` (or
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from celery import Task, signals
@@ -17,7 +16,7 @@ from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT, create_ce
 from app.core.config import get_settings
 from app.core.logging import setup_logging
 from app.domain.errors import LedgerUnavailable
-from app.domain.jobs import Backend, JobError
+from app.domain.jobs import Backend, JobError, worker_name
 from app.services.notify import notify_callback
 from app.services.pipeline import fail_lost_attempt
 from app.services.postprocess import postprocess_report
@@ -61,13 +60,8 @@ class ReportRequest(Request):
                 deps=worker_deps(Backend.CELERY),
                 job_id=job_id,
                 error=error,
-                worker=pool_worker_id(int(self.worker_pid)),
+                worker=worker_name(Backend.CELERY, int(self.worker_pid)),
             )
-
-
-def pool_worker_id(pid: int) -> str:
-    """The worker id a pool process ``pid`` of this host claims jobs under."""
-    return f"{Backend.CELERY.value}@{socket.gethostname()}:{pid}"
 
 
 class ReportTask(Task[[str], str]):
