@@ -2,10 +2,17 @@
 
 Every measurement runs in a fresh Python subprocess, which reports its own wall time
 (of the render only, imports excluded) and its peak RSS (``ru_maxrss``, imports
-included), so memory is per size. Prints a Markdown table.
+included), so memory is per size. Prints Markdown tables.
 
-    .venv/bin/python benchmarks/render.py            # full sizes, a few minutes
+A second table puts our Excel writer beside the same workbook written by maintained
+libraries (benchmarks/xlsx_peers.py: openpyxl write-only with lxml, XlsxWriter
+constant_memory), ``--repeat`` rounds alternating ours, openpyxl, XlsxWriter, with the
+median and the min–max of each. Those peers need the bench extra:
+``.venv/bin/pip install -e '.[bench]'`` (lxml, XlsxWriter).
+
+    .venv/bin/python benchmarks/render.py            # full sizes, about 20 minutes
     .venv/bin/python benchmarks/render.py --quick    # small sizes, seconds
+    .venv/bin/python benchmarks/render.py --only excel --repeat 5
     .venv/bin/python benchmarks/render.py --output benchmarks/results/render.md
 """
 
@@ -16,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,9 +32,17 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+KINDS = ("pdf", "excel", "analysis")
+
 FULL = [("pdf", 50), ("pdf", 500), ("excel", 10_000), ("excel", 100_000), ("excel", 1_000_000)]
 FULL += [("analysis", 100_000)]
 QUICK = [("pdf", 5), ("pdf", 20), ("excel", 1_000), ("excel", 5_000), ("analysis", 5_000)]
+PEER_FULL = [100_000, 1_000_000]
+PEER_QUICK = [1_000, 5_000]
+PEERS = ("ours", "openpyxl-lxml", "xlsxwriter")
+"""Excel writers of the second table, run in this order in every round."""
+PEER_RULE = 1.5
+"""Issue 12: a library within 1.5x of our writer's time replaces it."""
 EXCEL_SHEETS = 3
 EXCEL_COLUMNS = 9
 PDF_ROWS_PER_PAGE = 45
@@ -111,9 +127,24 @@ def bare(kind: str) -> Callable[[int, Path], None]:
     return {"pdf": pdf, "excel": excel, "analysis": analysis}[kind]
 
 
+def peer(role: str) -> Callable[[int, Path], None]:
+    import xlsx_peers  # benchmarks/, this script's folder
+    from app.domain.jobs import ExcelParams
+
+    write = xlsx_peers.WRITERS[role]
+    if role == "openpyxl-lxml":
+        import lxml  # noqa: F401 - openpyxl picks it up; fail here rather than measure without
+
+    def excel(size: int, target: Path) -> None:
+        write(ExcelParams(rows=size, sheets=EXCEL_SHEETS), target)
+
+    return excel
+
+
 def run_child(role: str, kind: str, size: int) -> None:
     """Measure one render in this process and print {"seconds", "rss_mb", "bytes"}."""
-    job = ours(kind) if role == "ours" else bare(kind)  # imports happen here, untimed
+    # imports happen here, untimed
+    job = {"ours": ours, "bare": bare}[role](kind) if role in ("ours", "bare") else peer(role)
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder, f"out.{'xlsx' if kind == 'excel' else 'pdf'}")
         started = time.perf_counter()
@@ -144,7 +175,7 @@ def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
-    for name in ("reportlab", "openpyxl", "lxml", "rl_accel"):
+    for name in ("reportlab", "openpyxl", "lxml", "rl_accel", "xlsxwriter"):
         try:
             found.append(f"{name} {version(name)}")
         except PackageNotFoundError:
@@ -184,10 +215,69 @@ def targets(results: dict[tuple[str, int], tuple[Result, Result]]) -> list[str]:
     return lines
 
 
+def peers_missing() -> list[str]:
+    from importlib.util import find_spec
+
+    return [name for name in ("lxml", "xlsxwriter") if find_spec(name) is None]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """Median and min–max of ``values``."""
+    median = statistics.median(values)
+    return f"{median:{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
+
+
+def peer_table(sizes: list[int], repeat: int) -> tuple[list[str], list[str]]:
+    """Rows of the Excel writers table and the verdict lines of issue 12's rule."""
+    lines = [
+        "",
+        f"Excel writers, same workbook ({EXCEL_SHEETS} data sheets + a formula summary), "
+        f"{repeat} rounds alternating {', '.join(PEERS)}; median (min–max):",
+        "",
+        "| writer | rows | time (s) | peak RSS (MB) | time / ours (per round) | output (KB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    print("\n".join(lines), flush=True)
+    verdicts = []
+    for size in sizes:
+        runs: dict[str, list[Result]] = {role: [] for role in PEERS}
+        for _ in range(repeat):
+            for role in PEERS:
+                runs[role].append(measure(role, "excel", size))
+        base = [r["seconds"] for r in runs["ours"]]
+        for role in PEERS:
+            seconds = [r["seconds"] for r in runs[role]]
+            ratios = [s / b for s, b in zip(seconds, base, strict=True)]
+            row = (
+                f"| {role} | {size:,} | {spread(seconds, '.2f')} "
+                f"| {spread([r['rss_mb'] for r in runs[role]], '.0f')} "
+                f"| {spread(ratios, '.2f')} "
+                f"| {statistics.median(r['bytes'] for r in runs[role]) / 1024:,.0f} |"
+            )
+            print(row, flush=True)
+            lines.append(row)
+            if role != "ours":
+                ratio = statistics.median(ratios)
+                verdicts.append(
+                    f"- {role} at {size:,} rows: {ratio:.2f}x our time — "
+                    f"{'within' if ratio <= PEER_RULE else 'not within'} {PEER_RULE}x."
+                )
+    return lines, verdicts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--output", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--output", type=Path, help="also write the Markdown tables here")
+    parser.add_argument(
+        "--only", choices=KINDS, action="append", help="only this report type (repeatable)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of the Excel writers table (default 3)"
+    )
+    parser.add_argument(
+        "--no-peers", action="store_true", help="skip the Excel writers table (no lxml needed)"
+    )
     parser.add_argument(
         "--child", nargs=3, metavar=("ROLE", "KIND", "SIZE"), help=argparse.SUPPRESS
     )
@@ -196,6 +286,14 @@ def main() -> None:
         role, kind, size = args.child
         run_child(role, kind, int(size))
         return
+    kinds = args.only or KINDS
+    with_peers = "excel" in kinds and not args.no_peers
+    if with_peers and (missing := peers_missing()):
+        parser.exit(
+            2,
+            f"The Excel writers table needs {' and '.join(missing)}: "
+            ".venv/bin/pip install -e '.[bench]' (or pass --no-peers).\n",
+        )
 
     cpus = len(os.sched_getaffinity(0))
     command = "python benchmarks/render.py" + " ".join(["", *sys.argv[1:]])
@@ -212,6 +310,8 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     results: dict[tuple[str, int], tuple[Result, Result]] = {}
     for kind, size in QUICK if args.quick else FULL:
+        if kind not in kinds:
+            continue
         ours_result = measure("ours", kind, size)
         bare_result = measure("bare", kind, size)
         row = (
@@ -224,8 +324,15 @@ def main() -> None:
         print(row, flush=True)
         lines.append(row)
         results[kind, size] = (ours_result, bare_result)
-    tail = ["", "Bare baselines:"] + [f"- {kind}: {what}." for kind, what in BARE.items()]
-    tail += ["", "Targets:", *targets(results)]
+    tail = ["", "Bare baselines:"]
+    tail += [f"- {kind}: {what}." for kind, what in BARE.items() if kind in kinds]
+    print("\n".join(tail), flush=True)
+    lines += tail
+    verdicts: list[str] = []
+    if with_peers:
+        peer_lines, verdicts = peer_table(PEER_QUICK if args.quick else PEER_FULL, args.repeat)
+        lines += peer_lines
+    tail = ["", "Targets:", *targets(results), *verdicts]
     print("\n".join(tail))
     lines += tail
     if args.output:

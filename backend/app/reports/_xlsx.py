@@ -1,11 +1,27 @@
 """Streaming helpers of the Excel renderer: a fast row serialiser and a stable zip.
 
-openpyxl's write-only mode keeps memory flat but serialises each cell through
-ElementTree (about 20 µs a cell here without lxml): 100,000 rows of 9 columns take
-18 s. The renderer therefore lets openpyxl build the whole package (workbook, styles,
-summary sheet, sheet views, column widths, filters, each data sheet's header row) and
-writes the data rows itself, as SpreadsheetML in a temporary file per sheet, which
+The renderer lets openpyxl build the whole package (workbook, styles, summary sheet,
+sheet views, column widths, filters, each data sheet's header row) and writes the data
+rows itself, as SpreadsheetML in a temporary file per sheet, which
 :class:`StableZipFile` splices into the sheet openpyxl produced when it is archived.
+
+Why not a library (issue 12): the same workbook written by the maintained streaming
+writers (benchmarks/xlsx_peers.py, checked cell for cell against ours) is 4-10x slower,
+far outside the 1.5x that would retire this module. 3 data sheets, render time in a
+fresh process, median (min-max) of 3 alternating rounds, 2 loaded cores, 2026-12-01,
+``python benchmarks/render.py --output benchmarks/results/render.md``:
+
+    writer                            100,000 rows             1,000,000 rows          RSS
+    ours                              1.36 s (1.29-1.45)       18.0 s (17.4-26.6)      59 MB
+    openpyxl 3.1.5 write-only + lxml  14.1 s (11.4-14.2) 10x   133 s (104-188) 7.1x    54 MB
+    XlsxWriter 3.3.1 constant_memory  6.75 s (6.36-7.90) 4.9x  68.8 s (67.8-93.3) 3.8x 56 MB
+
+Whole process at 100,000 rows (``python benchmarks/xlsx_peers.py --write ours|xlsxwriter
+--rows 100000``, 7 runs in turn, medians): ours 1.70 s, XlsxWriter 6.16 s; ratio pair by
+pair 0.27 (0.23-0.33), i.e. XlsxWriter 3.7x. All three stay flat in memory; the
+difference is the cost of a row, everything included (claims generation ~3 µs of it):
+ours ~14 µs, XlsxWriter ~68 µs, openpyxl with lxml ~140 µs (both go through a Python
+call and an object per cell). Re-measure when either library changes its cell writer.
 
 This leans on two openpyxl 3.1 internals, both covered by the unit tests:
 ``ExcelWriter(workbook, archive).save()`` (what ``Workbook.save`` does, with our own
