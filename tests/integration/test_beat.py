@@ -12,7 +12,6 @@ and the disk. The cadence itself is asserted on the schedule entries Beat is giv
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,23 +21,19 @@ from typing import Any
 import pytest
 from app import bootstrap
 from app.db.housekeeping import SqlHousekeepingRepository
-from app.db.schema import upgrade
 from app.domain.jobs import JobStatus
 from app.services.housekeeping import CLEANUP, DAILY, HEALTH, PERIODS, RECOVER
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
-from tests.conftest import fresh_pg_database
 from tests.integration.ops import wait_until
 from tests.integration.test_housekeeping import add_job, files_of, finished_job
 from tests.integration.workers import (
     WorkerProcess,
-    base_env,
-    delete_redis_keys,
     event_lines,
+    own_ledger,
     settings_from,
     start_celery_worker,
-    worker_env,
 )
 
 SYSTEM = (HEALTH, RECOVER, CLEANUP, DAILY)
@@ -56,16 +51,12 @@ class EverySecond(PersistentScheduler):
 @pytest.fixture
 def own(work_dir: Path) -> Iterator[tuple[dict[str, str], bootstrap.Container]]:
     """A ledger of the test's own (every slot is free), own queues."""
-    prefix = f"bt{secrets.token_hex(3)}-"
-    with fresh_pg_database("beat") as url:
-        upgrade(url)
-        env = worker_env(base_env(url, work_dir / "data", prefix), METRICS_PORT="0")
+    with own_ledger(work_dir, "beat") as env:
         built = bootstrap.build(settings_from(env, dispatch_backend="celery"))
         try:
             yield env, built
         finally:
             built.close()
-            delete_redis_keys(prefix)
 
 
 def start_beat(env: dict[str, str], work_dir: Path, name: str) -> WorkerProcess:

@@ -22,7 +22,6 @@ from uuid import UUID
 import httpx
 import pytest
 from app import bootstrap
-from app.core.celery_app import create_celery_app
 from app.db.schema import upgrade
 from app.domain.jobs import JobStatus, ReportJob, ReportType
 from app.services.enqueue import enqueue_report
@@ -49,6 +48,7 @@ from tests.integration.workers import (
     parent_pid,
     rq_scheduler_pid,
     running_with_progress,
+    send_task,
     settings_from,
     start_celery_worker,
     start_rq_worker,
@@ -217,15 +217,6 @@ def post_dummy(client: httpx.Client, **params: object) -> httpx.Response:
     return client.post(f"{API}/dummy", params={k: str(v) for k, v in params.items()})
 
 
-def send_periodic(env: dict[str, str], task: str) -> None:
-    """Publish a Beat task by name, as Beat would, to the workers of ``env``."""
-    app = create_celery_app(settings_from(env))
-    try:
-        app.send_task(task)
-    finally:
-        app.close()
-
-
 @pytest.mark.timeout(90)
 def test_broker_stopped_at_enqueue_answers_fast_then_recovery_dispatches_once(
     fresh_db: str, work_dir: Path
@@ -276,13 +267,13 @@ def test_broker_stopped_at_enqueue_answers_fast_then_recovery_dispatches_once(
                 lost = [repo.get(job_id) for job_id in waiting]  # messages gone: nothing runs
                 assert [j.status if j else None for j in lost] == [JobStatus.QUEUED] * len(lost)
                 time.sleep(1.0)  # older than RECOVERY_QUEUED_AFTER
-                send_periodic(env, RECOVER)
+                send_task(settings_from(env), RECOVER)
                 finals = [wait_for(repo, job_id, timeout=30) for job_id in waiting]
                 for final in finals:
                     assert_completed_once(final, artifacts, worker.logs(), attempts=1)
                     assert len(event_lines(worker.logs(), "report_job.redispatched", final.id)) == 1
                 # Beat firing again (or a duplicate delivery) dispatches nothing twice.
-                send_periodic(env, RECOVER)
+                send_task(settings_from(env), RECOVER)
                 wait_until(lambda: worker.logs().count(f"{RECOVER}[") >= 4, 15)  # 2x received, done
                 for final in finals:
                     assert len(event_lines(worker.logs(), "report_job.redispatched", final.id)) == 1
@@ -368,7 +359,7 @@ def test_postgres_restarted_under_running_jobs_every_job_ends_terminal(
             wait_until(lambda: ready_status(api) == 200, timeout=15)
             if beat:  # its next run, once the lost heartbeats are stale (HEARTBEAT_TIMEOUT)
                 time.sleep(1)
-                send_periodic(env, RECOVER)
+                send_task(settings_from(env), RECOVER)
             with ledger(pg.url) as repo:
                 deadline = time.monotonic() + 20
                 jobs: list[ReportJob] = []

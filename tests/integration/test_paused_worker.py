@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -24,9 +23,7 @@ from pathlib import Path
 
 import pytest
 from app import bootstrap
-from app.core.celery_app import create_celery_app
 from app.db.repository import SqlJobRepository
-from app.db.schema import upgrade
 from app.db.session import make_engine
 from app.domain.jobs import (
     Backend,
@@ -44,21 +41,20 @@ from app.services.housekeeping import RECOVER, delete_files
 from app.services.queries import artifact_of
 from app.storage.local import LocalArtifactStore
 
-from tests.conftest import fresh_pg_database
 from tests.integration.ops import wait_until
 from tests.integration.workers import (
     WorkerProcess,
     artifact_files,
-    base_env,
-    delete_redis_keys,
     event_lines,
     file_sha256,
+    own_ledger,
+    pid_of,
     running_with_progress,
+    send_task,
     settings_from,
     start_celery_worker,
     start_rq_worker,
     wait_for,
-    worker_env,
 )
 from tests.unit.fakes import RecordingDispatcher, RecordingObserver
 
@@ -68,29 +64,8 @@ HEARTBEAT_TIMEOUT = 3.0
 @pytest.fixture
 def env(work_dir: Path) -> Iterator[dict[str, str]]:
     """A ledger of this test's own (its recovery slot is free), own queues, 3 s heartbeats."""
-    prefix = f"pw{secrets.token_hex(3)}-"
-    with fresh_pg_database("paused") as url:
-        upgrade(url)
-        yield worker_env(
-            base_env(url, work_dir / "data", prefix),
-            HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
-            METRICS_PORT="0",
-        )
-    delete_redis_keys(prefix)
-
-
-def pid_of(job: ReportJob) -> int:
-    assert job.worker is not None
-    return int(job.worker.rsplit(":", 1)[1])
-
-
-def send_recovery(env: dict[str, str]) -> None:
-    """What Beat sends every minute: ``system.recover_jobs``, to the ``celery`` queue."""
-    app = create_celery_app(settings_from(env))
-    try:
-        app.send_task(RECOVER)
-    finally:
-        app.close()
+    with own_ledger(work_dir, "paused", HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT)) as env:
+        yield env
 
 
 @pytest.mark.timeout(90)
@@ -132,7 +107,7 @@ def test_a_paused_worker_is_refused_and_its_file_never_replaces_the_winners(
         b = workers[1]
         stale_at = first.updated_at + timedelta(seconds=HEARTBEAT_TIMEOUT + 0.5)
         time.sleep(max(0.0, (stale_at - datetime.now(UTC)).total_seconds()))
-        send_recovery(env)
+        send_task(settings_from(env), RECOVER)
 
         def under_b(j: ReportJob) -> bool:
             return running_with_progress(j) and j.worker != first.worker

@@ -24,26 +24,23 @@ from pathlib import Path
 
 import pytest
 from app import bootstrap
-from app.core.celery_app import create_celery_app
-from app.db.schema import upgrade
 from app.domain.jobs import JobStatus, ReportJob, ReportType, utcnow
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import RECOVER
 
-from tests.conftest import fresh_pg_database
 from tests.integration.ops import wait_until
 from tests.integration.workers import (
     WorkerProcess,
     artifact_files,
-    base_env,
     delete_redis_keys,
     event_lines,
+    own_ledger,
     running_with_progress,
+    send_task,
     settings_from,
     start_celery_worker,
     start_rq_worker,
     wait_for,
-    worker_env,
 )
 
 #: Hard limit of a dummy report in these tests; the soft limit is 90 % of it.
@@ -182,28 +179,25 @@ def test_rq_job_timeout_ends_in_a_terminal_row(env: dict[str, str], log_dir: Pat
 
 
 @pytest.fixture
-def own_ledger(work_dir: Path) -> Iterator[dict[str, str]]:
+def reclaim_env(work_dir: Path) -> Iterator[dict[str, str]]:
     """A ledger of the test's own (its recovery slot is free), a 12 s limit, 3 s heartbeats."""
-    prefix = f"tl{secrets.token_hex(3)}-"
-    with fresh_pg_database("timelimit") as url:
-        upgrade(url)
-        yield worker_env(
-            base_env(url, work_dir / "data", prefix),
-            REPORT_TIME_LIMITS=json.dumps({ReportType.DUMMY.value: 12.0}),
-            HEARTBEAT_TIMEOUT="3",
-            METRICS_PORT="0",
-        )
-    delete_redis_keys(prefix)
+    with own_ledger(
+        work_dir,
+        "timelimit",
+        REPORT_TIME_LIMITS=json.dumps({ReportType.DUMMY.value: 12.0}),
+        HEARTBEAT_TIMEOUT="3",
+    ) as env:
+        yield env
 
 
 @pytest.mark.timeout(90)
 def test_the_hard_limit_of_a_reclaimed_attempt_leaves_the_winners_run_alone(
-    own_ledger: dict[str, str], work_dir: Path
+    reclaim_env: dict[str, str], work_dir: Path
 ) -> None:
     """A child frozen past the heartbeat timeout loses its job to another worker; when the
     pool kills it at the hard limit, its main process must not fail the job the other
     worker is rendering (the record names the killed attempt's worker)."""
-    env = own_ledger
+    env = reclaim_env
     container = api_side(env, "celery")
     workers: list[WorkerProcess] = []
     frozen: int | None = None
@@ -219,11 +213,7 @@ def test_the_hard_limit_of_a_reclaimed_attempt_leaves_the_winners_run_alone(
         b = workers[1]
         stale_in = (first.updated_at + timedelta(seconds=3.5) - utcnow()).total_seconds()
         time.sleep(max(0.0, stale_in))
-        app = create_celery_app(container.settings)
-        try:
-            app.send_task(RECOVER)  # as Beat would: the job is queued again, B takes it
-        finally:
-            app.close()
+        send_task(container.settings, RECOVER)  # the job is queued again, B takes it
         second = wait_for(
             repo, job.id, lambda j: running_with_progress(j) and j.worker != first.worker
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -24,26 +23,23 @@ from uuid import UUID
 
 import pytest
 from app import bootstrap
-from app.core.celery_app import create_celery_app
-from app.db.schema import upgrade
 from app.domain.jobs import JobStatus, ReportJob, ReportType, utcnow
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import RECOVER
 
-from tests.conftest import fresh_pg_database
 from tests.integration.ops import wait_until
 from tests.integration.workers import (
     WorkerProcess,
     artifact_files,
-    base_env,
-    delete_redis_keys,
     event_lines,
+    own_ledger,
+    pid_of,
     running_with_progress,
+    send_task,
     settings_from,
     start_celery_worker,
     start_rq_worker,
     wait_for,
-    worker_env,
 )
 
 HEARTBEAT_TIMEOUT = 3.0
@@ -54,15 +50,8 @@ BOUND = 40.0
 @pytest.fixture
 def env(work_dir: Path) -> Iterator[dict[str, str]]:
     """A ledger of the test's own (its recovery slot is free), own queues, 3 s heartbeats."""
-    prefix = f"mk{secrets.token_hex(3)}-"
-    with fresh_pg_database("mainkill") as url:
-        upgrade(url)
-        yield worker_env(
-            base_env(url, work_dir / "data", prefix),
-            HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
-            METRICS_PORT="0",
-        )
-    delete_redis_keys(prefix)
+    with own_ledger(work_dir, "mainkill", HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT)) as env:
+        yield env
 
 
 def alive(pid: int) -> bool:
@@ -86,11 +75,6 @@ def kill_group(worker: WorkerProcess) -> None:
     if worker.process is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.process.pid, signal.SIGKILL)
-
-
-def pid_of(job: ReportJob) -> int:
-    assert job.worker is not None
-    return int(job.worker.rsplit(":", 1)[1])
 
 
 def assert_each_completed_once(
@@ -154,11 +138,7 @@ def test_sigkill_of_a_celery_main_process_every_job_ends_terminal_once(
         newest = max(j.updated_at for j in held() or rendering)
         stale_in = (newest + timedelta(seconds=HEARTBEAT_TIMEOUT + 0.5) - utcnow()).total_seconds()
         time.sleep(max(0.0, stale_in))
-        app = create_celery_app(settings_from(env))
-        try:
-            app.send_task(RECOVER)
-        finally:
-            app.close()
+        send_task(settings_from(env), RECOVER)
 
         finals = settle(container, ids, killed_at)
         logs = "\n".join(w.logs() for w in workers)

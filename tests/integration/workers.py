@@ -28,9 +28,13 @@ from uuid import UUID
 
 import redis
 from app import bootstrap
+from app.core.celery_app import create_celery_app
 from app.core.config import Settings
+from app.db.schema import upgrade
 from app.domain.jobs import JobStatus, ReportJob
 from app.domain.ports import JobRepository
+
+from tests.conftest import fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "11"))
@@ -343,3 +347,29 @@ def rq_scheduler_pid(
     finally:
         client.close()
     raise AssertionError(f"no RQ scheduler registered for {lock} after {timeout}s")
+
+
+@contextmanager
+def own_ledger(work_dir: Path, name: str, **settings: str) -> Iterator[dict[str, str]]:
+    """A worker environment on a PostgreSQL ledger of the test's own (every recovery and
+    housekeeping slot free) with queues of its own and no metrics port; ``settings`` on top."""
+    prefix = f"{name[:4]}{secrets.token_hex(3)}-"
+    with fresh_pg_database(name) as url:
+        upgrade(url)
+        yield worker_env(base_env(url, work_dir / "data", prefix), METRICS_PORT="0", **settings)
+    delete_redis_keys(prefix)
+
+
+def send_task(settings: Settings, name: str) -> None:
+    """Publish a task by name to the workers of ``settings``, as Beat would."""
+    app = create_celery_app(settings)
+    try:
+        app.send_task(name)
+    finally:
+        app.close()
+
+
+def pid_of(job: ReportJob) -> int:
+    """The process that claimed ``job`` (its worker id ends with the pid)."""
+    assert job.worker is not None
+    return int(job.worker.rsplit(":", 1)[1])
