@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from functools import cached_property, partial
+from typing import Any
 
 from sqlalchemy import Engine
 
 from app.core.celery_app import create_celery_app
 from app.core.config import Environment, Settings, get_settings
-from app.core.health import Check, run_checks
 from app.core.metrics import MetricsObserver, MetricsOpsRecorder, count_fallback, record_circuit
 from app.core.observers import FanOut, LoggingObserver
 from app.db.api_keys import SqlApiKeyRepository
@@ -25,7 +25,7 @@ from app.db.session import make_engine, make_sessions
 from app.dispatch.base import BrokeredBackend
 from app.dispatch.callbacks import HttpCallbackSender
 from app.dispatch.celery_dispatcher import CeleryDispatcher
-from app.dispatch.circuit import CircuitBreaker, CircuitState
+from app.dispatch.circuit import CircuitBreaker
 from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive
 from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
@@ -33,6 +33,7 @@ from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
 from app.domain.jobs import Backend, ReportType, RetryPolicy, worker_name
 from app.reports import default_renderers
 from app.services.deps import Deps, JobPolicy
+from app.services.health import Check, HealthService
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy
 from app.services.pipeline import run_pipeline
 from app.services.recovery import RecoveryReport, recover_unfinished
@@ -58,6 +59,37 @@ class Container:
     def api_keys(self) -> SqlApiKeyRepository:
         return SqlApiKeyRepository(make_sessions(self.engine))
 
+    @cached_property
+    def health(self) -> HealthService:
+        """The ledger and every enabled broker, and every circuit breaker of this process."""
+        checks: dict[str, Check] = {"database": self.deps.repo.ping}
+        for broker in self.brokers:
+            checks[f"broker.{broker.backend.value}"] = partial(
+                broker.ping, self.settings.health_timeout
+            )
+        return HealthService(checks, self._circuit_states, self.settings.health_timeout)
+
+    def _circuit_states(self) -> dict[str, str]:
+        breakers: list[CircuitBreaker] = [broker.circuit for broker in self.brokers]
+        if isinstance(self.deps.callbacks, HttpCallbackSender):
+            breakers.extend(self.deps.callbacks.circuits)
+        return {breaker.name: breaker.state.value for breaker in breakers}
+
+    @cached_property
+    def housekeeping(self) -> Housekeeping:
+        """What the Beat tasks (and the daily figures route) need besides the deps."""
+        settings = self.settings
+        return Housekeeping(
+            ops=SqlHousekeepingRepository(make_sessions(self.engine)),
+            policy=HousekeepingPolicy(
+                retention=timedelta(days=settings.retention_days),
+                queued_after=timedelta(seconds=settings.recovery_queued_after),
+                zone=settings.stats_timezone,
+            ),
+            recorder=MetricsOpsRecorder(),
+            probe=self.health.components,
+        )
+
     @property
     def router(self) -> Router:
         assert isinstance(self.deps.dispatcher, Router)
@@ -65,6 +97,8 @@ class Container:
 
     def check_schema(self) -> None:
         """Refuse to run against a database whose schema is not at the migrations' head."""
+        if not isinstance(self.deps.repo, SqlJobRepository):
+            return  # a test's ledger: no schema
         current = current_revision(self.engine)
         head = head_revision(self.settings.database_url)
         if current != head:
@@ -105,8 +139,14 @@ def api_key_repository(settings: Settings) -> Iterator[SqlApiKeyRepository]:
         engine.dispose()
 
 
-def build(settings: Settings | None = None) -> Container:
-    """The API's container: the router over every enabled backend, probes started."""
+def build(settings: Settings | None = None, **overrides: Any) -> Container:
+    """The API's container: the router over every enabled backend, probes started.
+
+    ``overrides`` replace any port of the services' :class:`Deps` (``repo``,
+    ``dispatcher``, ``store``, ``renderers``, ``observer``, ``callbacks``, ``clock``), so
+    the API and its wiring run on a test's fakes; with ``dispatcher`` given, no broker is
+    built.
+    """
     settings = settings or get_settings()
     inline = InlineDispatcher(settings.inline_workers) if settings.inline_allowed else None
     container = _assemble(
@@ -114,6 +154,7 @@ def build(settings: Settings | None = None) -> Container:
         inline=inline,
         worker=worker_name(Backend.INLINE),
         stopping=inline.stopping if inline else (lambda: False),
+        overrides=overrides,
     )
     if inline is not None:
         deps = container.deps
@@ -150,14 +191,19 @@ def _assemble(
     inline: InlineDispatcher | None,
     worker: str,
     stopping: Callable[[], bool],
+    overrides: Mapping[str, Any] | None = None,
 ) -> Container:
+    overrides = overrides or {}
+    unknown = set(overrides) - {f.name for f in fields(Deps)}
+    if unknown:
+        raise TypeError(f"not a port of Deps: {', '.join(sorted(unknown))}")
     engine = make_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
     retry = RetryPolicy(settings.retry_backoff_base, settings.retry_backoff_max)
-    brokers = _brokers(settings, retry)
+    brokers = [] if "dispatcher" in overrides else _brokers(settings, retry)
     forced = None if settings.dispatch_backend == "auto" else Backend(settings.dispatch_backend)
     policy = RoutingPolicy(
         celery_percent=settings.celery_traffic_percent,
@@ -182,6 +228,7 @@ def _assemble(
         stopping=stopping,
         callbacks=_callbacks(settings),
     )
+    deps = replace(deps, **overrides)
     return Container(settings=settings, engine=engine, deps=deps, inline=inline, brokers=brokers)
 
 
@@ -223,36 +270,4 @@ def _callbacks(settings: Settings) -> HttpCallbackSender | None:
         circuit_failures=settings.circuit_failures,
         circuit_reset_seconds=settings.circuit_reset_seconds,
         on_circuit=record_circuit,
-    )
-
-
-def component_checks(container: Container) -> dict[str, Check]:
-    """The dependencies readiness needs: the ledger and every enabled broker."""
-    timeout = container.settings.health_timeout
-    checks: dict[str, Check] = {"database": container.deps.repo.ping}
-    for broker in container.brokers:
-        checks[f"broker.{broker.backend.value}"] = partial(broker.ping, timeout)
-    return checks
-
-
-def circuit_states(container: Container) -> dict[str, CircuitState]:
-    """Every circuit breaker of this process: the brokers', then the callback hosts'."""
-    breakers: list[CircuitBreaker] = [broker.circuit for broker in container.brokers]
-    if isinstance(container.deps.callbacks, HttpCallbackSender):
-        breakers.extend(container.deps.callbacks.circuits)
-    return {breaker.name: breaker.state for breaker in breakers}
-
-
-def housekeeping(container: Container) -> Housekeeping:
-    """What the Beat tasks need besides the container's deps."""
-    settings = container.settings
-    return Housekeeping(
-        ops=SqlHousekeepingRepository(make_sessions(container.engine)),
-        policy=HousekeepingPolicy(
-            retention=timedelta(days=settings.retention_days),
-            queued_after=timedelta(seconds=settings.recovery_queued_after),
-            zone=settings.stats_timezone,
-        ),
-        recorder=MetricsOpsRecorder(),
-        probe=lambda: run_checks(component_checks(container), settings.health_timeout),
     )

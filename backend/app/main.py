@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import CapacityLimiter
 from fastapi import FastAPI
@@ -32,13 +33,14 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
+    """The API; ``overrides`` replace ports of the container (see :func:`bootstrap.build`)."""
     settings = settings or get_settings()
     setup_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = bootstrap.build(settings)
+        container = bootstrap.build(settings, **overrides)
         try:
             container.check_schema()
         except Exception:

@@ -89,7 +89,7 @@ def test_two_beats_run_each_task_once_per_slot_and_housekeeping_does_its_work(
 ) -> None:
     env, container = own
     deps = container.deps
-    ops = bootstrap.housekeeping(container).ops
+    ops = container.housekeeping.ops
     assert isinstance(ops, SqlHousekeepingRepository)
     now = datetime.now(UTC)
     retention = timedelta(days=container.settings.retention_days)

@@ -100,7 +100,7 @@ def container(backend_env: dict[str, str]) -> Iterator[bootstrap.Container]:
 
 @pytest.fixture(scope="module")
 def kit(container: bootstrap.Container) -> Iterator[Housekeeping]:
-    yield bootstrap.housekeeping(container)
+    yield container.housekeeping
     # Leave no 2020 job unfinished behind: other tests read queue status from this ledger.
     for job in container.deps.repo.unfinished():
         if job.created_at.year == 2020:
@@ -300,7 +300,7 @@ def test_system_tasks_run_on_a_real_worker(
     """Health, recovery and cleanup sent twice each, as two Beats would, to a real worker:
     each runs once in its slot (the second delivery is skipped) and does its work."""
     env, container = own
-    deps, kit = container.deps, bootstrap.housekeeping(container)
+    deps, kit = container.deps, container.housekeeping
     ops = _ops(kit)
     now = datetime.now(UTC)
     retention = timedelta(days=container.settings.retention_days)

@@ -13,7 +13,6 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
-from app import bootstrap
 from app.domain.jobs import Backend
 from app.services.daily_stats import compute_daily_stats
 from app.services.deps import Deps
@@ -60,7 +59,7 @@ def run(service: Periodic) -> dict[str, Any]:
     """Run one housekeeping service with this worker's container; a summary as the result."""
     container = worker_container(Backend.CELERY)
     deps: Deps = container.deps
-    kit: Housekeeping = bootstrap.housekeeping(container)
+    kit: Housekeeping = container.housekeeping
     outcome = service(deps=deps, kit=kit)
     return summary(outcome.task, outcome.ran, outcome.result)
 

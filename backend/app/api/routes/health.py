@@ -19,10 +19,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app import bootstrap
 from app.api.deps import get_container
 from app.api.observability import TrackedRoute
-from app.core.health import run_checks
 from app.dispatch.circuit import CircuitState
 from app.domain.ports import ComponentHealth
 
@@ -42,9 +40,7 @@ def _component(health: ComponentHealth) -> dict[str, Any]:
 
 
 def _check(request: Request) -> list[ComponentHealth]:
-    container = get_container(request)
-    checks = bootstrap.component_checks(container)
-    return run_checks(checks, container.settings.health_timeout)
+    return get_container(request).health.components()
 
 
 @router.get("/health/live", name="health_live")
@@ -93,12 +89,12 @@ def summary(request: Request) -> JSONResponse:
     """Every component and circuit; 503 when the ledger is down or draining."""
     container = get_container(request)
     components = _check(request)
-    circuits = bootstrap.circuit_states(container)
+    circuits = container.health.circuits()
     database_ok = all(c.ok for c in components if c.name == "database")
     draining = _draining(request)
     if not database_ok or draining:
         status = "down"
-    elif all(c.ok for c in components) and CircuitState.OPEN not in circuits.values():
+    elif all(c.ok for c in components) and CircuitState.OPEN.value not in circuits.values():
         status = "ok"
     else:
         status = "degraded"
@@ -110,7 +106,7 @@ def summary(request: Request) -> JSONResponse:
         "status": status,
         "draining": draining,
         "components": {c.name: _component(c) for c in components},
-        "circuits": {name: state.value for name, state in circuits.items()},
+        "circuits": circuits,
         "workers": workers,
     }
     return JSONResponse(body, status_code=503 if status == "down" else 200)

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app import bootstrap
 from app.api.deps import Operator, get_container
 from app.api.errors import error_responses
 from app.api.observability import TrackedRoute
@@ -39,6 +38,6 @@ async def daily(
     _: Operator,
     day: Annotated[date | None, Query(description="YYYY-MM-DD, in the statistics zone")] = None,
 ) -> DailyStatsOut:
-    ops = bootstrap.housekeeping(get_container(request)).ops
+    ops = get_container(request).housekeeping.ops
     stats = await run_in_threadpool(get_daily_stats, ops=ops, day=day)
     return DailyStatsOut(day=stats.day, computed_at=stats.computed_at, figures=dict(stats.figures))

@@ -1,4 +1,4 @@
-"""Dependency checks with a deadline: every check runs at once, none may hold a probe up.
+"""What the probes report: dependency checks with a deadline, and the circuit breakers.
 
 A check is a callable that raises (or returns False) when its component does not answer.
 Each one runs in its own daemon thread; a check still running at the deadline is reported
@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from app.domain.ports import ComponentHealth
 
@@ -48,3 +49,21 @@ def run_checks(checks: Mapping[str, Check], timeout: float) -> list[ComponentHea
     for run in runs:
         run.thread.join(max(0.0, deadline - time.monotonic()))
     return [run.result(timeout) for run in runs]
+
+
+@dataclass(frozen=True)
+class HealthService:
+    """The dependencies a process needs (the ledger, every enabled broker) and its circuit
+    breakers; the composition root gives each process one."""
+
+    checks: Mapping[str, Check]
+    circuit_states: Callable[[], Mapping[str, str]]
+    timeout: float
+
+    def components(self) -> list[ComponentHealth]:
+        """Every component, checked at once, each within ``timeout``."""
+        return run_checks(self.checks, self.timeout)
+
+    def circuits(self) -> dict[str, str]:
+        """Each breaker's state (``closed``, ``half_open``, ``open``), by name."""
+        return dict(self.circuit_states())
