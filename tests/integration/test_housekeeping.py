@@ -31,8 +31,9 @@ from app.services.housekeeping import (
     cleanup_expired,
     recover_stuck,
 )
+from app.services.lost_worker import WORKER_LOST
 from app.services.postprocess import postprocess_report
-from app.services.run_report import WORKER_LOST, run_report
+from app.services.run_report import run_report
 
 from tests.e2e.server import running
 from tests.integration.workers import (

@@ -24,8 +24,9 @@ from app.domain.progress import Progress
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy, recover_stuck
+from app.services.lost_worker import WORKER_LOST
 from app.services.queries import artifact_of
-from app.services.run_report import WORKER_LOST, run_report
+from app.services.run_report import run_report
 from app.storage.local import LocalArtifactStore
 
 from tests.unit.fakes import (

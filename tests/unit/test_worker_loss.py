@@ -11,7 +11,8 @@ from app.core.config import Settings
 from app.domain.jobs import JobStatus, ReportType, utcnow
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
-from app.services.run_report import WORKER_LOST, run_report
+from app.services.lost_worker import WORKER_LOST
+from app.services.run_report import run_report
 
 from tests.unit.fakes import (
     MemoryRepository,

@@ -23,7 +23,7 @@ from app.domain.ports import (
     OpsRecorder,
 )
 from app.services.deps import Deps
-from app.services.run_report import worker_lost
+from app.services.lost_worker import heartbeat_lost, take_back
 
 log = logging.getLogger(__name__)
 
@@ -192,25 +192,14 @@ def _lost(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
     for job in kit.ops.running_since(stale_before):
         if job.updated_at >= stale_before:
             continue
-        error = worker_lost(timeout)
-        retry = job.attempts < job.max_attempts
         # The update re-checks it all: a heartbeat since, or another worker's claim, wins.
-        moved = deps.repo.transition(
-            job.id,
-            JobStatus.QUEUED if retry else JobStatus.FAILED,
-            now=now,
-            expected=_NONE,
-            stale_before=stale_before,
-            expected_worker=job.worker,
-            error=error,
-        )
+        why = heartbeat_lost(timeout)
+        moved = take_back(deps, job, why=why, stale_before=stale_before)
         if moved is None:
             continue
-        if not retry:
-            deps.observer.job_event("failed", moved, error=error.code)
+        if moved.status is JobStatus.FAILED:
             failed += 1
             continue
-        deps.observer.job_event("retrying", moved, error=error.code)
         requeued += 1
         try:
             deps.dispatcher.dispatch(moved)

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from app.domain.errors import Unavailable
-from app.domain.jobs import Backend, JobError, JobStatus
+from app.domain.jobs import Backend, JobStatus
 from app.services.deps import Deps
-from app.services.run_report import WORKER_LOST
+from app.services.lost_worker import take_back
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +38,13 @@ def recover_unfinished(
             if job.worker and worker_alive(job.worker):
                 left_alone += 1
                 continue
-            if job.attempts >= job.max_attempts:
-                lost = JobError(
-                    WORKER_LOST, "The worker running this job stopped; no attempt left."
-                )
-                failed_job = deps.repo.transition(
-                    job.id,
-                    JobStatus.FAILED,
-                    now=deps.clock(),
-                    expected=_RUNNING,
-                    expected_worker=job.worker,
-                    error=lost,
-                )
-                if failed_job is not None:
-                    deps.observer.job_event("failed", failed_job, error=lost.code)
-                    failed += 1
+            taken = take_back(deps, job, why="The process running this job stopped.")
+            if taken is None:  # another worker took it meanwhile
                 continue
-            requeued = deps.repo.transition(
-                job.id,
-                JobStatus.QUEUED,
-                now=deps.clock(),
-                expected=_RUNNING,
-                expected_worker=job.worker,  # unless another worker took it meanwhile
-            )
-            if requeued is None:
+            if taken.status is JobStatus.FAILED:
+                failed += 1
                 continue
-            current = requeued
+            current = taken
         try:
             deps.dispatcher.dispatch(current)
         except Unavailable:

@@ -15,6 +15,7 @@ from app.domain.jobs import JobError, JobStatus, ReportJob
 from app.domain.ports import JobRepository
 from app.domain.progress import JobCancelled, JobInterrupted
 from app.services.deps import Deps
+from app.services.lost_worker import heartbeat_lost, take_back
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +23,6 @@ _RUNNING = frozenset({JobStatus.RUNNING})
 _NONE: frozenset[JobStatus] = frozenset()
 
 #: Error code of a job whose worker died (no heartbeat) after its last allowed attempt.
-WORKER_LOST = "WORKER_LOST"
-
-
-def worker_lost(timeout: float) -> JobError:
-    """The error of a job whose heartbeat is older than ``timeout`` seconds."""
-    return JobError(WORKER_LOST, f"No heartbeat for {timeout:g}s: its worker was lost.")
-
-
 OutcomeKind = Literal[
     "completed", "failed", "cancelled", "retry", "skipped", "interrupted", "deferred"
 ]
@@ -165,34 +158,16 @@ def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcom
     stale_before = now - timedelta(seconds=timeout)
     if current is not None and current.status is JobStatus.RUNNING:
         if current.updated_at < stale_before:
-            if current.attempts >= current.max_attempts:
-                error = worker_lost(timeout)
-                lost = deps.repo.transition(
-                    job_id,
-                    JobStatus.FAILED,
-                    now=now,
-                    expected=_NONE,
-                    stale_before=stale_before,
-                    error=error,
+            why = heartbeat_lost(timeout)
+            taken = take_back(deps, current, why=why, stale_before=stale_before, claim=True)
+            if taken is not None and taken.status is JobStatus.FAILED:
+                return None, RunOutcome("failed", taken)
+            if taken is not None:
+                log.warning(
+                    "report_job.run.reclaimed",
+                    extra={"lost_worker": current.worker, "worker": deps.worker_id},
                 )
-                if lost is not None:
-                    deps.observer.job_event("failed", lost, error=error.code)
-                    return None, RunOutcome("failed", lost)
-            else:
-                job = deps.repo.transition(
-                    job_id,
-                    JobStatus.RUNNING,
-                    now=now,
-                    expected=_NONE,
-                    stale_before=stale_before,
-                    worker=deps.worker_id,
-                )
-                if job is not None:
-                    log.warning(
-                        "report_job.run.reclaimed",
-                        extra={"lost_worker": current.worker, "worker": deps.worker_id},
-                    )
-                    return job, RunOutcome("skipped", job)
+                return taken, RunOutcome("skipped", taken)
         current = deps.repo.get(job_id) or current
     retry_in = None
     running = current is not None and current.status is JobStatus.RUNNING
