@@ -32,6 +32,7 @@ from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
 from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
 from app.domain.jobs import Backend, ReportType, RetryPolicy, worker_name
 from app.reports import default_renderers
+from app.services.delivery import next_delivery
 from app.services.deps import Deps, JobPolicy
 from app.services.health import Check, HealthService
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy
@@ -158,7 +159,11 @@ def build(settings: Settings | None = None, **overrides: Any) -> Container:
     )
     if inline is not None:
         deps = container.deps
-        inline.bind(lambda job_id: run_pipeline(deps=deps, job_id=job_id))
+        inline.bind(
+            lambda job_id, deliveries: next_delivery(
+                run_pipeline(deps=deps, job_id=job_id), policy=deps.policy, deliveries=deliveries
+            )
+        )
     for broker in container.brokers:
         broker.start()
     return container
@@ -223,6 +228,9 @@ def _assemble(
             progress_interval=settings.progress_interval,
             heartbeat_timeout=settings.heartbeat_timeout,
             callback_attempts=settings.callback_max_attempts,
+            lost_worker_checks=settings.lost_worker_checks,
+            defer_max_seconds=settings.defer_max_seconds,
+            defer_budget_seconds=settings.defer_budget_seconds,
         ),
         worker_id=worker,
         stopping=stopping,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import zipfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,19 @@ import pytest
 from app import bootstrap
 from app.core.celery_app import queue_name
 from app.dispatch.callbacks import signature
-from app.domain.jobs import JobStatus, Queue, ReportType, parse_params
+from app.domain.jobs import (
+    Backend,
+    JobStatus,
+    Queue,
+    ReportJob,
+    ReportType,
+    parse_params,
+    utcnow,
+)
 from app.domain.progress import NullProgress
 from app.reports import default_renderers
 from app.services.enqueue import enqueue_report
+from app.services.lost_worker import WORKER_LOST
 from kombu import Connection
 from kombu import Queue as KombuQueue
 
@@ -149,6 +159,43 @@ def test_same_scenario_same_rows_and_artifacts(
     )
     assert doomed_done.error is not None
     assert doomed_done.error.code == "SIMULATED_FAILURE"
+
+
+@pytest.mark.timeout(90)
+def test_a_job_whose_worker_was_lost_runs_again_once_or_fails_worker_lost(
+    platform: tuple[str, bootstrap.Container],
+) -> None:
+    """The same lost-worker rule on every backend: a delivery of a job still `running`
+    under a worker whose heartbeat is long stale takes it over (attempt 2), or fails it
+    `WORKER_LOST` when its attempts are spent."""
+    backend, container = platform
+    deps = container.deps
+    stale = utcnow() - timedelta(minutes=5)
+
+    def lost(max_attempts: int) -> ReportJob:
+        job = ReportJob.new(
+            report_type=ReportType.DUMMY,
+            params=parse_params(ReportType.DUMMY, {"seed": 11}),
+            max_attempts=max_attempts,
+            now=stale,
+        ).with_backend(Backend(backend))
+        deps.repo.add(job)
+        running = deps.repo.transition(
+            job.id, JobStatus.RUNNING, now=stale, worker=f"{backend}@gone:1"
+        )
+        assert running is not None
+        deps.dispatcher.dispatch(running)
+        return running
+
+    again, spent = lost(max_attempts=3), lost(max_attempts=1)
+    done = wait_for(deps.repo, again.id, timeout=30)
+    assert (done.status, done.attempts, done.error) == (JobStatus.COMPLETED, 2, None)
+    assert done.worker != f"{backend}@gone:1"
+    assert done.artifact is not None
+    failed = wait_for(deps.repo, spent.id, timeout=30)
+    assert (failed.status, failed.attempts, failed.artifact) == (JobStatus.FAILED, 1, None)
+    assert failed.error is not None
+    assert failed.error.code == WORKER_LOST
 
 
 def test_worker_fixtures_are_real_processes(

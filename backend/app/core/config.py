@@ -112,6 +112,29 @@ class Settings(BaseSettings):
         "job's worker is presumed lost and a redelivery may reclaim it (>= 4 x "
         "PROGRESS_INTERVAL).",
     )
+    lost_worker_checks: int = Field(
+        5,
+        ge=0,
+        le=50,
+        description="Times one delivery of a job found running under another worker comes "
+        "back to look again, each when that worker's heartbeat would be stale (then it "
+        "reclaims the job). Every backend; Beat's recovery is the backstop.",
+    )
+    defer_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest wait between two deliveries of a job while the ledger does not "
+        "answer (the wait doubles from 1 s). Every backend.",
+    )
+    defer_budget_seconds: float = Field(
+        600.0,
+        ge=0,
+        le=86400,
+        description="How long one delivery may hold a worker waiting for the ledger. Celery "
+        "and inline wait off the worker (a countdown, a timer) and never reach it; an RQ work "
+        "horse waits in place, then hands the job to RQ's retry.",
+    )
 
     # --- Celery and RQ backends (see docs/migration.md) -------------------------------
     celery_broker_url: str = Field(

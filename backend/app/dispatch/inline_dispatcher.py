@@ -7,7 +7,6 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 from uuid import UUID
 
 from app.core.logging import job_id_var
@@ -18,15 +17,9 @@ from app.domain.ports import WorkerCount
 log = logging.getLogger(__name__)
 
 
-class _Outcome(Protocol):
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def retry_in(self) -> float | None: ...
-
-
-Runner = Callable[[UUID], _Outcome]
+#: Runs one delivery of a job (its ``deliveries`` earlier ones counted); returns the
+#: seconds until it is delivered again, or None (the delivery policy of the services).
+Runner = Callable[[UUID, int], float | None]
 
 
 def inline_worker_alive(worker: str) -> bool:
@@ -86,33 +79,33 @@ class InlineDispatcher:
             self._timers.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self, job_id: UUID) -> None:
+    def _submit(self, job_id: UUID, deliveries: int = 0) -> None:
         if self._stopping.is_set():
             raise BackendUnavailable("The inline backend is shutting down.")
         try:
-            self._pool.submit(self._run, job_id)
+            self._pool.submit(self._run, job_id, deliveries)
         except RuntimeError as exc:  # pool already shut down
             raise BackendUnavailable("The inline backend is shutting down.") from exc
 
-    def _run(self, job_id: UUID) -> None:
+    def _run(self, job_id: UUID, deliveries: int = 0) -> None:
         assert self._runner is not None, "InlineDispatcher.bind() was not called"
         token = job_id_var.set(str(job_id))
         try:
-            outcome = self._runner(job_id)
+            delay = self._runner(job_id, deliveries)
         except Exception:
             log.exception("report_job.inline.crashed")
             return
         finally:
             job_id_var.reset(token)
-        if outcome.kind in ("retry", "deferred") and outcome.retry_in is not None:
-            self._later(outcome.retry_in, job_id)
+        if delay is not None:
+            self._later(delay, job_id, deliveries + 1)
 
-    def _later(self, delay: float, job_id: UUID) -> None:
+    def _later(self, delay: float, job_id: UUID, deliveries: int) -> None:
         def fire() -> None:
             with self._lock:
                 self._timers.discard(timer)
             try:
-                self._submit(job_id)
+                self._submit(job_id, deliveries)
             except BackendUnavailable:
                 log.info("report_job.inline.retry_dropped", extra={"job_id": str(job_id)})
 

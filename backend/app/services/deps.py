@@ -29,6 +29,9 @@ class JobPolicy:
     progress_interval: float = 1.0
     heartbeat_timeout: float = 30.0
     callback_attempts: int = 5
+    lost_worker_checks: int = 5
+    defer_max_seconds: float = 60.0
+    defer_budget_seconds: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)

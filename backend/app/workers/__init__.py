@@ -18,9 +18,6 @@ from app.domain.jobs import Backend
 from app.services.deps import Deps
 from app.workers import shutdown
 
-#: Longest wait between two deliveries of a job while the ledger does not answer.
-DEFER_MAX_SECONDS = 60.0
-
 _lock = threading.Lock()
 _container: bootstrap.Container | None = None
 
@@ -56,9 +53,3 @@ def job_context(job_id: str) -> Iterator[UUID]:
         yield UUID(job_id)
     finally:
         job_id_var.reset(token)
-
-
-def deferral_delay(first: float | None, deferrals: int) -> float:
-    """Seconds before a deferred job (the ledger was down) is tried again: ``first``
-    (the service's suggestion) doubled per earlier deferral, capped."""
-    return min(DEFER_MAX_SECONDS, (first or 1.0) * 2.0 ** min(deferrals, 6))

@@ -17,14 +17,13 @@ from app.core.config import get_settings
 from app.core.logging import setup_logging
 from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import Backend, JobError, worker_name
+from app.services.delivery import next_delivery
 from app.services.notify import notify_callback
 from app.services.pipeline import fail_lost_attempt
 from app.services.postprocess import postprocess_report
 from app.services.run_report import run_report
 from app.workers import (
-    DEFER_MAX_SECONDS,
     close_worker_container,
-    deferral_delay,
     job_context,
     shutdown,
     worker_container,
@@ -32,9 +31,6 @@ from app.workers import (
 )
 from app.workers import observability as _observability  # noqa: F401  (signals, log context)
 from app.workers.beat_schedule import BEAT_SCHEDULE, register_system_tasks
-
-#: How many times a delivery finding its job running elsewhere comes back to check it.
-LOST_WORKER_CHECKS = 5
 
 app = create_celery_app(role="worker")
 app.conf.beat_schedule = BEAT_SCHEDULE
@@ -76,24 +72,15 @@ class ReportTask(Task[[str], str]):
     base=ReportTask,
     acks_late=True,
     reject_on_worker_lost=True,
-    max_retries=3,
+    max_retries=None,
 )
 def run_report_task(self: ReportTask, job_id: str) -> str:
+    deps = worker_deps(Backend.CELERY)
     with job_context(job_id) as uid:
-        outcome = run_report(deps=worker_deps(Backend.CELERY), job_id=uid)
-    if outcome.kind == "deferred":  # the ledger is down: keep the message, come back later
-        countdown = deferral_delay(outcome.retry_in, self.request.retries)
-        raise self.retry(countdown=countdown, max_retries=None)
-    if outcome.kind in ("retry", "interrupted"):
-        # The ledger's max_attempts decides; Celery's own limit must never cut it short.
-        # Checks for a lost worker (below) count as Celery retries too.
-        limit = max(self.max_retries or 0, outcome.job.max_attempts if outcome.job else 0)
-        limit = max(limit, self.request.retries + 1)
-        raise self.retry(countdown=outcome.retry_in or 1.0, max_retries=limit)
-    # Running under another worker, maybe a lost one (a killed child's message comes back
-    # at once): look again when its heartbeat would be stale, a few times only.
-    if outcome.retry_in is not None and self.request.retries < LOST_WORKER_CHECKS:
-        raise self.retry(countdown=outcome.retry_in, max_retries=self.request.retries + 1)
+        outcome = run_report(deps=deps, job_id=uid)
+    delay = next_delivery(outcome, policy=deps.policy, deliveries=self.request.retries)
+    if delay is not None:  # the policy and the ledger's attempts bound it, not Celery
+        raise self.retry(countdown=delay, max_retries=None)
     return outcome.kind
 
 
@@ -101,7 +88,7 @@ def run_report_task(self: ReportTask, job_id: str) -> str:
 _LEDGER_RETRY: dict[str, Any] = {
     "autoretry_for": (LedgerUnavailable,),
     "retry_backoff": True,
-    "retry_backoff_max": DEFER_MAX_SECONDS,
+    "retry_backoff_max": get_settings().defer_max_seconds,
 }
 
 

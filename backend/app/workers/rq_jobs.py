@@ -10,10 +10,11 @@ import time
 
 from app.domain.errors import AppError
 from app.domain.jobs import Backend
+from app.services.delivery import next_delivery
 from app.services.notify import notify_callback
 from app.services.postprocess import postprocess_report
 from app.services.run_report import run_report
-from app.workers import deferral_delay, job_context, worker_deps
+from app.workers import job_context, worker_deps
 
 
 class RetryRequested(AppError):
@@ -22,29 +23,21 @@ class RetryRequested(AppError):
     code = "RETRY_REQUESTED"
 
 
-#: How many times a delivery finding its job running elsewhere waits to check it again.
-LOST_WORKER_CHECKS = 2
-#: How long a work horse waits for the ledger to answer again before RQ's retry takes over.
-DEFER_BUDGET_SECONDS = 600.0
-
-
 def run_report_job(job_id: str) -> str:
+    """RQ cannot delay one delivery: the work horse waits in place for what the delivery
+    policy says (the ledger back, a lost worker's heartbeat gone stale), within
+    ``DEFER_BUDGET_SECONDS``; an attempt's retry goes through RQ's ``Retry``."""
+    deps = worker_deps(Backend.RQ)
     with job_context(job_id) as uid:
-        outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)
-        # The ledger is down: wait here (RQ's Retry budget is the job's attempts, not this).
-        waited, deferrals = 0.0, 0
-        while outcome.kind == "deferred" and waited < DEFER_BUDGET_SECONDS:
-            pause = deferral_delay(outcome.retry_in, deferrals)
-            time.sleep(pause)
-            waited, deferrals = waited + pause, deferrals + 1
-            outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)
-        # RQ retries a killed work horse's job within seconds, while the ledger still says
-        # running: wait (bounded) until the lost horse's heartbeat is stale, then reclaim.
-        for _ in range(LOST_WORKER_CHECKS):
-            if outcome.kind != "skipped" or outcome.retry_in is None:
+        outcome = run_report(deps=deps, job_id=uid)
+        deliveries, waited = 0, 0.0
+        while outcome.kind in ("deferred", "skipped"):
+            delay = next_delivery(outcome, policy=deps.policy, deliveries=deliveries)
+            if delay is None or waited + delay > deps.policy.defer_budget_seconds:
                 break
-            time.sleep(outcome.retry_in)
-            outcome = run_report(deps=worker_deps(Backend.RQ), job_id=uid)
+            time.sleep(delay)
+            deliveries, waited = deliveries + 1, waited + delay
+            outcome = run_report(deps=deps, job_id=uid)
     if outcome.kind in ("retry", "interrupted", "deferred"):
         raise RetryRequested(f"attempt {outcome.job.attempts if outcome.job else '?'} failed")
     return outcome.kind
