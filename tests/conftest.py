@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from app.db.schema import upgrade
+from app.db.migrations import upgrade
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

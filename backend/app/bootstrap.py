@@ -14,18 +14,17 @@ from typing import Any
 from sqlalchemy import Engine
 
 from app.core.celery_app import create_celery_app
+from app.core.circuit import CircuitBreaker
 from app.core.config import Environment, Settings, get_settings
 from app.core.metrics import MetricsObserver, MetricsOpsRecorder, count_fallback, record_circuit
 from app.core.observers import FanOut, LoggingObserver
 from app.db.api_keys import SqlApiKeyRepository
 from app.db.housekeeping import SqlHousekeepingRepository
+from app.db.migrations import current_revision, head_revision
 from app.db.repository import SqlJobRepository
-from app.db.schema import current_revision, head_revision
 from app.db.session import make_engine, make_sessions
 from app.dispatch.base import BrokeredBackend
-from app.dispatch.callbacks import HttpCallbackSender
 from app.dispatch.celery_dispatcher import CeleryDispatcher
-from app.dispatch.circuit import CircuitBreaker
 from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive
 from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
@@ -39,6 +38,7 @@ from app.services.housekeeping import Housekeeping, HousekeepingPolicy
 from app.services.pipeline import run_pipeline
 from app.services.recovery import RecoveryReport, recover_unfinished
 from app.storage.local import LocalArtifactStore
+from app.webhooks import HttpCallbackSender
 
 
 class SchemaNotReady(AppError):

@@ -16,9 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from app import bootstrap
 from app.api.errors import install_error_handlers
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from app.api.observability import DrainMiddleware, HttpMetricsMiddleware, install_drain
+from app.api.observability import HttpMetricsMiddleware
 from app.api.ratelimit import RateLimiter
 from app.api.routes import health, metrics, reports, stats
+from app.api.shutdown import DrainMiddleware, install_drain
 from app.core.config import Settings, get_settings
 from app.core.logging import setup_logging
 from app.core.metrics_export import forget_process

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from app import bootstrap
 from app.core.celery_app import queue_name
-from app.dispatch.callbacks import signature
 from app.domain.jobs import (
     Backend,
     JobStatus,
@@ -28,6 +27,7 @@ from app.domain.progress import NullProgress
 from app.reports import default_renderers
 from app.services.enqueue import enqueue_report
 from app.services.lost_worker import WORKER_LOST
+from app.webhooks import signature
 from kombu import Connection
 from kombu import Queue as KombuQueue
 

@@ -22,7 +22,7 @@ from uuid import UUID
 import httpx
 import pytest
 from app import bootstrap
-from app.db.schema import upgrade
+from app.db.migrations import upgrade
 from app.domain.jobs import JobStatus, ReportJob, ReportType
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import RECOVER

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from app.db.migrations import upgrade
 from app.db.repository import SqlJobRepository
-from app.db.schema import upgrade
 from app.domain.jobs import Backend, JobStatus, ReportJob
 
 from tests.conftest import fresh_pg_database

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from app.db.schema import upgrade
+from app.db.migrations import upgrade
 from app.domain.jobs import Backend, Queue, ReportType
 from app.services.housekeeping import CLEANUP, DAILY, HEALTH, RECOVER
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app.db.schema import alembic_config, current_revision, head_revision
+from app.db.migrations import alembic_config, current_revision, head_revision
 from app.db.session import make_engine
 from sqlalchemy import inspect
 

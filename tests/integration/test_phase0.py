@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app.db.schema import upgrade
-from app.dispatch.callbacks import signature
+from app.db.migrations import upgrade
+from app.webhooks import signature
 
 from tests.conftest import fresh_pg_database
 from tests.e2e.server import LiveServer, wait_for

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 from app.core.celery_app import create_celery_app
-from app.db.schema import upgrade
+from app.db.migrations import upgrade
 from app.services.housekeeping import HEALTH
 
 from tests.conftest import fresh_pg_database

@@ -30,7 +30,7 @@ import redis
 from app import bootstrap
 from app.core.celery_app import create_celery_app
 from app.core.config import Settings
-from app.db.schema import upgrade
+from app.db.migrations import upgrade
 from app.domain.jobs import JobStatus, ReportJob
 from app.domain.ports import JobRepository
 

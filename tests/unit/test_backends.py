@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from app.cli.celery_manager import parse_queues, redact
 from app.core.celery_app import check_visibility_timeout, create_celery_app
+from app.core.circuit import CircuitBreaker, CircuitState
 from app.core.config import Settings
 from app.dispatch.availability import Availability, steady
 from app.dispatch.celery_dispatcher import CeleryDispatcher
-from app.dispatch.circuit import CircuitBreaker, CircuitState
 from app.dispatch.rq_dispatcher import retry_intervals
 from app.domain.errors import InvalidInput, Misconfigured
 from app.domain.jobs import (

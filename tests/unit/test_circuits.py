@@ -13,13 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from app import bootstrap
+from app.core.circuit import CircuitBreaker, CircuitState
 from app.core.config import Settings
 from app.core.metrics import record_circuit
-from app.dispatch.callbacks import HttpCallbackSender
-from app.dispatch.circuit import CircuitBreaker, CircuitState
 from app.domain.errors import CallbackFailed
 from app.domain.jobs import RetryPolicy
 from app.services.notify import notify_callback
+from app.webhooks import HttpCallbackSender
 from prometheus_client import REGISTRY
 
 from tests.unit.fakes import MemoryRepository

@@ -12,7 +12,6 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from app.dispatch.callbacks import HttpCallbackSender, signature
 from app.domain.errors import CallbackFailed, CallbackNotAllowed
 from app.domain.jobs import (
     Artifact,
@@ -27,6 +26,7 @@ from app.domain.jobs import (
 from app.services.deps import Deps, JobPolicy
 from app.services.notify import notify_callback
 from app.services.postprocess import metadata, write_package
+from app.webhooks import HttpCallbackSender, signature
 
 from tests.unit.fakes import MemoryRepository, RecordingDispatcher, RecordingObserver
 

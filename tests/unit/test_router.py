@@ -8,9 +8,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from app.core.circuit import CircuitBreaker
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
-from app.dispatch.circuit import CircuitBreaker
 from app.dispatch.router import Fallback, Router, RoutingPolicy
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import Backend, DummyParams, Queue, ReportJob, ReportType

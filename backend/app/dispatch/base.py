@@ -8,8 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from app.core.circuit import CircuitBreaker
 from app.dispatch.availability import Availability, AvailabilityMonitor, BackendState
-from app.dispatch.circuit import CircuitBreaker
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount

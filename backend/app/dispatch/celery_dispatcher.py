@@ -19,10 +19,10 @@ from kombu import Connection
 from kombu.exceptions import LimitExceeded
 
 from app.core.celery_app import NOTIFY, POSTPROCESS, RUN_REPORT, message_priority, queue_name
+from app.core.circuit import CircuitBreaker
 from app.core.config import Settings
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
-from app.dispatch.circuit import CircuitBreaker
 from app.domain.jobs import Backend, Queue, ReportJob
 
 

@@ -20,11 +20,11 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from app.core.circuit import CircuitBreaker
 from app.core.config import Settings
 from app.core.logging import request_id_var
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
-from app.dispatch.circuit import CircuitBreaker
 from app.domain.jobs import Backend, Queue, ReportJob, RetryPolicy
 
 #: Job functions, by import path: the API never imports the worker module.

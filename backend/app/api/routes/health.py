@@ -19,9 +19,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import get_container
+from app.api.dependencies import get_container
 from app.api.observability import TrackedRoute
-from app.dispatch.circuit import CircuitState
+from app.core.circuit import CircuitState
 from app.domain.ports import ComponentHealth
 
 router = APIRouter(tags=["health"], route_class=TrackedRoute)

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from app.api.deps import get_container
+from app.api.dependencies import get_container
 from app.api.errors import error_response
 from app.api.observability import TrackedRoute
 from app.bootstrap import Container

@@ -2,7 +2,7 @@
 
 Routes are ``async`` and send their blocking work (the ledger, the brokers) to the thread
 pool in one ``run_in_threadpool`` call; FastAPI would otherwise make a sync route's
-response validation a second hop. With the async dependencies of :mod:`app.api.deps`, an
+response validation a second hop. With the async dependencies of :mod:`app.api.dependencies`, an
 enqueue request makes one hop in all.
 """
 
@@ -20,7 +20,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Caller, Operator, RateLimitedCaller, ServiceDeps, get_container
+from app.api.dependencies import Caller, Operator, RateLimitedCaller, ServiceDeps, get_container
 from app.api.errors import error_responses
 from app.api.forms import HEAVY, DummyQuery, HeavyQuery, ReportRequest, RequestForm
 from app.api.observability import TrackedRoute

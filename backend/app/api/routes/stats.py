@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Operator, get_container
+from app.api.dependencies import Operator, get_container
 from app.api.errors import error_responses
 from app.api.observability import TrackedRoute
 from app.services.daily_stats import get_daily_stats

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.dispatch.circuit import CircuitBreaker, CircuitListener
+from app.core.circuit import CircuitBreaker, CircuitListener
 from app.domain.errors import CallbackFailed, CallbackNotAllowed
 
 MAX_URL = 2048
