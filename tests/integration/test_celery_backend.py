@@ -15,22 +15,20 @@ from pathlib import Path
 
 import pytest
 from app import bootstrap
-from app.core.celery_app import RUN_REPORT, queue_name
+from app.core.celery_app import RUN_REPORT
 from app.dispatch.celery_dispatcher import CeleryDispatcher
-from app.domain.jobs import JobStatus, Queue, ReportJob, ReportType
+from app.domain.jobs import JobStatus, ReportJob, ReportType
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
 from app.services.queries import queue_status
-from kombu import Connection
-from kombu import Queue as KombuQueue
 
 from tests.integration.ops import wait_until
 from tests.integration.workers import (
-    AMQP_URL,
     WorkerProcess,
     celery_worker,
     delete_redis_keys,
     leftovers,
+    on_rabbitmq,
     parent_pid,
     running_with_progress,
     settings_from,
@@ -187,16 +185,8 @@ def test_queue_status_counts_live_celery_workers(
 
 @pytest.fixture(scope="module")
 def amqp_env(backend_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    env = {
-        **backend_env,
-        "CELERY_BROKER_URL": AMQP_URL,
-        "QUEUE_PREFIX": f"a{secrets.token_hex(3)}-",
-    }
-    yield env
-    settings = settings_from(env)
-    with Connection(AMQP_URL, connect_timeout=5) as conn:
-        for queue in Queue:
-            KombuQueue(queue_name(settings, queue)).bind(conn.default_channel).delete()
+    with on_rabbitmq(backend_env) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

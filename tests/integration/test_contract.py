@@ -4,7 +4,6 @@ gives the same ledger rows and byte-identical artifacts — backends only carry 
 
 from __future__ import annotations
 
-import secrets
 import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,11 +12,9 @@ from typing import Any
 
 import pytest
 from app import bootstrap
-from app.core.celery_app import queue_name
 from app.domain.jobs import (
     Backend,
     JobStatus,
-    Queue,
     ReportJob,
     ReportType,
     parse_params,
@@ -28,16 +25,14 @@ from app.reports import default_renderers
 from app.services.enqueue import enqueue_report
 from app.services.lost_worker import WORKER_LOST
 from app.webhooks import signature
-from kombu import Connection
-from kombu import Queue as KombuQueue
 
 from tests.integration.workers import (
-    AMQP_URL,
     CALLBACK_SECRET,
     CallbackReceiver,
     WorkerProcess,
     celery_worker,
     file_sha256,
+    on_rabbitmq,
     settings_from,
     wait_for,
 )
@@ -60,16 +55,8 @@ def reference_sha256(tmp_path: Path, report_type: ReportType, params: dict[str, 
 @pytest.fixture(scope="module")
 def rabbitmq_env(backend_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """The session's environment with a RabbitMQ broker, on queues of its own."""
-    env = {
-        **backend_env,
-        "CELERY_BROKER_URL": AMQP_URL,
-        "QUEUE_PREFIX": f"c{secrets.token_hex(3)}-",
-    }
-    yield env
-    settings = settings_from(env)
-    with Connection(AMQP_URL, connect_timeout=5) as conn:
-        for queue in Queue:
-            KombuQueue(queue_name(settings, queue)).bind(conn.default_channel).delete()
+    with on_rabbitmq(backend_env) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ The outage is kept short (a few seconds): other test sessions may share this Rab
 from __future__ import annotations
 
 import re
-import secrets
 import subprocess
 import time
 from collections import Counter
@@ -32,12 +31,10 @@ from uuid import UUID
 
 import pytest
 from app import bootstrap
-from app.core.celery_app import queue_name
 from app.domain.errors import Unavailable
-from app.domain.jobs import Queue, ReportType
+from app.domain.jobs import ReportType
 from app.services.enqueue import enqueue_report
 from kombu import Connection
-from kombu import Queue as KombuQueue
 from sqlalchemy import bindparam, text
 
 from tests.integration.ops import wait_until
@@ -45,6 +42,7 @@ from tests.integration.workers import (
     AMQP_URL,
     artifact_files,
     event_lines,
+    on_rabbitmq,
     settings_from,
     start_celery_worker,
 )
@@ -67,17 +65,9 @@ def amqp_answers() -> bool:
 
 @pytest.fixture
 def amqp_env(backend_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    env = {
-        **backend_env,
-        "CELERY_BROKER_URL": AMQP_URL,
-        "QUEUE_PREFIX": f"b{secrets.token_hex(3)}-",
-    }
-    yield env
-    wait_until(amqp_answers, 30, interval=0.5)
-    settings = settings_from(env)
-    with Connection(AMQP_URL, connect_timeout=5) as conn:
-        for queue in Queue:
-            KombuQueue(queue_name(settings, queue)).bind(conn.default_channel).delete()
+    with on_rabbitmq(backend_env) as env:
+        yield env
+        wait_until(amqp_answers, 30, interval=0.5)  # the test restarted it: back before cleanup
 
 
 def statuses(container: bootstrap.Container, since: datetime) -> Counter[str]:

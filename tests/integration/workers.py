@@ -28,11 +28,13 @@ from uuid import UUID
 
 import redis
 from app import bootstrap
-from app.core.celery_app import create_celery_app
+from app.core.celery_app import create_celery_app, queue_name
 from app.core.config import Settings
 from app.db.migrations import upgrade
-from app.domain.jobs import JobStatus, ReportJob
+from app.domain.jobs import JobStatus, Queue, ReportJob
 from app.domain.ports import JobRepository
+from kombu import Connection
+from kombu import Queue as KombuQueue
 
 from tests.conftest import fresh_pg_database
 
@@ -373,3 +375,14 @@ def pid_of(job: ReportJob) -> int:
     """The process that claimed ``job`` (its worker id ends with the pid)."""
     assert job.worker is not None
     return int(job.worker.rsplit(":", 1)[1])
+
+
+@contextmanager
+def on_rabbitmq(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``env`` with a RabbitMQ broker and queues of its own, deleted afterwards."""
+    amqp = {**env, "CELERY_BROKER_URL": AMQP_URL, "QUEUE_PREFIX": f"a{secrets.token_hex(3)}-"}
+    yield amqp
+    settings = settings_from(amqp)
+    with Connection(AMQP_URL, connect_timeout=5) as conn:
+        for queue in Queue:
+            KombuQueue(queue_name(settings, queue)).bind(conn.default_channel).delete()
