@@ -18,6 +18,7 @@ from tests.integration.workers import (
     base_env,
     celery_worker,
     delete_redis_keys,
+    own_ledger,
     rq_worker,
     settings_from,
     worker_env,
@@ -91,3 +92,15 @@ def receiver() -> Iterator[CallbackReceiver]:
     server = CallbackReceiver().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own(work_dir: Path) -> Iterator[tuple[dict[str, str], bootstrap.Container]]:
+    """A ledger of the test's own (every Beat slot is free), own queues, and an API-side
+    container sending to Celery."""
+    with own_ledger(work_dir, "own") as env:
+        built = bootstrap.build(settings_from(env, dispatch_backend="celery"))
+        try:
+            yield env, built
+        finally:
+            built.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,6 @@ from tests.integration.test_housekeeping import add_job, files_of, finished_job
 from tests.integration.workers import (
     WorkerProcess,
     event_lines,
-    own_ledger,
-    settings_from,
     start_celery_worker,
 )
 
@@ -46,17 +43,6 @@ class EverySecond(PersistentScheduler):
     def merge_inplace(self, b: dict[str, dict[str, Any]]) -> None:
         fast = {name: {**entry, "schedule": timedelta(seconds=1)} for name, entry in b.items()}
         super().merge_inplace(fast)
-
-
-@pytest.fixture
-def own(work_dir: Path) -> Iterator[tuple[dict[str, str], bootstrap.Container]]:
-    """A ledger of the test's own (every slot is free), own queues."""
-    with own_ledger(work_dir, "beat") as env:
-        built = bootstrap.build(settings_from(env, dispatch_backend="celery"))
-        try:
-            yield env, built
-        finally:
-            built.close()
 
 
 def start_beat(env: dict[str, str], work_dir: Path, name: str) -> WorkerProcess:

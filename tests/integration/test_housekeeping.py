@@ -41,7 +41,6 @@ from tests.integration.workers import (
     celery_worker,
     delete_redis_keys,
     event_lines,
-    own_ledger,
     settings_from,
     wait_for,
 )
@@ -274,17 +273,6 @@ def test_daily_figures_are_stored_and_served(
     assert counts == {("dummy", "completed", "celery"): 3, ("dummy", "failed", "rq"): 1}
     assert missing.status_code == 404
     assert missing.json()["error"] == "STATS_NOT_FOUND"
-
-
-@pytest.fixture
-def own(work_dir: Path) -> Iterator[tuple[dict[str, str], bootstrap.Container]]:
-    """A ledger of the test's own (every slot of the current hour is free), own queues."""
-    with own_ledger(work_dir, "housekeeping") as env:
-        built = bootstrap.build(settings_from(env, dispatch_backend="celery"))
-        try:
-            yield env, built
-        finally:
-            built.close()
 
 
 def clear_of_slot_boundaries(margin: float = 3.0) -> None:
