@@ -43,8 +43,10 @@ from tests.integration.workers import (
     wait_for,
 )
 
-#: Hard limit of a dummy report in these tests; the soft limit is 90 % of it.
-LIMIT = 4.0
+#: Hard limit of a dummy report in these tests; the soft limit is 90 % of it. The 10 % between
+#: them (0.8 s) is the soft-limited attempt's time to record its failure and ask for its retry:
+#: at 4 s (0.4 s) a loaded machine let the hard limit kill it first (failed, 1 attempt).
+LIMIT = 8.0
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def child_pid(job: ReportJob) -> int:
     return int(job.worker.rsplit(":", 1)[1])
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_celery_render_killed_at_the_hard_limit_is_failed_time_limit_exceeded(
     env: dict[str, str], log_dir: Path
 ) -> None:
@@ -129,7 +131,7 @@ def test_celery_render_killed_at_the_hard_limit_is_failed_time_limit_exceeded(
         container.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_celery_soft_limit_fails_the_attempt_and_retries(
     env: dict[str, str], log_dir: Path
 ) -> None:
@@ -154,7 +156,7 @@ def test_celery_soft_limit_fails_the_attempt_and_retries(
         container.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_rq_job_timeout_ends_in_a_terminal_row(env: dict[str, str], log_dir: Path) -> None:
     container = api_side(env, "rq")
     worker: WorkerProcess = start_rq_worker(env, log_dir, "reports")
