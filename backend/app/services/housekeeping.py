@@ -39,7 +39,6 @@ PERIODS = {
 }
 
 _MAX_BATCHES = 50
-_NONE: frozenset[JobStatus] = frozenset()
 _PENDING = frozenset({JobStatus.PENDING})
 
 

@@ -13,8 +13,6 @@ from app.services.lost_worker import take_back
 
 log = logging.getLogger(__name__)
 
-_RUNNING = frozenset({JobStatus.RUNNING})
-
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:

@@ -20,7 +20,6 @@ from app.services.lost_worker import heartbeat_lost, take_back
 log = logging.getLogger(__name__)
 
 _RUNNING = frozenset({JobStatus.RUNNING})
-_NONE: frozenset[JobStatus] = frozenset()
 
 #: Error code of a job whose worker died (no heartbeat) after its last allowed attempt.
 OutcomeKind = Literal[
