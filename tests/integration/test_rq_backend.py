@@ -10,8 +10,8 @@ import time
 
 import pytest
 from app import bootstrap
-from app.dispatch.rq_dispatcher import RUN_REPORT, RqDispatcher, rq_queue
-from app.domain.jobs import JobStatus, NotifyStatus, Queue, ReportType
+from app.dispatch.rq_dispatcher import FUNCTIONS, RqDispatcher, rq_queue
+from app.domain.jobs import JobStatus, NotifyStatus, Queue, ReportType, Step
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
 from app.services.queries import queue_status
@@ -84,7 +84,7 @@ def test_cancelled_queued_job_is_withdrawn_and_a_stale_delivery_is_skipped(
         wait_rq(container, str(job.id), {RqStatus.CANCELED}, 5)  # cancel_job took it out
         # A stale copy of the message (say, re-enqueued by hand) must still never run it.
         queue = rq_queue(rq_of(container).connection, container.settings, Queue.REPORTS)
-        stale = queue.enqueue_call(RUN_REPORT, args=(str(job.id),))
+        stale = queue.enqueue_call(FUNCTIONS[Step.RENDER], args=(str(job.id),))
         burst = subprocess.run(
             [sys.executable, "manage.py", "rq-worker", "reports", "--burst"],
             cwd=ROOT,

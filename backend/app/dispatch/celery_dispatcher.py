@@ -1,8 +1,7 @@
 """Celery backend: publish job ids to the dedicated queues by explicit task names.
 
-The API never imports the task functions: it sends ``reports.run_report`` (and, for a
-job with a callback, the chain render → ``documents.postprocess`` →
-``notifications.notify``) by name, with the job id as the only argument.
+The API never imports the task functions: it sends each step of the job's pipeline by
+task name (:data:`TASKS`), chained, with the job id as the only argument.
 """
 
 from __future__ import annotations
@@ -23,7 +22,10 @@ from app.core.circuit import CircuitBreaker
 from app.core.config import Settings
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
-from app.domain.jobs import Backend, Queue, ReportJob
+from app.domain.jobs import Backend, Queue, ReportJob, Step
+
+#: The task that runs each pipeline step.
+TASKS = {Step.RENDER: RUN_REPORT, Step.DOCUMENT: POSTPROCESS, Step.NOTIFY: NOTIFY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,22 +118,9 @@ class CeleryDispatcher(BrokeredBackend):
             _release_later(connection)
 
     def publish(self, job: ReportJob) -> None:
-        limit = self._settings.hard_time_limit(job.report_type.value)
-        render = self._step(
-            RUN_REPORT,
-            job,
-            job.queue,
-            time_limit=limit,
-            soft_time_limit=self._settings.soft_time_limit(job.report_type.value),
-        )
-        if job.callback_url is None:
-            render.apply_async()
-            return
-        chain(
-            render,
-            self._step(POSTPROCESS, job, Queue.DOCUMENTS, suffix="_document"),
-            self._step(NOTIFY, job, Queue.NOTIFICATIONS, suffix="_notify"),
-        ).apply_async()
+        """The job's :attr:`~ReportJob.pipeline` as one message, or a chain of its steps."""
+        steps = [self._signature(step, job) for step in job.pipeline]
+        (steps[0] if len(steps) == 1 else chain(*steps)).apply_async()
 
     def withdraw(self, job: ReportJob) -> None:
         """Add the id to the workers' revoked lists; the ledger claim is the real guarantee."""
@@ -141,18 +130,15 @@ class CeleryDispatcher(BrokeredBackend):
         """The job did not stop at its checkpoint: terminate its worker process."""
         self.app.control.revoke(str(job.id), terminate=True, signal="SIGTERM")
 
-    def _step(
-        self, task: str, job: ReportJob, queue: Queue, *, suffix: str = "", **options: Any
-    ) -> Signature[Any]:
-        return self.app.signature(
-            task,
-            args=(str(job.id),),
-            immutable=True,
-            options={
-                "task_id": f"{job.id}{suffix}",
-                "queue": queue_name(self._settings, queue),
-                "routing_key": queue_name(self._settings, queue),
-                "priority": message_priority(self._settings, queue),
-                **options,
-            },
-        )
+    def _signature(self, step: Step, job: ReportJob) -> Signature[Any]:
+        queue = queue_name(self._settings, step.queue(job))
+        options: dict[str, Any] = {
+            "task_id": step.message_id(job),
+            "queue": queue,
+            "routing_key": queue,
+            "priority": message_priority(self._settings, step.queue(job)),
+        }
+        if step is Step.RENDER:
+            options["time_limit"] = self._settings.hard_time_limit(job.report_type.value)
+            options["soft_time_limit"] = self._settings.soft_time_limit(job.report_type.value)
+        return self.app.signature(TASKS[step], args=(str(job.id),), immutable=True, options=options)

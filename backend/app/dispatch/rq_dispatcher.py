@@ -1,8 +1,8 @@
 """RQ backend: the same job ids on mirrored queue names, JSON-serialised, retried by RQ.
 
-A job with a callback is enqueued as three RQ jobs chained by ``depends_on``: render on
-``reports``, package on ``documents``, notify on ``notifications``. RQ job ids derive
-from the ledger id, so cancellation can find them.
+Each step of the job's pipeline is one RQ job, chained by ``depends_on`` (render, then
+for a job with a callback package and notify). RQ job ids are the steps' message ids,
+derived from the ledger id, so cancellation can find them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from rq import Queue as RqQueue
@@ -25,14 +26,14 @@ from app.core.config import Settings
 from app.core.logging import request_id_var
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
-from app.domain.jobs import Backend, Queue, ReportJob, RetryPolicy
+from app.domain.jobs import Backend, Queue, ReportJob, RetryPolicy, Step
 
-#: Job functions, by import path: the API never imports the worker module.
-RUN_REPORT = "app.workers.rq_jobs.run_report_job"
-POSTPROCESS = "app.workers.rq_jobs.postprocess_job"
-NOTIFY = "app.workers.rq_jobs.notify_job"
-
-FOLLOW_UPS = ("_document", "_notify")
+#: The job function of each pipeline step, by import path: the API never imports it.
+FUNCTIONS = {
+    Step.RENDER: "app.workers.rq_jobs.run_report_job",
+    Step.DOCUMENT: "app.workers.rq_jobs.postprocess_job",
+    Step.NOTIFY: "app.workers.rq_jobs.notify_job",
+}
 _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 _DAY = 24 * 3600
 
@@ -103,44 +104,40 @@ class RqDispatcher(BrokeredBackend):
         self.connection.ping()
 
     def publish(self, job: ReportJob) -> None:
-        settings = self._settings
-        retries = max(1, job.max_attempts)
-        render = rq_queue(self.connection, settings, job.queue).enqueue_call(
-            RUN_REPORT,
-            args=(str(job.id),),
-            job_id=str(job.id),
-            timeout=math.ceil(settings.hard_time_limit(job.report_type.value)),
-            retry=Retry(max=retries, interval=retry_intervals(self._retry, retries)),
-            result_ttl=_DAY,
-            failure_ttl=7 * _DAY,
-            description=f"{job.report_type.value} report {job.id}",
-            meta={"request_id": request_id_var.get()},
-        )
-        if job.callback_url is None:
-            return
-        document = rq_queue(self.connection, settings, Queue.DOCUMENTS).enqueue_call(
-            POSTPROCESS,
-            args=(str(job.id),),
-            job_id=f"{job.id}_document",
-            depends_on=render,
-            timeout=600,
-            result_ttl=_DAY,
-        )
-        attempts = settings.callback_max_attempts
-        rq_queue(self.connection, settings, Queue.NOTIFICATIONS).enqueue_call(
-            NOTIFY,
-            args=(str(job.id),),
-            job_id=f"{job.id}_notify",
-            depends_on=document,
-            timeout=120,
-            retry=Retry(max=attempts, interval=retry_intervals(self._retry, attempts)),
-            result_ttl=_DAY,
-        )
+        previous: Job | None = None
+        for step in job.pipeline:
+            previous = rq_queue(self.connection, self._settings, step.queue(job)).enqueue_call(
+                FUNCTIONS[step],
+                args=(str(job.id),),
+                job_id=step.message_id(job),
+                depends_on=previous,
+                result_ttl=_DAY,
+                **self._options(step, job),
+            )
+
+    def _options(self, step: Step, job: ReportJob) -> dict[str, Any]:
+        """Time limit and retries of one step; RQ retries the render and the callback."""
+        if step is Step.RENDER:
+            retries = max(1, job.max_attempts)
+            return {
+                "timeout": math.ceil(self._settings.hard_time_limit(job.report_type.value)),
+                "retry": Retry(max=retries, interval=retry_intervals(self._retry, retries)),
+                "failure_ttl": 7 * _DAY,
+                "description": f"{job.report_type.value} report {job.id}",
+                "meta": {"request_id": request_id_var.get()},
+            }
+        if step is Step.DOCUMENT:
+            return {"timeout": 600}
+        attempts = self._settings.callback_max_attempts
+        return {
+            "timeout": 120,
+            "retry": Retry(max=attempts, interval=retry_intervals(self._retry, attempts)),
+        }
 
     def withdraw(self, job: ReportJob) -> None:
-        """``cancel_job`` for the waiting RQ jobs of this ledger job (render and follow-ups)."""
-        for rq_id in (str(job.id), *(f"{job.id}{s}" for s in FOLLOW_UPS)):
-            rq_job = self._fetch(rq_id)
+        """``cancel_job`` for the waiting RQ jobs of this ledger job (every step)."""
+        for step in Step:
+            rq_job = self._fetch(step.message_id(job))
             if rq_job is not None and rq_job.get_status(refresh=False) in _WAITING:
                 with contextlib.suppress(InvalidJobOperation):  # cancelled meanwhile
                     rq_job.cancel()

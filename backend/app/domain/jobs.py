@@ -58,6 +58,30 @@ class Queue(StrEnum):
 _QUEUE_PRIORITY = {Queue.REPORTS: 5, Queue.DOCUMENTS: 7, Queue.NOTIFICATIONS: 3, Queue.CELERY: 6}
 
 
+class Step(StrEnum):
+    """A job's pipeline, declared once: render, then (for a job with a callback) package
+    on ``documents`` and notify on ``notifications``.
+
+    Each backend translates :attr:`ReportJob.pipeline` its own way (a Celery chain, RQ
+    ``depends_on``, a loop in the inline pool); every step is idempotent, so a retry may
+    start over from the render.
+    """
+
+    RENDER = "render"
+    DOCUMENT = "document"
+    NOTIFY = "notify"
+
+    def queue(self, job: ReportJob) -> Queue:
+        return job.queue if self is Step.RENDER else _STEP_QUEUE[self]
+
+    def message_id(self, job: ReportJob) -> str:
+        """The broker-side id of this step's message: the job id, suffixed after the render."""
+        return str(job.id) if self is Step.RENDER else f"{job.id}_{self.value}"
+
+
+_STEP_QUEUE = {Step.DOCUMENT: Queue.DOCUMENTS, Step.NOTIFY: Queue.NOTIFICATIONS}
+
+
 class JobStatus(StrEnum):
     PENDING = "pending"
     QUEUED = "queued"
@@ -351,6 +375,11 @@ class ReportJob:
 
     def with_backend(self, backend: Backend) -> ReportJob:
         return replace(self, backend=backend)
+
+    @property
+    def pipeline(self) -> tuple[Step, ...]:
+        """The steps its backend runs: the render alone, or all three with a callback."""
+        return tuple(Step) if self.callback_url is not None else (Step.RENDER,)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,33 +1,39 @@
 """A job's whole pipeline in one process (the inline backend), and lost attempts.
 
-Brokers chain render → document → notify as three messages; the inline backend runs the
-same three services in a row. Every step is idempotent, so a retry may start over from
-the render: a finished render is skipped by its claim, a packaged job by its record.
+Brokers send each step of :attr:`~app.domain.jobs.ReportJob.pipeline` as its own message;
+the inline backend runs the same steps' services in a row. Every step is idempotent, so
+a retry may start over from the render: a finished render is skipped by its claim, a
+packaged job by its record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from uuid import UUID
 
-from app.domain.jobs import JobError, JobStatus, ReportJob
+from app.domain.jobs import JobError, JobStatus, ReportJob, Step
 from app.services.deps import Deps
-from app.services.notify import notify_callback
-from app.services.postprocess import postprocess_report
+from app.services.notify import NotifyOutcome, notify_callback
+from app.services.postprocess import PostprocessOutcome, postprocess_report
 from app.services.run_report import RunOutcome, run_report
+
+#: The service of each step after the render.
+FOLLOW_UPS: dict[Step, Callable[..., PostprocessOutcome | NotifyOutcome]] = {
+    Step.DOCUMENT: postprocess_report,
+    Step.NOTIFY: notify_callback,
+}
 
 
 def run_pipeline(*, deps: Deps, job_id: UUID) -> RunOutcome:
-    """Render the job, then, when it has a callback and finished, package and notify."""
+    """Render the job, then, once it is finished, run the rest of its pipeline."""
     outcome = run_report(deps=deps, job_id=job_id)
     job = outcome.job
-    if outcome.kind in ("retry", "interrupted") or job is None or job.callback_url is None:
+    if outcome.kind in ("retry", "interrupted") or job is None or not job.status.terminal:
         return outcome
-    if not job.status.terminal:
-        return outcome
-    postprocess_report(deps=deps, job_id=job_id)
-    sent = notify_callback(deps=deps, job_id=job_id)
-    if sent.kind == "retry":
-        return RunOutcome("retry", sent.job or job, retry_in=sent.retry_in)
+    for step in job.pipeline[1:]:
+        done = FOLLOW_UPS[step](deps=deps, job_id=job_id)
+        if isinstance(done, NotifyOutcome) and done.kind == "retry":
+            return RunOutcome("retry", done.job or job, retry_in=done.retry_in)
     return outcome
 
 
