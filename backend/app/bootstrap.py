@@ -11,8 +11,11 @@ from datetime import timedelta
 from functools import cached_property, partial
 from typing import Any
 
+from celery import Celery
+from redis import Redis
 from sqlalchemy import Engine
 
+from app.api.ratelimit import RateLimiter
 from app.core.celery_app import create_celery_app
 from app.core.circuit import CircuitBreaker
 from app.core.config import Environment, Settings, get_settings
@@ -59,6 +62,20 @@ class Container:
     @cached_property
     def api_keys(self) -> SqlApiKeyRepository:
         return SqlApiKeyRepository(make_sessions(self.engine))
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        """The API's enqueue limit: RATE_LIMIT_REQUESTS per RATE_LIMIT_WINDOW, in Redis."""
+        return RateLimiter(
+            capacity=self.settings.rate_limit_requests,
+            window=self.settings.rate_limit_window,
+            redis_url=self.settings.redis_url or None,
+        )
+
+    @cached_property
+    def rq_connection(self) -> Redis:
+        """An RQ worker's connection: no socket timeout, its dequeue blocks for a while."""
+        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
 
     @cached_property
     def health(self) -> HealthService:
@@ -127,6 +144,8 @@ class Container:
             self.inline.shutdown()
         for broker in self.brokers:
             broker.close()
+        if "rq_connection" in self.__dict__:  # built by an RQ worker only
+            self.rq_connection.close()
         self.engine.dispose()
 
 
@@ -188,6 +207,19 @@ def build_worker(
         with contextlib.suppress(LedgerUnavailable):
             container.deps.repo.warm_up()
     return container
+
+
+def celery_worker_app(settings: Settings | None = None) -> Celery:
+    """The Celery app of the workers, Beat and Flower: every task and the Beat schedule."""
+    from app.workers.beat_schedule import BEAT_SCHEDULE, register_system_tasks
+    from app.workers.celery_tasks import register_report_tasks
+
+    settings = settings or get_settings()
+    app = create_celery_app(settings, role="worker")
+    app.conf.beat_schedule = BEAT_SCHEDULE
+    register_report_tasks(app, settings)
+    register_system_tasks(app)
+    return app
 
 
 def _assemble(

@@ -17,7 +17,6 @@ from app import bootstrap
 from app.api.errors import install_error_handlers
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.api.observability import HttpMetricsMiddleware
-from app.api.ratelimit import RateLimiter
 from app.api.routes import health, metrics, reports, stats
 from app.api.shutdown import DrainMiddleware, install_drain
 from app.core.config import Settings, get_settings
@@ -48,7 +47,6 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             container.close()
             raise
         app.state.container = container
-        app.state.rate_limiter = RateLimiter.from_settings(settings)
         app.state.key_cache = ApiKeyCache(settings.auth_cache_ttl)
         app.state.enqueue_limiter = CapacityLimiter(settings.enqueue_slots)
         if not settings.auth_required:
@@ -71,7 +69,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.draining = True
         restore_signals()
         await run_in_threadpool(container.close)
-        await app.state.rate_limiter.aclose()
+        await container.rate_limiter.aclose()
         forget_process()  # this worker's live gauges leave the merged metrics with it
         log.info("api.stopped")
 

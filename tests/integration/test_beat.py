@@ -1,7 +1,7 @@
 """Beat: two real ``celery_manager.py beat`` processes and a real worker, and the cadence.
 
 The runtime test starts two Beats (a mistake the platform must absorb) on the real beat
-configuration (``app.workers.celery_tasks.app``: task names, the ``celery`` queue,
+configuration (``app.bootstrap.celery_worker_app()``: task names, the ``celery`` queue,
 options) with one change: a scheduler that makes every entry due each second instead of
 on its crontab, so that a few seconds show many deliveries of each task. Slots stay the
 documented periods (the minute, 5 minutes, the hour): each task must run once per slot,
@@ -160,7 +160,9 @@ def test_two_beats_run_each_task_once_per_slot_and_housekeeping_does_its_work(
 def test_the_beat_schedule_is_the_documented_cadence() -> None:
     """Hourly cleanup at :00, health every 5 minutes, recovery every minute, daily figures
     at midnight, in Europe/Paris: the entries the ``beat`` command's app is given."""
-    from app.workers.celery_tasks import app
+    from app.bootstrap import celery_worker_app
+
+    app = celery_worker_app()
 
     entries = {entry["task"]: entry for entry in app.conf.beat_schedule.values()}
     assert set(entries) == {CLEANUP, HEALTH, RECOVER, DAILY}

@@ -161,8 +161,10 @@ def test_flower_credentials() -> None:
 
 
 def test_beat_tasks_are_registered_and_routed_to_the_celery_queue() -> None:
+    from app.bootstrap import celery_worker_app
     from app.workers.beat_schedule import BEAT_SCHEDULE
-    from app.workers.celery_tasks import app as worker_app
+
+    worker_app = celery_worker_app()
 
     client = create_celery_app(Settings(_env_file=None, queue_prefix="x-"))  # type: ignore[call-arg]
     assert worker_app.conf.beat_schedule == BEAT_SCHEDULE

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from app.api.ratelimit import RECHECK_SECONDS, RateLimiter
+from app.bootstrap import Container
 from app.core.config import Settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -95,9 +96,9 @@ def test_concurrent_hits_never_take_more_than_capacity() -> None:
     assert len(allowed) == 500
 
 
-def test_from_settings_uses_the_rate_limit_settings() -> None:
+def test_the_container_builds_it_from_the_rate_limit_settings() -> None:
     settings = Settings(rate_limit_requests=7, rate_limit_window=14.0, redis_url="")
-    limiter = RateLimiter.from_settings(settings)
+    limiter = Container(settings=settings, engine=None, deps=None, inline=None).rate_limiter  # type: ignore[arg-type]
     assert (limiter.capacity, limiter.window, limiter.shared) == (7, 14.0, False)
     assert [limiter.hit("k") for _ in range(7)] == [None] * 7
     assert limiter.hit("k") == pytest.approx(2.0, abs=0.01)

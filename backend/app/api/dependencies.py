@@ -16,7 +16,6 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
-from app.api.ratelimit import RateLimiter
 from app.bootstrap import Container
 from app.domain.auth import Principal, Role
 from app.domain.errors import RateLimited
@@ -69,8 +68,7 @@ async def get_rate_limited_caller(
     each dependency FastAPI solves costs tens of microseconds on the busiest route.
     """
     principal = await get_principal(request, key)
-    limiter: RateLimiter = request.app.state.rate_limiter
-    wait = await limiter.hit_async(principal.key_id)
+    wait = await get_container(request).rate_limiter.hit_async(principal.key_id)
     if wait is not None:
         raise RateLimited(wait)
     return principal

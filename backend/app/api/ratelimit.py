@@ -32,8 +32,6 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
-from app.core.config import Settings
-
 log = logging.getLogger(__name__)
 
 #: Seconds a Redis call may take before the hit falls back to the local bucket.
@@ -167,15 +165,6 @@ class RateLimiter:
         self._state_lock = threading.Lock()
         self._down = False
         self._retry_at = 0.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimiter:
-        """A limiter of ``RATE_LIMIT_REQUESTS`` per ``RATE_LIMIT_WINDOW`` on ``REDIS_URL``."""
-        return cls(
-            capacity=settings.rate_limit_requests,
-            window=settings.rate_limit_window,
-            redis_url=settings.redis_url or None,
-        )
 
     @property
     def shared(self) -> bool:

@@ -54,9 +54,10 @@ def redact(url: str) -> str:
 def run_worker(queues: list[Queue], concurrency: int, *, name: str | None, extra: list[str]) -> int:
     """A Celery worker (prefork) consuming ``queues`` with ``concurrency`` processes."""
     prepare_multiprocess_dir()  # before any child exists: exact metrics across the pool
-    from app.workers.celery_tasks import app
+    from app.bootstrap import celery_worker_app
 
     settings = get_settings()
+    app = celery_worker_app(settings)
     label = "-".join(q.value for q in queues)
     argv = [
         "worker",
@@ -77,9 +78,10 @@ def run_worker(queues: list[Queue], concurrency: int, *, name: str | None, extra
 
 
 def run_beat(extra: list[str]) -> int:
-    from app.workers.celery_tasks import app
+    from app.bootstrap import celery_worker_app
 
     settings = get_settings()
+    app = celery_worker_app(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.data_dir / "celerybeat-schedule"
     code: object = app.start(
@@ -109,7 +111,9 @@ def run_flower(port: int, extra: list[str]) -> int:
     auth = flower_auth(settings)
     if auth:  # Flower reads it from the environment: never on a visible command line
         os.environ["FLOWER_BASIC_AUTH"] = auth
-    from app.workers.celery_tasks import app
+    from app.bootstrap import celery_worker_app
+
+    app = celery_worker_app(settings)
 
     options = [f"--port={port}", f"--address={settings.flower_address}"]
     code: object = app.start(["flower", *options, *extra])

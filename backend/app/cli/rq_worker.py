@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from redis import Redis
 from rq import Worker
 from rq.serializers import JSONSerializer
 
@@ -54,8 +53,7 @@ def run_rq_worker(queues: list[Queue], *, name: str | None = None, burst: bool =
     import app.workers.rq_jobs  # noqa: F401  (loaded once, before any fork)
 
     settings = get_settings()
-    worker_container(Backend.RQ)
-    connection = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    connection = worker_container(Backend.RQ).rq_connection
     worker = ReportWorker(
         [rq_queue(connection, settings, q) for q in queues],
         connection=connection,

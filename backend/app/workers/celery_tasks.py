@@ -1,19 +1,21 @@
 """Celery tasks: parse the id, call the service, map the outcome. Nothing else.
 
-Start a worker with ``python celery_manager.py worker reports 4`` (or
-``celery -A app.workers.celery_tasks worker -Q reports``).
+:func:`register_report_tasks` defines them on the worker's app, which the composition
+root builds (:func:`app.bootstrap.celery_worker_app`). Start a worker with
+``python celery_manager.py worker reports 4`` (or
+``celery -A app.workers.celery_main worker -Q reports``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, signals
+from celery import Celery, Task, signals
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
-from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT, create_celery_app
-from app.core.config import get_settings
+from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT
+from app.core.config import Settings, get_settings
 from app.core.logging import setup_logging
 from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import Backend, JobError, worker_name
@@ -30,11 +32,6 @@ from app.workers import (
     worker_deps,
 )
 from app.workers import observability as _observability  # noqa: F401  (signals, log context)
-from app.workers.beat_schedule import BEAT_SCHEDULE, register_system_tasks
-
-app = create_celery_app(role="worker")
-app.conf.beat_schedule = BEAT_SCHEDULE
-register_system_tasks(app)
 
 
 class ReportRequest(Request):
@@ -66,64 +63,42 @@ class ReportTask(Task[[str], str]):
     Request = f"{__name__}:ReportRequest"
 
 
-@app.task(
-    name=RUN_REPORT,
-    bind=True,
-    base=ReportTask,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=None,
-)
-def run_report_task(self: ReportTask, job_id: str) -> str:
-    deps = worker_deps(Backend.CELERY)
-    with job_context(job_id) as uid:
-        outcome = run_report(deps=deps, job_id=uid)
-    delay = next_delivery(outcome, policy=deps.policy, deliveries=self.request.retries)
-    if delay is not None:  # the policy and the ledger's attempts bound it, not Celery
-        raise self.retry(countdown=delay, max_retries=None)
-    return outcome.kind
+def register_report_tasks(app: Celery, settings: Settings) -> None:
+    """Define the render, document, notify and ping tasks on ``app``."""
+    #: While the ledger is down, follow-up steps come back with backoff, never dropped.
+    ledger_retry: dict[str, Any] = {
+        "autoretry_for": (LedgerUnavailable,),
+        "retry_backoff": True,
+        "retry_backoff_max": settings.defer_max_seconds,
+    }
+    delivery: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
 
+    @app.task(name=RUN_REPORT, base=ReportTask, max_retries=None, **delivery)
+    def run_report_task(self: ReportTask, job_id: str) -> str:
+        deps = worker_deps(Backend.CELERY)
+        with job_context(job_id) as uid:
+            outcome = run_report(deps=deps, job_id=uid)
+        delay = next_delivery(outcome, policy=deps.policy, deliveries=self.request.retries)
+        if delay is not None:  # the policy and the ledger's attempts bound it, not Celery
+            raise self.retry(countdown=delay, max_retries=None)
+        return outcome.kind
 
-#: While the ledger is down, follow-up steps come back with backoff (capped), never dropped.
-_LEDGER_RETRY: dict[str, Any] = {
-    "autoretry_for": (LedgerUnavailable,),
-    "retry_backoff": True,
-    "retry_backoff_max": get_settings().defer_max_seconds,
-}
+    @app.task(name=POSTPROCESS, max_retries=None, **delivery, **ledger_retry)
+    def postprocess_task(self: Task[[str], str], job_id: str) -> str:
+        with job_context(job_id) as uid:
+            return postprocess_report(deps=worker_deps(Backend.CELERY), job_id=uid).kind
 
+    @app.task(name=NOTIFY, max_retries=None, **delivery, **ledger_retry)
+    def notify_task(self: Task[[str], str], job_id: str) -> str:
+        with job_context(job_id) as uid:
+            outcome = notify_callback(deps=worker_deps(Backend.CELERY), job_id=uid)
+        if outcome.kind == "retry":
+            raise self.retry(countdown=outcome.retry_in or 1.0)
+        return outcome.kind
 
-@app.task(
-    name=POSTPROCESS,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=None,
-    **_LEDGER_RETRY,
-)
-def postprocess_task(self: Task[[str], str], job_id: str) -> str:
-    with job_context(job_id) as uid:
-        return postprocess_report(deps=worker_deps(Backend.CELERY), job_id=uid).kind
-
-
-@app.task(
-    name=NOTIFY,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=None,
-    **_LEDGER_RETRY,
-)
-def notify_task(self: Task[[str], str], job_id: str) -> str:
-    with job_context(job_id) as uid:
-        outcome = notify_callback(deps=worker_deps(Backend.CELERY), job_id=uid)
-    if outcome.kind == "retry":
-        raise self.retry(countdown=outcome.retry_in or 1.0)
-    return outcome.kind
-
-
-@app.task(name=PING)
-def ping_task() -> str:
-    return "pong"
+    @app.task(name=PING)
+    def ping_task() -> str:
+        return "pong"
 
 
 @signals.setup_logging.connect

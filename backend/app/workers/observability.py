@@ -53,7 +53,7 @@ add_log_context(rq_log_context)
 
 def start_worker_metrics() -> None:
     """In a worker's master: multiprocess mode on (if the CLI did not), then the port."""
-    if multiprocess_dir() is None:  # started as `celery -A app.workers.celery_tasks worker`
+    if multiprocess_dir() is None:  # started as `celery -A app.workers.celery_main worker`
         prepare_multiprocess_dir()
     settings = get_settings()
     serve_metrics(settings.metrics_port, settings.metrics_host)
