@@ -247,6 +247,7 @@ def _assemble(
         overrides={ReportType(k): v for k, v in settings.celery_traffic_overrides.items()},
         inline_allowed=settings.inline_allowed,
         forced=forced,
+        first_probe_wait=settings.first_probe_wait,
     )
     deps = Deps(
         repo=SqlJobRepository(engine),

@@ -3,8 +3,9 @@
 Every field of :class:`app.core.config.Settings` is one row: its environment variable, its
 default, what it accepts and its description. The conventions in ``core/config.py``:
 
-- a section is a comment line ``# --- Title (see …) ---`` in the class body; the fields below
-  it belong to it until the next one (the parenthesis is left out of the heading);
+- a section is one group of settings (a :class:`~app.core.config.SettingsGroup` that
+  ``Settings`` is made of), in the order ``Settings`` lists them: the first line of its
+  docstring is the heading, the rest the paragraph under it; its fields keep their order;
 - every field has a ``description`` (the generator refuses a field without one);
 - a default that is computed (from another setting, or from ``ENVIRONMENT``) is stated in
   ``json_schema_extra={"doc_default": "…"}`` (Markdown, shown as written); any other default
@@ -19,20 +20,17 @@ import argparse
 import enum
 import inspect
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from app.core.config import Settings
+from app.core.config import Settings, SettingsGroup
 
 DOC_PATH = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 COMMAND = "python manage.py config-docs"  # or `make docs`
 
-_SECTION = re.compile(r"^\s*# --- (?P<title>.+?)\s*-*\s*$")
-_FIELD = re.compile(r"^    (?P<name>[a-z_][a-z0-9_]*)\s*:")
 
 #: Variables that are not settings of the application, read by a library or by compose.
 OUTSIDE_SETTINGS = (
@@ -43,27 +41,37 @@ OUTSIDE_SETTINGS = (
 )
 
 
+def groups(settings_cls: type[Settings] = Settings) -> list[type[SettingsGroup]]:
+    """The groups ``settings_cls`` is made of, in the order it lists them."""
+    return [
+        cls
+        for cls in settings_cls.__mro__[1:]
+        if issubclass(cls, SettingsGroup) and cls is not SettingsGroup
+    ]
+
+
 def sections(settings_cls: type[Settings] = Settings) -> list[tuple[str, list[str]]]:
-    """The fields of ``settings_cls`` grouped under the section comments of its source."""
+    """The fields of ``settings_cls`` under the heading of the group that declares them."""
     fields = settings_cls.model_fields
-    groups: list[tuple[str, list[str]]] = []
-    title = "General"
-    seen: set[str] = set()
-    for line in inspect.getsource(settings_cls).splitlines():
-        if section := _SECTION.match(line):
-            title = section["title"].split(" (")[0].strip()
-            continue
-        match = _FIELD.match(line)
-        if match is None or match["name"] not in fields or match["name"] in seen:
-            continue
-        seen.add(match["name"])
-        if not groups or groups[-1][0] != title:
-            groups.append((title, []))
-        groups[-1][1].append(match["name"])
+    listed: list[tuple[str, list[str]]] = [
+        (heading(group), [n for n in vars(group).get("__annotations__", {}) if n in fields])
+        for group in groups(settings_cls)
+    ]
+    seen = {name for _, names in listed for name in names}
     rest = [name for name in fields if name not in seen]
-    if rest:
-        groups.append(("Other", rest))
-    return groups
+    return [*listed, ("Other", rest)] if rest else listed
+
+
+def heading(group: type[SettingsGroup]) -> str:
+    """The first line of the group's docstring."""
+    doc = inspect.getdoc(group) or group.__name__
+    return doc.splitlines()[0].rstrip(".")
+
+
+def intro(group: type[SettingsGroup]) -> str:
+    """The group's docstring after its first line."""
+    doc = inspect.getdoc(group) or ""
+    return " ".join(doc.split("\n", 1)[1].split()) if "\n" in doc else ""
 
 
 def env_name(name: str, field: FieldInfo, settings_cls: type[Settings] = Settings) -> str:
@@ -136,11 +144,16 @@ def render(settings_cls: type[Settings] = Settings) -> str:
         "",
         "# Configuration",
         "",
-        "One `Settings` class reads the environment (and `.env`); each field is the upper-case "
-        "variable below. JSON values (`{…}`) are given as JSON; lists as comma-separated text.",
+        "One `Settings` class, made of the groups below, reads the environment (and `.env`); "
+        "each field is the upper-case variable shown. JSON values (`{…}`) are given as JSON; "
+        "lists as comma-separated text.",
     ]
+    paragraphs = {heading(group): intro(group) for group in groups(settings_cls)}
     for title, names in sections(settings_cls):
-        lines += ["", f"## {title}", "", "| variable | default | accepts | meaning |"]
+        lines += ["", f"## {title}", ""]
+        if paragraphs.get(title):
+            lines += [paragraphs[title], ""]
+        lines.append("| variable | default | accepts | meaning |")
         lines.append("|---|---|---|---|")
         for name in names:
             field = fields[name]

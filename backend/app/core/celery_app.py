@@ -134,7 +134,7 @@ def create_celery_app(settings: Settings | None = None, *, role: Role = "client"
         result_serializer="json",
         accept_content=["json"],
         event_serializer="json",
-        timezone="Europe/Paris",
+        timezone=settings.stats_timezone,  # Beat's schedule: the business day
         enable_utc=True,
         task_queues=_queues(settings),
         task_default_queue=queue_name(settings, Queue.CELERY),

@@ -1,11 +1,18 @@
-"""All settings, read from the environment (and an optional ``.env``) in one place."""
+"""All settings, read from the environment (and an optional ``.env``) in one place.
+
+:class:`Settings` is made of groups, one class each (ledger, brokers, routing, jobs,
+callbacks, security, operations): a group holds its fields, their checks and what is
+derived from them alone; what depends on several groups is decided in :class:`Settings`.
+Every field is still read from its own upper-case variable and reached as
+``settings.<name>``. ``docs/configuration.md`` is generated from these classes.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,18 +30,27 @@ DEFAULT_TIME_LIMITS: dict[str, float] = {
 }
 
 
+_TYPES = frozenset(t.value for t in ReportType)
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
 
 
-class Settings(BaseSettings):
-    """Platform settings. Every field maps to the upper-case environment variable."""
+class SettingsGroup(BaseSettings):
+    """Base of the groups: each field maps to the upper-case environment variable."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    # --- Processes, ledger and jobs ---------------------------------------------------
+
+class ProcessSettings(SettingsGroup):
+    """Processes and logs.
+
+    The API's listener and worker processes, and what they log.
+    """
+
     environment: Environment = Field(
         Environment.DEVELOPMENT,
         description="Development is the only one where API keys may be off and jobs run inline "
@@ -45,6 +61,30 @@ class Settings(BaseSettings):
     api_workers: int = Field(
         1, ge=1, le=64, description="uvicorn worker processes of `manage.py serve` (--workers)."
     )
+    enqueue_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Enqueue requests one API process hands to its thread pool at once (their "
+        "ledger write and publish); the others wait on the event loop. The default gives each "
+        "a pooled connection.",
+        json_schema_extra={"doc_default": "`DB_POOL_SIZE`"},
+    )
+    inline_workers: int = Field(
+        2, ge=1, le=64, description="Threads running inline jobs in the API process."
+    )
+    log_level: str = Field("INFO", description="Log level of the API and the workers.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="`json`: one object a line, with request_id and job_id; `text`: for humans.",
+    )
+
+
+class LedgerSettings(SettingsGroup):
+    """Ledger and files.
+
+    The job ledger (the source of truth) and where files live.
+    """
 
     data_dir: Path = Field(
         Path("data"), description="The SQLite file and the artifacts live here by default."
@@ -66,25 +106,128 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(
         10, ge=0, le=100, description="Connections beyond DB_POOL_SIZE, per process."
     )
-    enqueue_concurrency: int | None = Field(
-        None,
-        ge=1,
-        le=256,
-        description="Enqueue requests one API process hands to its thread pool at once (their "
-        "ledger write and publish); the others wait on the event loop. The default gives each "
-        "a pooled connection.",
-        json_schema_extra={"doc_default": "`DB_POOL_SIZE`"},
-    )
+
+    @model_validator(mode="after")
+    def _ledger_paths(self) -> Self:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'reports.db').resolve()}"
+        if self.artifact_dir is None:
+            self.artifact_dir = self.data_dir / "artifacts"
+        return self
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+
+class BrokerSettings(SettingsGroup):
+    """Brokers.
+
+    Redis (RQ, and Celery's broker by default) or RabbitMQ for Celery; see
+    [migration](migration.md).
+    """
 
     redis_url: str = Field(
         "redis://localhost:6379/0", description="Redis: RQ, and the Celery broker by default."
     )
+    celery_broker_url: str = Field(
+        "",
+        description="Celery broker: `redis://…` or `amqp://user:pass@host:5672//`; empty means "
+        "REDIS_URL.",
+        json_schema_extra={"doc_default": "`REDIS_URL`"},
+    )
+    celery_result_backend: str = Field(
+        "",
+        description="Celery result backend; empty: none (the ledger keeps outcomes). Set only "
+        "for external tools.",
+    )
+    broker_timeout: float = Field(
+        0.5, gt=0, le=10, description="Seconds to connect to a broker or wait for workers' replies."
+    )
+    celery_visibility_timeout: int = Field(
+        7200,
+        ge=1,
+        description="Redis broker: seconds before an unacked message is redelivered; must "
+        "exceed the longest hard limit and RETRY_BACKOFF_MAX (else workers and API refuse to "
+        "start).",
+    )
+    queue_prefix: str = Field(
+        "", description="Prefix of every Celery and RQ queue name (isolates environments)."
+    )
+
+    @model_validator(mode="after")
+    def _celery_broker(self) -> Self:
+        if not self.celery_broker_url:
+            self.celery_broker_url = self.redis_url
+        return self
+
+    @property
+    def celery_broker_is_redis(self) -> bool:
+        return urlsplit(self.celery_broker_url).scheme in ("redis", "rediss")
+
+
+class RoutingSettings(SettingsGroup):
+    """Routing.
+
+    Which backend takes a job: the traffic split, fallbacks and circuit breakers; see
+    [migration](migration.md).
+    """
+
     dispatch_backend: Literal["auto", "celery", "rq", "inline"] = Field(
         "auto", description="`auto`: the router chooses; otherwise force that one backend."
     )
-    inline_workers: int = Field(
-        2, ge=1, le=64, description="Threads running inline jobs in the API process."
+    celery_enabled: bool = Field(
+        True, description="Offer the Celery backend (auto mode); phase 0: off."
     )
+    rq_enabled: bool = Field(True, description="Offer the RQ backend (auto mode); phase 3: off.")
+    celery_traffic_percent: int = Field(
+        100, ge=0, le=100, description="Share of jobs preferring Celery over RQ, by job id."
+    )
+    celery_traffic_overrides: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per report type share, e.g. {"pdf": 100, "dummy": 0} (JSON).',
+    )
+    inline_fallback: bool | None = Field(
+        None,
+        description="Run jobs on the inline pool when no worker can take them.",
+        json_schema_extra={"doc_default": "unset: on in development only"},
+    )
+    availability_cache_seconds: float = Field(
+        3.0,
+        gt=0,
+        le=300,
+        description="How long a backend availability check is reused (the interval between "
+        "probes).",
+    )
+    first_probe_wait: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        description="Seconds one choice may wait, in all, for the brokers' first probes (a new "
+        "process); later choices read the last probe.",
+    )
+    circuit_failures: int = Field(
+        2, ge=1, le=100, description="Consecutive failures that open a circuit breaker."
+    )
+    circuit_reset_seconds: float = Field(
+        10.0, gt=0, le=600, description="How long an open circuit stays open before one trial."
+    )
+
+    @field_validator("celery_traffic_overrides")
+    @classmethod
+    def _known_types(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, share in value.items():
+            if name not in _TYPES or not 0 <= share <= 100:
+                raise ValueError(f"CELERY_TRAFFIC_OVERRIDES: {name}={share} is not a type: 0..100")
+        return value
+
+
+class JobSettings(SettingsGroup):
+    """Jobs and workers.
+
+    Attempts, retries, heartbeats, deliveries and time limits, the same on every backend;
+    see [reliability](reliability.md).
+    """
 
     max_attempts: int = Field(3, ge=1, le=10, description="Attempts per job, first one included.")
     retry_backoff_base: float = Field(
@@ -135,38 +278,6 @@ class Settings(BaseSettings):
         "and inline wait off the worker (a countdown, a timer) and never reach it; an RQ work "
         "horse waits in place, then hands the job to RQ's retry.",
     )
-
-    # --- Celery and RQ backends (see docs/migration.md) -------------------------------
-    celery_broker_url: str = Field(
-        "",
-        description="Celery broker: `redis://…` or `amqp://user:pass@host:5672//`; empty means "
-        "REDIS_URL.",
-        json_schema_extra={"doc_default": "`REDIS_URL`"},
-    )
-    celery_result_backend: str = Field(
-        "",
-        description="Celery result backend; empty: none (the ledger keeps outcomes). Set only "
-        "for external tools.",
-    )
-    celery_enabled: bool = Field(
-        True, description="Offer the Celery backend (auto mode); phase 0: off."
-    )
-    rq_enabled: bool = Field(True, description="Offer the RQ backend (auto mode); phase 3: off.")
-    celery_traffic_percent: int = Field(
-        100, ge=0, le=100, description="Share of jobs preferring Celery over RQ, by job id."
-    )
-    celery_traffic_overrides: dict[str, int] = Field(
-        default_factory=dict,
-        description='Per report type share, e.g. {"pdf": 100, "dummy": 0} (JSON).',
-    )
-    inline_fallback: bool | None = Field(
-        None,
-        description="Run jobs on the inline pool when no worker can take them.",
-        json_schema_extra={"doc_default": "unset: on in development only"},
-    )
-    queue_prefix: str = Field(
-        "", description="Prefix of every Celery and RQ queue name (isolates environments)."
-    )
     report_time_limits: dict[str, float] = Field(
         default_factory=dict,
         description='Hard time limit (s) per report type over the defaults, e.g. {"pdf": 600} '
@@ -175,12 +286,12 @@ class Settings(BaseSettings):
             "doc_default": ", ".join(f"{t} {s:g}" for t, s in DEFAULT_TIME_LIMITS.items())
         },
     )
-    celery_visibility_timeout: int = Field(
-        7200,
-        ge=1,
-        description="Redis broker: seconds before an unacked message is redelivered; must "
-        "exceed the longest hard limit and RETRY_BACKOFF_MAX (else workers and API refuse to "
-        "start).",
+    cancel_grace_seconds: float = Field(
+        3.0,
+        ge=0,
+        le=300,
+        description="Wait before the stop backstop hits a cancelled running job (its backend is "
+        "told to stop it).",
     )
     celery_max_tasks_per_child: int = Field(
         200, ge=1, description="Recycle a Celery pool process after this many tasks."
@@ -190,29 +301,40 @@ class Settings(BaseSettings):
         ge=10_000,
         description="KiB of resident memory before a Celery pool process is replaced.",
     )
-    broker_timeout: float = Field(
-        0.5, gt=0, le=10, description="Seconds to connect to a broker or wait for workers' replies."
-    )
-    availability_cache_seconds: float = Field(
-        3.0,
-        gt=0,
-        le=300,
-        description="How long a backend availability check is reused (the interval between "
-        "probes).",
-    )
-    circuit_failures: int = Field(
-        2, ge=1, le=100, description="Consecutive failures that open a circuit breaker."
-    )
-    circuit_reset_seconds: float = Field(
-        10.0, gt=0, le=600, description="How long an open circuit stays open before one trial."
-    )
-    cancel_grace_seconds: float = Field(
-        3.0,
-        ge=0,
-        le=300,
-        description="Wait before the stop backstop hits a cancelled running job (its backend is "
-        "told to stop it).",
-    )
+
+    @field_validator("report_time_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, limit in value.items():
+            if name not in _TYPES or limit <= 0:
+                raise ValueError(f"REPORT_TIME_LIMITS: {name}={limit} is not a type: seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> Self:
+        if self.heartbeat_timeout < 4 * self.progress_interval:
+            raise ValueError("HEARTBEAT_TIMEOUT must be at least 4 x PROGRESS_INTERVAL")
+        return self
+
+    def hard_time_limit(self, report_type: str) -> float:
+        """Seconds after which a worker kills a render of ``report_type``."""
+        return self.report_time_limits.get(report_type, DEFAULT_TIME_LIMITS[report_type])
+
+    def soft_time_limit(self, report_type: str) -> float:
+        """Seconds after which a render is asked to stop (90% of the hard limit)."""
+        return round(self.hard_time_limit(report_type) * 0.9, 3)
+
+    @property
+    def longest_time_limit(self) -> float:
+        return max(self.hard_time_limit(t.value) for t in ReportType)
+
+
+class CallbackSettings(SettingsGroup):
+    """Callbacks.
+
+    Webhooks a job's submitter may ask for; see [API](api.md).
+    """
+
     callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated hosts a callback_url may target; `*`: any host with public "
@@ -228,7 +350,20 @@ class Settings(BaseSettings):
         5, ge=1, le=20, description="Attempts before a callback is given up."
     )
 
-    # --- Security and limits (see docs/reliability.md) ---------------------------------
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+
+class SecuritySettings(SettingsGroup):
+    """Security and limits.
+
+    API keys, rate limits and secrets; see [reliability](reliability.md).
+    """
+
     auth_enabled: bool | None = Field(
         None,
         description="Require an API key (X-API-Key) on report routes. Off is refused outside "
@@ -258,8 +393,23 @@ class Settings(BaseSettings):
         le=16_777_216,
         description="Largest request body accepted (bytes); larger ones get 413.",
     )
+    metrics_token: str = Field(
+        "",
+        description="When set, GET /metrics on the API needs `Authorization: Bearer <token>`.",
+    )
+    flower_basic_auth: str = Field(
+        "",
+        description="Flower credentials, user:password[,user2:password2] (production: required).",
+    )
 
-    # --- Operations: metrics, probes, Flower, housekeeping, logs (see docs/operations.md)
+
+class OperationsSettings(SettingsGroup):
+    """Operations.
+
+    Metrics, probes, Flower, housekeeping and the business time zone; see
+    [operations](operations.md).
+    """
+
     metrics_port: int = Field(
         9808,
         ge=0,
@@ -271,10 +421,6 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Address the worker metrics port binds (`0.0.0.0` in the compose stacks).",
     )
-    metrics_token: str = Field(
-        "",
-        description="When set, GET /metrics on the API needs `Authorization: Bearer <token>`.",
-    )
     health_timeout: float = Field(
         1.0, gt=0, le=30, description="Seconds each readiness/health dependency check may take."
     )
@@ -285,10 +431,6 @@ class Settings(BaseSettings):
         description="After SIGTERM, seconds of readiness 503 before the server stops accepting.",
         json_schema_extra={"doc_default": "`5` in production, else `0`"},
     )
-    flower_basic_auth: str = Field(
-        "",
-        description="Flower credentials, user:password[,user2:password2] (production: required).",
-    )
     flower_address: str = Field("127.0.0.1", description="Address Flower binds.")
     retention_days: int = Field(
         7, ge=1, le=3650, description="Days finished jobs (and their files) are kept."
@@ -296,20 +438,11 @@ class Settings(BaseSettings):
     recovery_queued_after: float = Field(
         1800.0, gt=0, description="Seconds pending/queued before a job is re-dispatched (once)."
     )
-    stats_timezone: str = Field("Europe/Paris", description="Day boundaries of daily figures.")
-
-    log_level: str = Field("INFO", description="Log level of the API and the workers.")
-    log_format: Literal["json", "text"] = Field(
-        "json",
-        description="`json`: one object a line, with request_id and job_id; `text`: for humans.",
+    stats_timezone: str = Field(
+        "Europe/Paris",
+        description="The business time zone: day boundaries of the daily figures and the "
+        "times of Beat's schedule.",
     )
-
-    @field_validator("callback_allowed_hosts", mode="before")
-    @classmethod
-    def _split_hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [h.strip().lower() for h in value.split(",") if h.strip()]
-        return value
 
     @field_validator("stats_timezone")
     @classmethod
@@ -320,25 +453,23 @@ class Settings(BaseSettings):
             raise ValueError(f"STATS_TIMEZONE: unknown time zone {value!r}") from exc
         return value
 
+
+class Settings(
+    ProcessSettings,
+    LedgerSettings,
+    BrokerSettings,
+    RoutingSettings,
+    JobSettings,
+    CallbackSettings,
+    SecuritySettings,
+    OperationsSettings,
+):
+    """Platform settings: every group, and what depends on several of them."""
+
     @model_validator(mode="after")
-    def _derive_paths(self) -> Settings:
-        if not self.database_url:
-            self.database_url = f"sqlite:///{(self.data_dir / 'reports.db').resolve()}"
-        if self.artifact_dir is None:
-            self.artifact_dir = self.data_dir / "artifacts"
-        if not self.celery_broker_url:
-            self.celery_broker_url = self.redis_url
-        if self.heartbeat_timeout < 4 * self.progress_interval:
-            raise ValueError("HEARTBEAT_TIMEOUT must be at least 4 x PROGRESS_INTERVAL")
+    def _auth_outside_development(self) -> Self:
         if self.auth_enabled is False and self.environment is not Environment.DEVELOPMENT:
             raise ValueError("AUTH_ENABLED=false is allowed only with ENVIRONMENT=development")
-        types = {t.value for t in ReportType}
-        for name, value in self.celery_traffic_overrides.items():
-            if name not in types or not 0 <= value <= 100:
-                raise ValueError(f"CELERY_TRAFFIC_OVERRIDES: {name}={value} is not a type: 0..100")
-        for name, limit in self.report_time_limits.items():
-            if name not in types or limit <= 0:
-                raise ValueError(f"REPORT_TIME_LIMITS: {name}={limit} is not a type: seconds")
         return self
 
     @property
@@ -368,26 +499,6 @@ class Settings(BaseSettings):
         if self.auth_cache_seconds is not None:
             return self.auth_cache_seconds
         return 5.0 if self.environment is Environment.PRODUCTION else 0.0
-
-    @property
-    def celery_broker_is_redis(self) -> bool:
-        return urlsplit(self.celery_broker_url).scheme in ("redis", "rediss")
-
-    def hard_time_limit(self, report_type: str) -> float:
-        """Seconds after which a worker kills a render of ``report_type``."""
-        return self.report_time_limits.get(report_type, DEFAULT_TIME_LIMITS[report_type])
-
-    def soft_time_limit(self, report_type: str) -> float:
-        """Seconds after which a render is asked to stop (90% of the hard limit)."""
-        return round(self.hard_time_limit(report_type) * 0.9, 3)
-
-    @property
-    def longest_time_limit(self) -> float:
-        return max(self.hard_time_limit(t.value) for t in ReportType)
-
-    @property
-    def artifacts(self) -> Path:
-        return self.artifact_dir or self.data_dir / "artifacts"
 
     @property
     def drain_seconds(self) -> float:

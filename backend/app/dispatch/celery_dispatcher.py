@@ -88,7 +88,7 @@ class CeleryDispatcher(BrokeredBackend):
         super().__init__(
             breaker=breaker,
             probe_interval=settings.availability_cache_seconds,
-            probe_wait=1.0,
+            probe_wait=settings.first_probe_wait,
             cancel_grace=settings.cancel_grace_seconds,
         )
 

@@ -30,9 +30,6 @@ from app.domain.ports import WorkerCount
 
 log = logging.getLogger(__name__)
 
-#: How long one choice may wait, in all, for the very first probes of the brokers.
-FIRST_PROBE_WAIT = 1.0
-
 
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
@@ -42,6 +39,7 @@ class RoutingPolicy:
     overrides: Mapping[ReportType, int] = field(default_factory=dict)
     inline_allowed: bool = False
     forced: Backend | None = None
+    first_probe_wait: float = 1.0  # seconds one choice may wait for the brokers' first probes
 
     def celery_share(self, report_type: ReportType) -> int:
         return self.overrides.get(report_type, self.celery_percent)
@@ -100,7 +98,7 @@ class Router:
             broker.monitor.start()
         preferred = order[0].backend if order else Backend.INLINE
         states: dict[Backend, BackendState] = {}
-        deadline = time.monotonic() + FIRST_PROBE_WAIT
+        deadline = time.monotonic() + self.policy.first_probe_wait
         for broker in order:
             wait = max(0.0, deadline - time.monotonic())
             states[broker.backend] = broker.state(job.queue, wait=wait)

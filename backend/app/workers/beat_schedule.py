@@ -2,7 +2,7 @@
 
 Crontab entries fire at the same wall-clock times in every Beat, and each task records its
 run under (task, slot) before doing anything: two Beats started by mistake double nothing.
-Times are in the Celery app's time zone (Europe/Paris).
+Times are in the Celery app's time zone, ``STATS_TIMEZONE`` (Europe/Paris by default).
 """
 
 from __future__ import annotations
