@@ -20,13 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import redis
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
 from app.domain.jobs import ReportJob
 from app.domain.ports import JobFilter
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import make_url
 
+from tests.conftest import ADMIN_URL
 from tests.e2e.server import LiveServer, free_port, launch, stop
 from tests.integration.workers import ROOT
 
@@ -213,6 +216,24 @@ def throwaway_redis() -> Iterator[RedisServer]:
 
 
 # --------------------------------------------------------------------------- ledger
+
+
+@contextmanager
+def ledger_refused(database_url: str) -> Iterator[None]:
+    """PostgreSQL refuses every connection to this database, and ends the open ones, until
+    the block exits: a ledger outage for every process using it, the others untouched."""
+    name = make_url(database_url).database
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
 
 @contextmanager

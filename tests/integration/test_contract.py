@@ -4,6 +4,8 @@ gives the same ledger rows and byte-identical artifacts — backends only carry 
 
 from __future__ import annotations
 
+import logging
+import time
 import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,11 +14,13 @@ from typing import Any
 
 import pytest
 from app import bootstrap
+from app.core.logging import TextFormatter
 from app.domain.jobs import (
     Backend,
     JobStatus,
     ReportJob,
     ReportType,
+    enter,
     parse_params,
     utcnow,
 )
@@ -26,6 +30,7 @@ from app.services.enqueue import enqueue_report
 from app.services.lost_worker import WORKER_LOST
 from app.webhooks import signature
 
+from tests.integration.ops import ledger_refused
 from tests.integration.workers import (
     CALLBACK_SECRET,
     CallbackReceiver,
@@ -183,6 +188,42 @@ def test_a_job_whose_worker_was_lost_runs_again_once_or_fails_worker_lost(
     assert (failed.status, failed.attempts, failed.artifact) == (JobStatus.FAILED, 1, None)
     assert failed.error is not None
     assert failed.error.code == WORKER_LOST
+
+
+@pytest.mark.timeout(90)
+def test_a_delivery_while_the_ledger_is_down_waits_for_it_and_runs_once(
+    platform: tuple[str, bootstrap.Container], log_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same deferral on every backend: a job delivered while PostgreSQL refuses the
+    ledger's connections is delivered again (Celery's countdown, RQ's wait in place, the
+    inline timer) until the ledger answers, then runs once, its attempts untouched."""
+    backend, container = platform
+    deps = container.deps
+    now = utcnow()
+    job = ReportJob.new(
+        report_type=ReportType.DUMMY,
+        params=parse_params(ReportType.DUMMY, {"seed": 13}),
+        max_attempts=3,
+        now=now,
+    ).with_backend(Backend(backend))
+    job = enter(job, JobStatus.QUEUED, now=now)
+    deps.repo.add(job)  # committed, then sent while the ledger is down
+    caplog.handler.setFormatter(TextFormatter())  # the inline pool's lines, with their job id
+    with ledger_refused(container.settings.database_url), caplog.at_level(logging.WARNING):
+        deps.dispatcher.dispatch(job)
+        time.sleep(4)
+        still_down = utcnow()
+    done = wait_for(deps.repo, job.id, timeout=60)
+    assert (done.status, done.attempts, done.error) == (JobStatus.COMPLETED, 1, None)
+    assert done.started_at is not None
+    assert done.started_at > still_down  # claimed only once the ledger answered
+    worker_logs = "".join(p.read_text(errors="replace") for p in log_dir.glob("*.log"))
+    deferred = [
+        line
+        for line in [*worker_logs.splitlines(), *caplog.text.splitlines()]
+        if "report_job.run.deferred" in line and str(job.id) in line
+    ]
+    assert deferred, "no delivery met the outage: the test proved nothing"
 
 
 def test_worker_fixtures_are_real_processes(
