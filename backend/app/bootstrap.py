@@ -30,6 +30,7 @@ from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
 from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
 from app.domain.jobs import Backend, ReportType, RetryPolicy, worker_name
+from app.domain.ports import ArtifactStore
 from app.reports import default_renderers
 from app.services.delivery import next_delivery
 from app.services.deps import Deps, JobPolicy
@@ -38,6 +39,7 @@ from app.services.housekeeping import Housekeeping, HousekeepingPolicy
 from app.services.pipeline import run_pipeline
 from app.services.recovery import RecoveryReport, recover_unfinished
 from app.storage.local import LocalArtifactStore
+from app.storage.s3 import S3ArtifactStore, s3_client
 from app.webhooks import HttpCallbackSender
 
 
@@ -63,7 +65,10 @@ class Container:
     @cached_property
     def health(self) -> HealthService:
         """The ledger and every enabled broker, and every circuit breaker of this process."""
-        checks: dict[str, Check] = {"database": self.deps.repo.ping}
+        checks: dict[str, Check] = {
+            "database": self.deps.repo.ping,
+            "storage": self.deps.store.ping,
+        }
         for broker in self.brokers:
             checks[f"broker.{broker.backend.value}"] = partial(
                 broker.ping, self.settings.health_timeout
@@ -219,7 +224,7 @@ def _assemble(
     deps = Deps(
         repo=SqlJobRepository(engine),
         dispatcher=Router(brokers, inline=inline, policy=policy, on_fallback=count_fallback),
-        store=LocalArtifactStore(settings.artifacts),
+        store=overrides.get("store") or artifact_store(settings),
         renderers=default_renderers(),
         observer=FanOut([LoggingObserver(), MetricsObserver()]),
         policy=JobPolicy(
@@ -238,6 +243,27 @@ def _assemble(
     )
     deps = replace(deps, **overrides)
     return Container(settings=settings, engine=engine, deps=deps, inline=inline, brokers=brokers)
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The local directory, or the S3 bucket, checked now: a missing bucket or refused
+    credentials stop the process at start-up (``MISCONFIGURED``), not at its first job."""
+    if settings.storage_backend == "local":
+        return LocalArtifactStore(settings.artifacts)
+    client = s3_client(
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        path_style=settings.s3_path_style,
+        timeout=settings.s3_timeout,
+    )
+    store = S3ArtifactStore(
+        client,
+        bucket=settings.s3_bucket,
+        scratch=settings.data_dir / "scratch",
+        multipart_threshold=settings.s3_multipart_threshold,
+    )
+    store.verify()
+    return store
 
 
 def _brokers(settings: Settings, retry: RetryPolicy) -> list[BrokeredBackend]:

@@ -198,7 +198,8 @@ def test_the_reclaiming_workers_artifact_survives_the_former_workers_clean_up(
     assert winner.artifact.key == f"{job.id}/2/dummy-{job.id}.txt"
     done = _repo(old).jobs[job.id]
     assert done == winner  # the refused write changed nothing
-    _, artifact, path = artifact_of(deps=old, job_id=job.id)
+    artifact = artifact_of(deps=old, job_id=job.id)
+    path = old.store.local_path(artifact)  # type: ignore[attr-defined]
     assert artifact == winner.artifact
     assert _files(old, job.id) == [path]  # the winner's, and only it
     assert path.read_text().count("line") == 3

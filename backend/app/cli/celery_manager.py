@@ -54,9 +54,11 @@ def redact(url: str) -> str:
 def run_worker(queues: list[Queue], concurrency: int, *, name: str | None, extra: list[str]) -> int:
     """A Celery worker (prefork) consuming ``queues`` with ``concurrency`` processes."""
     prepare_multiprocess_dir()  # before any child exists: exact metrics across the pool
+    from app.bootstrap import artifact_store
     from app.workers.celery_tasks import app
 
     settings = get_settings()
+    artifact_store(settings)  # a missing bucket stops the worker now, not at its first job
     label = "-".join(q.value for q in queues)
     argv = [
         "worker",

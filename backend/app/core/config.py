@@ -228,6 +228,43 @@ class Settings(BaseSettings):
         5, ge=1, le=20, description="Attempts before a callback is given up."
     )
 
+    # --- Storage (see docs/storage.md) ----------------------------------------------------
+    storage_backend: Literal["local", "s3"] = Field(
+        "local",
+        description="Where finished reports live: `local` (ARTIFACT_DIR, one disk shared by the "
+        "API and the workers) or `s3` (an S3-compatible bucket; no shared disk).",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="The S3-compatible service (`http://minio:9000`); empty: AWS S3. Credentials "
+        "come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or boto3's credential chain.",
+    )
+    s3_bucket: str = Field("", description="The bucket (it must exist: checked at start-up).")
+    s3_region: str = Field("us-east-1", description="The bucket's region (request signing).")
+    s3_path_style: bool = Field(
+        True,
+        description="Path-style addressing (`endpoint/bucket/key`), as self-hosted servers want; "
+        "false: virtual-hosted style.",
+    )
+    s3_multipart_threshold: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        le=5 * 1024**3,
+        description="Reports larger than this (bytes) are uploaded in parts of this size, each "
+        "checked, aborted as a whole on failure or cancellation (AWS S3: at least 5 MiB).",
+    )
+    s3_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds to connect to, and to wait for, the storage."
+    )
+    download_redirect: bool = Field(
+        False,
+        description="Downloads answer 307 to a presigned URL of the storage instead of streaming "
+        "through the API (s3 only; ownership and status are checked first).",
+    )
+    download_url_seconds: int = Field(
+        60, ge=1, le=604_800, description="How long a presigned download URL is valid."
+    )
+
     # --- Security and limits (see docs/reliability.md) ---------------------------------
     auth_enabled: bool | None = Field(
         None,
@@ -328,6 +365,8 @@ class Settings(BaseSettings):
             self.artifact_dir = self.data_dir / "artifacts"
         if not self.celery_broker_url:
             self.celery_broker_url = self.redis_url
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
         if self.heartbeat_timeout < 4 * self.progress_interval:
             raise ValueError("HEARTBEAT_TIMEOUT must be at least 4 x PROGRESS_INTERVAL")
         if self.auth_enabled is False and self.environment is not Environment.DEVELOPMENT:
