@@ -26,7 +26,9 @@ from typing import Any
 import httpx
 import pytest
 from app import bootstrap
-from app.domain.jobs import JobStatus, ReportJob, ReportType, parse_params
+from app.domain.auth import Role
+from app.domain.jobs import JobStatus, ReportJob, ReportType, parse_params, utcnow
+from app.services.auth import create_api_key
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import cleanup_expired
@@ -234,8 +236,9 @@ def test_presigned_redirect_serves_the_same_bytes_after_the_ownership_check(
     env["DOWNLOAD_URL_SECONDS"] = "30"
     api = launch(env, stack.root / "api-redirect.log", "--grace", "1")
     try:
-        alice = api.create_key("alice")
-        mallory = api.create_key("mallory")
+        keys = stack.container("celery").api_keys  # in-process: no CLI start-up per key
+        alice = create_api_key(keys, owner="alice", role=Role.SUBMITTER, now=utcnow())[1]
+        mallory = create_api_key(keys, owner="mallory", role=Role.SUBMITTER, now=utcnow())[1]
         with api.client(api_key=mallory) as client:
             assert client.get(f"{API}/jobs/{job.id}/download").status_code == 404
         with api.client(api_key=alice) as client:

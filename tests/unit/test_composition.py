@@ -12,6 +12,7 @@ from app import bootstrap
 from app.core.config import Settings
 from app.domain.jobs import Backend, JobStatus
 from app.main import create_app
+from app.storage.local import LocalArtifactStore
 from fastapi.testclient import TestClient
 
 from tests.unit.fakes import MemoryRepository, RecordingDispatcher
@@ -51,3 +52,18 @@ def test_the_api_runs_on_fakes_given_to_the_composition_root(tmp_path: Path) -> 
 def test_an_override_that_is_not_a_port_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="not a port of Deps: ledger"):
         bootstrap.build(settings(tmp_path), ledger=MemoryRepository())
+
+
+class _GoneStore(LocalArtifactStore):
+    def ping(self) -> None:
+        raise OSError("the store does not answer")
+
+
+def test_ready_needs_the_store_even_where_jobs_may_run_inline(tmp_path: Path) -> None:
+    dev = settings(tmp_path).model_copy(update={"inline_fallback": True})
+    assert dev.inline_allowed
+    app = create_app(dev, repo=MemoryRepository(), store=_GoneStore(tmp_path / "artifacts"))
+    with TestClient(app) as client:
+        ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["components"]["storage"]["status"] == "down"
