@@ -161,6 +161,7 @@ def build(settings: Settings | None = None, **overrides: Any) -> Container:
         worker=worker_name(Backend.INLINE),
         stopping=inline.stopping if inline else (lambda: False),
         overrides=overrides,
+        verify_store=True,
     )
     if inline is not None:
         deps = container.deps
@@ -202,6 +203,7 @@ def _assemble(
     worker: str,
     stopping: Callable[[], bool],
     overrides: Mapping[str, Any] | None = None,
+    verify_store: bool = False,
 ) -> Container:
     overrides = overrides or {}
     unknown = set(overrides) - {f.name for f in fields(Deps)}
@@ -224,7 +226,7 @@ def _assemble(
     deps = Deps(
         repo=SqlJobRepository(engine),
         dispatcher=Router(brokers, inline=inline, policy=policy, on_fallback=count_fallback),
-        store=overrides.get("store") or artifact_store(settings),
+        store=overrides.get("store") or artifact_store(settings, verify=verify_store),
         renderers=default_renderers(),
         observer=FanOut([LoggingObserver(), MetricsObserver()]),
         policy=JobPolicy(
@@ -245,9 +247,14 @@ def _assemble(
     return Container(settings=settings, engine=engine, deps=deps, inline=inline, brokers=brokers)
 
 
-def artifact_store(settings: Settings) -> ArtifactStore:
-    """The local directory, or the S3 bucket, checked now: a missing bucket or refused
-    credentials stop the process at start-up (``MISCONFIGURED``), not at its first job."""
+def artifact_store(settings: Settings, *, verify: bool = False) -> ArtifactStore:
+    """The local directory, or the S3 bucket.
+
+    With ``verify`` (the API's start-up, and the CLI's before a worker starts), the bucket
+    is asked for now: a missing one or refused credentials raise ``Misconfigured``. A
+    worker's own container, built at its first job, does not ask: a storage outage then
+    is the attempt's to retry (``StorageUnavailable``), not a configuration error.
+    """
     if settings.storage_backend == "local":
         return LocalArtifactStore(settings.artifacts)
     client = s3_client(
@@ -262,7 +269,8 @@ def artifact_store(settings: Settings) -> ArtifactStore:
         scratch=settings.data_dir / "scratch",
         multipart_threshold=settings.s3_multipart_threshold,
     )
-    store.verify()
+    if verify:
+        store.verify()
     return store
 
 

@@ -58,7 +58,9 @@ def run_worker(queues: list[Queue], concurrency: int, *, name: str | None, extra
     from app.workers.celery_tasks import app
 
     settings = get_settings()
-    artifact_store(settings)  # a missing bucket stops the worker now, not at its first job
+    artifact_store(
+        settings, verify=True
+    )  # a missing bucket stops the worker now, not at its first job
     label = "-".join(q.value for q in queues)
     argv = [
         "worker",

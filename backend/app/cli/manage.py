@@ -58,7 +58,7 @@ def _storage_refused(settings: Settings) -> int | None:
     from app.domain.errors import AppError
 
     try:
-        artifact_store(settings)
+        artifact_store(settings, verify=True)
     except AppError as exc:
         print(f"{exc.code}: {exc.message}", file=sys.stderr)
         return 2
