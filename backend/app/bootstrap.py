@@ -257,6 +257,8 @@ def artifact_store(settings: Settings, *, verify: bool = False) -> ArtifactStore
     """
     if settings.storage_backend == "local":
         return LocalArtifactStore(settings.artifacts)
+    if not settings.s3_bucket:
+        raise Misconfigured("STORAGE_BACKEND=s3 needs S3_BUCKET.")
     client = s3_client(
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,

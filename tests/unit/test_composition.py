@@ -10,6 +10,7 @@ from uuid import UUID
 import pytest
 from app import bootstrap
 from app.core.config import Settings
+from app.domain.errors import Misconfigured
 from app.domain.jobs import Backend, JobStatus
 from app.main import create_app
 from app.storage.local import LocalArtifactStore
@@ -67,3 +68,9 @@ def test_ready_needs_the_store_even_where_jobs_may_run_inline(tmp_path: Path) ->
         ready = client.get("/health/ready")
     assert ready.status_code == 503
     assert ready.json()["components"]["storage"]["status"] == "down"
+
+
+def test_s3_storage_without_a_bucket_is_misconfigured(tmp_path: Path) -> None:
+    s3 = settings(tmp_path).model_copy(update={"storage_backend": "s3"})
+    with pytest.raises(Misconfigured, match="S3_BUCKET"):
+        bootstrap.artifact_store(s3)

@@ -228,7 +228,7 @@ class Settings(BaseSettings):
         5, ge=1, le=20, description="Attempts before a callback is given up."
     )
 
-    # --- Storage (see docs/storage.md) ----------------------------------------------------
+    # --- Storage (see docs/storage.md) -------------------------------------------------
     storage_backend: Literal["local", "s3"] = Field(
         "local",
         description="Where finished reports live: `local` (ARTIFACT_DIR, one disk shared by the "
@@ -365,8 +365,6 @@ class Settings(BaseSettings):
             self.artifact_dir = self.data_dir / "artifacts"
         if not self.celery_broker_url:
             self.celery_broker_url = self.redis_url
-        if self.storage_backend == "s3" and not self.s3_bucket:
-            raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
         if self.heartbeat_timeout < 4 * self.progress_interval:
             raise ValueError("HEARTBEAT_TIMEOUT must be at least 4 x PROGRESS_INTERVAL")
         if self.auth_enabled is False and self.environment is not Environment.DEVELOPMENT:
