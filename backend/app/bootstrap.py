@@ -33,6 +33,7 @@ from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
 from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
 from app.domain.jobs import Backend, ReportType, RetryPolicy, worker_name
+from app.domain.ports import ArtifactStore
 from app.reports import default_renderers
 from app.services.delivery import next_delivery
 from app.services.deps import Deps, JobPolicy
@@ -41,6 +42,7 @@ from app.services.housekeeping import Housekeeping, HousekeepingPolicy
 from app.services.pipeline import run_pipeline
 from app.services.recovery import RecoveryReport, recover_unfinished
 from app.storage.local import LocalArtifactStore
+from app.storage.s3 import S3ArtifactStore, s3_client
 from app.webhooks import HttpCallbackSender
 
 
@@ -80,7 +82,10 @@ class Container:
     @cached_property
     def health(self) -> HealthService:
         """The ledger and every enabled broker, and every circuit breaker of this process."""
-        checks: dict[str, Check] = {"database": self.deps.repo.ping}
+        checks: dict[str, Check] = {
+            "database": self.deps.repo.ping,
+            "storage": self.deps.store.ping,
+        }
         for broker in self.brokers:
             checks[f"broker.{broker.backend.value}"] = partial(
                 broker.ping, self.settings.health_timeout
@@ -175,6 +180,7 @@ def build(settings: Settings | None = None, **overrides: Any) -> Container:
         worker=worker_name(Backend.INLINE),
         stopping=inline.stopping if inline else (lambda: False),
         overrides=overrides,
+        verify_store=True,
     )
     if inline is not None:
         deps = container.deps
@@ -229,6 +235,7 @@ def _assemble(
     worker: str,
     stopping: Callable[[], bool],
     overrides: Mapping[str, Any] | None = None,
+    verify_store: bool = False,
 ) -> Container:
     overrides = overrides or {}
     unknown = set(overrides) - {f.name for f in fields(Deps)}
@@ -252,7 +259,7 @@ def _assemble(
     deps = Deps(
         repo=SqlJobRepository(engine),
         dispatcher=Router(brokers, inline=inline, policy=policy, on_fallback=count_fallback),
-        store=LocalArtifactStore(settings.artifacts),
+        store=overrides.get("store") or artifact_store(settings, verify=verify_store),
         renderers=default_renderers(),
         observer=FanOut([LoggingObserver(), MetricsObserver()]),
         policy=JobPolicy(
@@ -271,6 +278,35 @@ def _assemble(
     )
     deps = replace(deps, **overrides)
     return Container(settings=settings, engine=engine, deps=deps, inline=inline, brokers=brokers)
+
+
+def artifact_store(settings: Settings, *, verify: bool = False) -> ArtifactStore:
+    """The local directory, or the S3 bucket.
+
+    With ``verify`` (the API's start-up, and the CLI's before a worker starts), the bucket
+    is asked for now: a missing one or refused credentials raise ``Misconfigured``. A
+    worker's own container, built at its first job, does not ask: a storage outage then
+    is the attempt's to retry (``StorageUnavailable``), not a configuration error.
+    """
+    if settings.storage_backend == "local":
+        return LocalArtifactStore(settings.artifacts)
+    if not settings.s3_bucket:
+        raise Misconfigured("STORAGE_BACKEND=s3 needs S3_BUCKET.")
+    client = s3_client(
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        path_style=settings.s3_path_style,
+        timeout=settings.s3_timeout,
+    )
+    store = S3ArtifactStore(
+        client,
+        bucket=settings.s3_bucket,
+        scratch=settings.data_dir / "scratch",
+        multipart_threshold=settings.s3_multipart_threshold,
+    )
+    if verify:
+        store.verify()
+    return store
 
 
 def _brokers(settings: Settings, retry: RetryPolicy) -> list[BrokeredBackend]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from app import bootstrap
 
+from tests.integration.s3 import MotoServer
 from tests.integration.workers import (
     CallbackReceiver,
     WorkerProcess,
@@ -104,3 +105,11 @@ def own(work_dir: Path) -> Iterator[tuple[dict[str, str], bootstrap.Container]]:
             yield env, built
         finally:
             built.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server(session_dir: Path) -> Iterator[MotoServer]:
+    """moto's standalone S3 server, a real subprocess on loopback, once per session."""
+    server = MotoServer(session_dir / "moto.log").start()
+    yield server
+    server.stop()

@@ -91,7 +91,7 @@ def test_probes_answer_when_everything_is_up(api: LiveServer) -> None:
     assert _status(api, "/health/live") == 200
     ready = httpx.get(api.url + "/health/ready", timeout=3)
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["components"]) == {"database", "broker.celery", "broker.rq"}
+    assert set(ready.json()["components"]) == {"database", "storage", "broker.celery", "broker.rq"}
     startup = httpx.get(api.url + "/health/startup", timeout=3).json()
     assert startup["status"] == "ok"
     assert startup["schema"] == "at head"

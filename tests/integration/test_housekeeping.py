@@ -341,6 +341,7 @@ def test_system_tasks_run_on_a_real_worker(
         assert health["healthy"] is True
         assert {c["name"] for c in health["components"]} == {
             "database",
+            "storage",
             "broker.celery",
             "broker.rq",
         }

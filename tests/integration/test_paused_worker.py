@@ -208,7 +208,8 @@ def test_an_old_style_key_still_downloads_and_is_cleaned_up(old: Deps) -> None:
         artifact=legacy,
     )
     assert done is not None
-    _, artifact, path = artifact_of(deps=old, job_id=job.id)
+    artifact = artifact_of(deps=old, job_id=job.id)
+    path = old.store.local_path(artifact)  # type: ignore[attr-defined]
     assert artifact == legacy
     assert path.read_text() == "{}\n"
     assert delete_files(old.store, done) == 1

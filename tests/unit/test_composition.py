@@ -10,8 +10,10 @@ from uuid import UUID
 import pytest
 from app import bootstrap
 from app.core.config import Settings
+from app.domain.errors import Misconfigured
 from app.domain.jobs import Backend, JobStatus
 from app.main import create_app
+from app.storage.local import LocalArtifactStore
 from fastapi.testclient import TestClient
 
 from tests.unit.fakes import MemoryRepository, RecordingDispatcher
@@ -51,3 +53,24 @@ def test_the_api_runs_on_fakes_given_to_the_composition_root(tmp_path: Path) -> 
 def test_an_override_that_is_not_a_port_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="not a port of Deps: ledger"):
         bootstrap.build(settings(tmp_path), ledger=MemoryRepository())
+
+
+class _GoneStore(LocalArtifactStore):
+    def ping(self) -> None:
+        raise OSError("the store does not answer")
+
+
+def test_ready_needs_the_store_even_where_jobs_may_run_inline(tmp_path: Path) -> None:
+    dev = settings(tmp_path).model_copy(update={"inline_fallback": True})
+    assert dev.inline_allowed
+    app = create_app(dev, repo=MemoryRepository(), store=_GoneStore(tmp_path / "artifacts"))
+    with TestClient(app) as client:
+        ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["components"]["storage"]["status"] == "down"
+
+
+def test_s3_storage_without_a_bucket_is_misconfigured(tmp_path: Path) -> None:
+    s3 = settings(tmp_path).model_copy(update={"storage_backend": "s3"})
+    with pytest.raises(Misconfigured, match="S3_BUCKET"):
+        bootstrap.artifact_store(s3)

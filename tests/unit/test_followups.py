@@ -167,8 +167,8 @@ def test_package_bytes_are_deterministic(tmp_path: Path) -> None:
         finished_job(MemoryRepository()),
         artifact=Artifact("k/r.json", "r.json", "application/json", 3, "ab"),
     )
-    write_package(tmp_path / "a.zip", report, metadata(job))
-    write_package(tmp_path / "b.zip", report, metadata(job))
+    write_package(tmp_path / "a.zip", [report.read_bytes()], metadata(job))
+    write_package(tmp_path / "b.zip", iter([b"{}", b"\n"]), metadata(job))
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
     names = zipfile.ZipFile(io.BytesIO((tmp_path / "a.zip").read_bytes())).namelist()
     assert names == ["r.json", "metadata.json"]

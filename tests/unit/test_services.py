@@ -87,7 +87,8 @@ def test_run_completes_and_stores_the_artifact(deps: Deps) -> None:
     assert (done.progress, done.attempts, done.worker) == (100, 1, "test-worker")
     assert done.artifact is not None
     assert done.artifact.filename == f"dummy-{job.id}.txt"
-    _, artifact, path = artifact_of(deps=deps, job_id=job.id)
+    artifact = artifact_of(deps=deps, job_id=job.id)
+    path = deps.store.local_path(artifact)  # type: ignore[attr-defined]
     assert path.read_text().count("line") == 4
     assert artifact.size_bytes == path.stat().st_size
     assert deps.observer.names() == ["enqueued", "started", "completed"]  # type: ignore[attr-defined]

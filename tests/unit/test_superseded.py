@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from app.domain.jobs import (
@@ -198,7 +198,8 @@ def test_the_reclaiming_workers_artifact_survives_the_former_workers_clean_up(
     assert winner.artifact.key == f"{job.id}/2/dummy-{job.id}.txt"
     done = _repo(old).jobs[job.id]
     assert done == winner  # the refused write changed nothing
-    _, artifact, path = artifact_of(deps=old, job_id=job.id)
+    artifact = artifact_of(deps=old, job_id=job.id)
+    path = old.store.local_path(artifact)  # type: ignore[attr-defined]
     assert artifact == winner.artifact
     assert _files(old, job.id) == [path]  # the winner's, and only it
     assert path.read_text().count("line") == 3
@@ -366,3 +367,20 @@ def test_beat_recovery_leaves_a_job_another_worker_reclaimed_meanwhile(old: Deps
     assert outcome.result == {"redispatched": 0, "requeued": 0, "failed": 0}
     current = repo.jobs[job_id]
     assert (current.status, current.worker) == (JobStatus.RUNNING, "w-new")
+
+
+def test_the_local_store_reads_byte_ranges(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    job_id = uuid4()
+    temp = store.temp_path(job_id, "bin")
+    temp.write_bytes(bytes(range(256)) * 8192)  # 2 MiB: more than one chunk
+    artifact = store.save(temp, job_id=job_id, filename="r.bin", content_type="x", attempt=1)
+    whole = store.local_path(artifact).read_bytes()
+    assert b"".join(store.read(artifact)) == whole
+    assert b"".join(store.read(artifact, 10, 19)) == whole[10:20]
+    assert (
+        b"".join(store.read(artifact, (1 << 20) - 3, (1 << 20) + 2)) == whole[(1 << 20) - 3 :][:6]
+    )
+    assert b"".join(store.read(artifact, len(whole) - 5)) == whole[-5:]
+    assert store.url_for(artifact, expires=60) is None
+    store.ping()

@@ -54,9 +54,10 @@ def redact(url: str) -> str:
 def run_worker(queues: list[Queue], concurrency: int, *, name: str | None, extra: list[str]) -> int:
     """A Celery worker (prefork) consuming ``queues`` with ``concurrency`` processes."""
     prepare_multiprocess_dir()  # before any child exists: exact metrics across the pool
-    from app.bootstrap import celery_worker_app
+    from app.bootstrap import artifact_store, celery_worker_app
 
     settings = get_settings()
+    artifact_store(settings, verify=True)  # a missing bucket stops the worker now
     app = celery_worker_app(settings)
     label = "-".join(q.value for q in queues)
     argv = [

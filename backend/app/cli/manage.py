@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
 
 if TYPE_CHECKING:
     from app.domain.ports import ApiKeyRepository
@@ -29,6 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
     from app.core.metrics_export import prepare_multiprocess_dir
 
     settings = get_settings()
+    if (refused := _storage_refused(settings)) is not None:
+        return refused
     prepare_multiprocess_dir()  # before the workers start: /metrics adds up all of them
     # uvicorn raises a SIGTERM/SIGINT again once its graceful shutdown is done, under the
     # handlers it found: make that a clean exit (0), so a supervisor tells it from a crash.
@@ -46,6 +49,20 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=args.grace,
     )
     return 0
+
+
+def _storage_refused(settings: Settings) -> int | None:
+    """Check the artifact store before anything starts: 2 and ``MISCONFIGURED: ...`` on
+    stderr for a missing bucket or refused credentials, instead of failing the first job."""
+    from app.bootstrap import artifact_store
+    from app.domain.errors import AppError
+
+    try:
+        artifact_store(settings, verify=True)
+    except AppError as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    return None
 
 
 def _migrate(_: argparse.Namespace) -> int:
@@ -74,6 +91,8 @@ def _rq_worker(args: argparse.Namespace) -> int:
 
     queues = parse_queues(args.queues)
     settings = get_settings()
+    if (refused := _storage_refused(settings)) is not None:
+        return refused
     setup_logging(settings.log_level, settings.log_format)  # RQ then logs through it too
     prepare_multiprocess_dir()  # work horses write their metrics there; this process serves
     start_worker_metrics()

@@ -83,7 +83,7 @@ class ProcessSettings(SettingsGroup):
 class LedgerSettings(SettingsGroup):
     """Ledger and files.
 
-    The job ledger (the source of truth) and where files live.
+    The job ledger (the source of truth) and the process's own files.
     """
 
     data_dir: Path = Field(
@@ -94,11 +94,6 @@ class LedgerSettings(SettingsGroup):
         description="The ledger, a SQLAlchemy URL: `postgresql://…` or `postgresql+psycopg://…` "
         "for PostgreSQL (psycopg 3); empty means a SQLite file under DATA_DIR.",
         json_schema_extra={"doc_default": "`sqlite:///DATA_DIR/reports.db`"},
-    )
-    artifact_dir: Path | None = Field(
-        None,
-        description="Where finished reports are stored.",
-        json_schema_extra={"doc_default": "`DATA_DIR/artifacts`"},
     )
     db_pool_size: int = Field(
         5, ge=1, le=100, description="SQLAlchemy pool (PostgreSQL), per process."
@@ -111,13 +106,7 @@ class LedgerSettings(SettingsGroup):
     def _ledger_paths(self) -> Self:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'reports.db').resolve()}"
-        if self.artifact_dir is None:
-            self.artifact_dir = self.data_dir / "artifacts"
         return self
-
-    @property
-    def artifacts(self) -> Path:
-        return self.artifact_dir or self.data_dir / "artifacts"
 
 
 class BrokerSettings(SettingsGroup):
@@ -329,6 +318,55 @@ class JobSettings(SettingsGroup):
         return max(self.hard_time_limit(t.value) for t in ReportType)
 
 
+class StorageSettings(SettingsGroup):
+    """Storage.
+
+    Where finished reports live: a local directory or an S3-compatible bucket; see
+    [storage](storage.md).
+    """
+
+    artifact_dir: Path | None = Field(
+        None,
+        description="Where finished reports are stored.",
+        json_schema_extra={"doc_default": "`DATA_DIR/artifacts`"},
+    )
+    storage_backend: Literal["local", "s3"] = Field(
+        "local",
+        description="Where finished reports live: `local` (ARTIFACT_DIR, one disk shared by the "
+        "API and the workers) or `s3` (an S3-compatible bucket; no shared disk).",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="The S3-compatible service (`http://minio:9000`); empty: AWS S3. Credentials "
+        "come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or boto3's credential chain.",
+    )
+    s3_bucket: str = Field("", description="The bucket (it must exist: checked at start-up).")
+    s3_region: str = Field("us-east-1", description="The bucket's region (request signing).")
+    s3_path_style: bool = Field(
+        True,
+        description="Path-style addressing (`endpoint/bucket/key`), as self-hosted servers want; "
+        "false: virtual-hosted style.",
+    )
+    s3_multipart_threshold: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        le=5 * 1024**3,
+        description="Reports larger than this (bytes) are uploaded in parts of this size, each "
+        "checked, aborted as a whole on failure or cancellation (AWS S3: at least 5 MiB).",
+    )
+    s3_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds to connect to, and to wait for, the storage."
+    )
+    download_redirect: bool = Field(
+        False,
+        description="Downloads answer 307 to a presigned URL of the storage instead of streaming "
+        "through the API (s3 only; ownership and status are checked first).",
+    )
+    download_url_seconds: int = Field(
+        60, ge=1, le=604_800, description="How long a presigned download URL is valid."
+    )
+
+
 class CallbackSettings(SettingsGroup):
     """Callbacks.
 
@@ -460,11 +498,18 @@ class Settings(
     BrokerSettings,
     RoutingSettings,
     JobSettings,
+    StorageSettings,
     CallbackSettings,
     SecuritySettings,
     OperationsSettings,
 ):
     """Platform settings: every group, and what depends on several of them."""
+
+    @model_validator(mode="after")
+    def _artifact_dir(self) -> Self:
+        if self.artifact_dir is None:
+            self.artifact_dir = self.data_dir / "artifacts"
+        return self
 
     @model_validator(mode="after")
     def _auth_outside_development(self) -> Self:
@@ -499,6 +544,10 @@ class Settings(
         if self.auth_cache_seconds is not None:
             return self.auth_cache_seconds
         return 5.0 if self.environment is Environment.PRODUCTION else 0.0
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
 
     @property
     def drain_seconds(self) -> float:

@@ -145,6 +145,12 @@ class BackendUnavailable(Unavailable):
     code = "BACKEND_UNAVAILABLE"
 
 
+class StorageUnavailable(Unavailable):
+    """The artifact store does not answer: a render retries, a download answers 503."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+
 class CallbackNotAllowed(InvalidInput):
     code = "CALLBACK_NOT_ALLOWED"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -160,9 +160,16 @@ class JobDispatcher(Protocol):
 
 
 class ArtifactStore(Protocol):
-    """Where finished reports live. Renderers write a local temp file; ``save`` publishes it."""
+    """Where finished reports live, spoken to in streams.
 
-    def temp_path(self, job_id: UUID, extension: str) -> Path: ...
+    Renderers write a local scratch file (``temp_path``); ``save`` hands it to the store,
+    which publishes it whole or not at all. Nothing outside an adapter knows where the
+    store keeps its bytes: readers get chunks (``read``), or a short-lived URL (``url_for``).
+    """
+
+    def temp_path(self, job_id: UUID, extension: str) -> Path:
+        """A fresh local scratch file for a renderer (not a published place)."""
+        ...
 
     def save(
         self,
@@ -172,22 +179,39 @@ class ArtifactStore(Protocol):
         filename: str,
         content_type: str,
         attempt: int | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> Artifact:
         """Publish ``temp`` atomically under the job; records its size and sha256.
 
         With ``attempt``, the key is the attempt's own (``<job>/<attempt>/<filename>``): two
         attempts of a job never publish to the same place, so one never replaces or deletes
-        the other's file.
+        the other's file. ``checkpoint`` is called while a long upload goes on; whatever it
+        raises aborts the upload and leaves nothing behind. Raises ``StorageUnavailable``
+        when the store does not answer.
         """
         ...
 
     def discard(self, temp: Path) -> None: ...
 
     def delete(self, artifact: Artifact) -> None:
-        """Remove the file, and the job's folders it leaves empty."""
+        """Remove the stored report (and the job's folders it leaves empty, on a disk)."""
         ...
 
-    def local_path(self, artifact: Artifact) -> Path: ...
+    def read(self, artifact: Artifact, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes ``start`` to ``end`` (inclusive; ``None``: the last) in chunks.
+
+        The store is asked before the first chunk is returned, so a store that does not
+        answer raises ``StorageUnavailable`` here, not in the middle of a response.
+        """
+        ...
+
+    def url_for(self, artifact: Artifact, *, expires: int) -> str | None:
+        """A URL that serves the report for ``expires`` seconds, or None if it has none."""
+        ...
+
+    def ping(self) -> None:
+        """Raise unless the store answers (and its bucket or folder exists)."""
+        ...
 
 
 P_contra = TypeVar("P_contra", contravariant=True)

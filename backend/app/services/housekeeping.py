@@ -126,7 +126,7 @@ def _cleanup(deps: Deps, kit: Housekeeping, before: datetime) -> dict[str, Any]:
         for job in jobs:
             try:
                 files += delete_files(deps.store, job)
-            except (OSError, ValueError):
+            except (OSError, ValueError, Unavailable):
                 # The row stays, so its files are never orphaned: the next run tries again.
                 log.warning("housekeeping.cleanup.file_error", extra={"job_id": str(job.id)})
                 kept += 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +44,7 @@ def postprocess_report(*, deps: Deps, job_id: UUID) -> PostprocessOutcome:
         return PostprocessOutcome("skipped", job)
     temp = deps.store.temp_path(job.id, "zip")
     try:
-        write_package(temp, deps.store.local_path(job.artifact), metadata(job))
+        write_package(temp, deps.store.read(job.artifact), metadata(job))
         document = deps.store.save(
             temp,
             job_id=job.id,
@@ -81,11 +81,12 @@ def metadata(job: ReportJob) -> dict[str, Any]:
     }
 
 
-def write_package(target: Path, report: Path, meta: dict[str, Any]) -> None:
-    """A deterministic zip: the report, then its metadata."""
+def write_package(target: Path, report: Iterable[bytes], meta: dict[str, Any]) -> None:
+    """A deterministic zip: the report (read from the store in chunks), then its metadata."""
     with zipfile.ZipFile(target, "w") as archive:
-        with report.open("rb") as src, archive.open(_entry(meta["report"]["filename"]), "w") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        with archive.open(_entry(meta["report"]["filename"]), "w") as dst:
+            for chunk in report:
+                dst.write(chunk)
         archive.writestr(_entry("metadata.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from uuid import UUID
 
 from app.domain.errors import JobNotCompleted, JobNotFound
@@ -28,14 +27,12 @@ def list_jobs(*, deps: Deps, where: JobFilter, limit: int, after: Cursor | None)
     return deps.repo.list_jobs(where, limit=max(1, min(limit, MAX_PAGE)), after=after)
 
 
-def artifact_of(
-    *, deps: Deps, job_id: UUID, owner: str | None = None
-) -> tuple[ReportJob, Artifact, Path]:
-    """The finished report of a completed job and where to read it."""
+def artifact_of(*, deps: Deps, job_id: UUID, owner: str | None = None) -> Artifact:
+    """The finished report of a completed job; read it with ``deps.store.read``."""
     job = get_job(deps=deps, job_id=job_id, owner=owner)
     if job.status is not JobStatus.COMPLETED or job.artifact is None:
         raise JobNotCompleted(job.id, job.status)
-    return job, job.artifact, deps.store.local_path(job.artifact)
+    return job.artifact
 
 
 @dataclass(frozen=True, slots=True)

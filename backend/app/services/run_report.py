@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from app.domain.errors import AppError, LedgerUnavailable, RenderError
+from app.domain.errors import AppError, LedgerUnavailable, RenderError, Unavailable
 from app.domain.jobs import JobError, JobStatus, ReportJob
 from app.domain.ports import JobRepository
 from app.domain.progress import JobCancelled, JobInterrupted
@@ -85,6 +85,7 @@ def _run(deps: Deps, job_id: UUID) -> RunOutcome:
             filename=f"{job.report_type}-{job.id}.{renderer.extension}",
             content_type=renderer.content_type,
             attempt=job.attempts,
+            checkpoint=progress.checkpoint,
         )
     except JobCancelled:  # a checkpoint found the job no longer running under this worker
         deps.store.discard(temp)
@@ -183,7 +184,9 @@ def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcom
 def _record_failure(deps: Deps, job: ReportJob, exc: Exception) -> RunOutcome:
     if isinstance(exc, AppError):
         error = JobError(exc.code, exc.message)
-        retryable = isinstance(exc, RenderError) and exc.retryable
+        # A renderer says whether it may succeed next time; an unreachable dependency
+        # (the artifact storage) may answer the next attempt.
+        retryable = exc.retryable if isinstance(exc, RenderError) else isinstance(exc, Unavailable)
     else:  # an unexpected error: maybe transient (disk, database); retry it
         log.exception("report_job.run.error")
         error = JobError("RENDER_FAILED", f"{type(exc).__name__}: {exc}")
@@ -252,6 +255,10 @@ class LedgerProgress:
             if remaining <= 0:
                 return
             self._sleep(min(remaining, self._interval / 4))
+
+    def checkpoint(self) -> None:
+        """Between the parts of a long upload: raise if the job is no longer this worker's."""
+        self._check()
 
     def _check(self) -> None:
         if self._stopping():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 from uuid import UUID
 
 from app.domain.jobs import Artifact
@@ -37,6 +39,7 @@ class LocalArtifactStore:
         filename: str,
         content_type: str,
         attempt: int | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> Artifact:
         digest = hashlib.sha256()
         with temp.open("rb") as fh:
@@ -78,8 +81,33 @@ class LocalArtifactStore:
                 return
             folder = folder.parent
 
+    def read(self, artifact: Artifact, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        fh = self.local_path(artifact).open("rb")  # opened now: a missing file raises here
+        fh.seek(start)
+        return _chunks(fh, None if end is None else end - start + 1)
+
+    def url_for(self, artifact: Artifact, *, expires: int) -> str | None:
+        return None
+
+    def ping(self) -> None:
+        if not self.root.is_dir():
+            raise OSError(f"artifact directory {self.root} is missing")
+
     def local_path(self, artifact: Artifact) -> Path:
+        """Where the report is on this disk (this adapter and its tests only)."""
         path = (self.root / artifact.key).resolve()
         if self.root not in path.parents:
             raise ValueError(f"artifact key escapes the store: {artifact.key!r}")
         return path
+
+
+def _chunks(stream: BinaryIO, length: int | None) -> Iterator[bytes]:
+    with stream:
+        left = length
+        while left is None or left > 0:
+            chunk = stream.read(_CHUNK if left is None else min(_CHUNK, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk

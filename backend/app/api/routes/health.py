@@ -2,9 +2,10 @@
 
 - ``/health/live``: the process answers; nothing else is checked (a restart would not help
   a dependency outage).
-- ``/health/ready``: the ledger and every enabled broker answer within ``HEALTH_TIMEOUT``
-  and the process is not draining; 503 otherwise, so traffic goes elsewhere. Where jobs
-  may run inline (the development default), only the ledger is required.
+- ``/health/ready``: the ledger, the artifact store and every enabled broker answer within
+  ``HEALTH_TIMEOUT`` and the process is not draining; 503 otherwise, so traffic goes
+  elsewhere. Where jobs may run inline (the development default), the brokers are not
+  required.
 - ``/health/startup``: the schema is at the migrations' head and the settings were valid
   (a process with invalid settings refuses to start, so it never answers at all).
 - ``/health``: each component's state and latency, the workers per queue, the drain state,
@@ -25,6 +26,7 @@ from app.core.circuit import CircuitState
 from app.domain.ports import ComponentHealth
 
 router = APIRouter(tags=["health"], route_class=TrackedRoute)
+_ALWAYS_REQUIRED = frozenset({"database", "storage"})
 
 
 def _draining(request: Request) -> bool:
@@ -51,13 +53,13 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready", name="health_ready")
 def ready(request: Request) -> JSONResponse:
-    """The ledger and the enabled brokers answer, and the process is not shutting down."""
+    """The ledger, the store and the brokers answer, and the process is not shutting down."""
     if _draining(request):
         return JSONResponse({"status": "draining"}, status_code=503)
     components = _check(request)
     # Where jobs may run inline (development), a missing broker does not stop the service.
     brokers_required = not get_container(request).settings.inline_allowed
-    ok = all(c.ok for c in components if brokers_required or c.name == "database")
+    ok = all(c.ok for c in components if brokers_required or c.name in _ALWAYS_REQUIRED)
     body = {
         "status": "ok" if ok else "unavailable",
         "components": {c.name: _component(c) for c in components},

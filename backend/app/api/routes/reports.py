@@ -17,10 +17,11 @@ from uuid import UUID
 
 from anyio import to_thread
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.dependencies import Caller, Operator, RateLimitedCaller, ServiceDeps, get_container
+from app.api.download import artifact_response
 from app.api.errors import error_responses
 from app.api.forms import HEAVY, DummyQuery, HeavyQuery, ReportRequest, RequestForm
 from app.api.observability import TrackedRoute
@@ -224,21 +225,25 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     206: {"description": "The requested byte range of the report file"},
+    307: {"description": "With DOWNLOAD_REDIRECT: a short-lived URL of the storage"},
     **error_responses(401, 404, 409, 422),
+    503: {**error_responses(503)[503], "description": "The artifact storage does not answer"},
 }
 
 
 @router.get(
     "/jobs/{job_id}/download",
     name="download_report",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses=_DOWNLOAD_RESPONSES,
     summary="Download the report (Range requests supported)",
 )
-def download(deps: ServiceDeps, caller: Caller, job_id: UUID) -> FileResponse:
+def download(request: Request, deps: ServiceDeps, caller: Caller, job_id: UUID) -> Response:
     """The finished report; 409 `JOB_NOT_COMPLETED` until the job has completed."""
-    _, artifact, path = artifact_of(deps=deps, job_id=job_id, owner=caller.scope)
-    return FileResponse(path, media_type=artifact.content_type, filename=artifact.filename)
+    artifact = artifact_of(deps=deps, job_id=job_id, owner=caller.scope)
+    settings = get_container(request).settings
+    seconds = settings.download_url_seconds if settings.download_redirect else 0
+    return artifact_response(request, deps.store, artifact, redirect_seconds=seconds)
 
 
 router.add_api_route(
@@ -246,7 +251,7 @@ router.add_api_route(
     download,
     methods=["HEAD"],
     name="head_report",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses=_DOWNLOAD_RESPONSES,
     summary="The report's headers (size, type, name) without its body",
 )
