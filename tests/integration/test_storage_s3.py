@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import secrets
 import shutil
 import subprocess
 import sys
@@ -395,6 +396,18 @@ def test_a_missing_bucket_stops_start_up_with_misconfigured(
     result = _start(command, env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "MISCONFIGURED: S3_BUCKET 'no-such-bucket' does not exist" in result.stderr
+
+
+def test_migrate_creates_the_missing_bucket_once(stack: Stack) -> None:
+    """The compose stacks' one-shot start: schema, then the bucket the API will require."""
+    bucket = f"made-{secrets.token_hex(3)}"
+    env = {**stack.env, "S3_BUCKET": bucket}
+    first = _start(["manage.py", "migrate", "--create-bucket"], env)
+    again = _start(["manage.py", "migrate", "--create-bucket"], env)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert f"bucket {bucket} created" in first.stdout
+    assert f"bucket {bucket} already there" in again.stdout
+    stack.s3.head_bucket(Bucket=bucket)  # raises if it is not there
 
 
 def test_refused_credentials_stop_start_up_with_misconfigured(stack: Stack, log_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """The compose stacks, without a Docker engine: they parse, the services the issue lists are
 there, healthchecks gate the start order, no database/Redis/Flower port is published on all
-interfaces, and every command they run exists here and answers ``--help``."""
+interfaces, no disk is shared between services, the migration's phases are expressed, and
+every command they run exists here and answers ``--help``."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ CELERY_STACK = ROOT / "docker-compose.celery.yml"
 STACKS = [RQ_STACK, CELERY_STACK]
 
 EXPECTED = {
-    RQ_STACK: {"backend", "rq-worker", "redis", "db"},
+    RQ_STACK: {"backend", "rq-worker", "redis", "db", "objects", "migrate"},
     CELERY_STACK: {
         "backend",
+        "rq-worker",
+        "objects",
+        "migrate",
         "celery-worker-reports",
         "celery-worker-documents",
         "celery-worker-notifications",
@@ -35,12 +39,60 @@ EXPECTED = {
         "grafana",
     },
 }
-PRIVATE = {"db", "redis", "celery-flower", "prometheus", "grafana"}
+PRIVATE = {"db", "redis", "objects", "celery-flower", "prometheus", "grafana"}
+#: Images whose programs have no Debian or PyPI package to run here: MinIO's server and its
+#: `mc` healthcheck. The tests speak the same S3 protocol to moto's server instead.
+FOREIGN_IMAGES = ("minio/minio:",)
+#: The services of the platform's own image.
+APP = "report-jobs:latest"
+
+
+def stack(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
 
 
 def services(path: Path) -> dict[str, dict[str, Any]]:
-    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
-    return loaded["services"]
+    found: dict[str, dict[str, Any]] = stack(path)["services"]
+    return found
+
+
+def test_both_stacks_are_one_project_so_phase_0_carries_over() -> None:
+    """Same project name: the same ledger, Redis and bucket volumes after the switch."""
+    assert stack(RQ_STACK)["name"] == stack(CELERY_STACK)["name"]
+    assert set(stack(RQ_STACK)["volumes"]) <= set(stack(CELERY_STACK)["volumes"])
+    for name in ("db", "redis", "objects"):
+        assert services(RQ_STACK)[name] == services(CELERY_STACK)[name], name
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
+def test_no_disk_is_shared(path: Path) -> None:
+    """Reports live in the object store: no service of the platform's image mounts a
+    volume, and no volume is mounted by two services (each may run on its own host)."""
+    mounts: dict[str, list[str]] = {}
+    for name, service in services(path).items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            if not source.startswith("."):  # read-only config from the repository
+                mounts.setdefault(source, []).append(name)
+        if service.get("image") == APP:
+            assert not service.get("volumes"), f"{name} mounts {service['volumes']}"
+            assert service["environment"]["STORAGE_BACKEND"] == "s3", name
+    assert all(len(users) == 1 for users in mounts.values()), mounts
+
+
+def test_phases_are_set_from_the_environment() -> None:
+    """Phase 0: the RQ stack, Celery off. Phases 1-2: the Celery stack with the `rq`
+    profile, RQ_ENABLED=true and CELERY_TRAFFIC_PERCENT given. Phase 3: its defaults."""
+    rq_era = services(RQ_STACK)["backend"]["environment"]
+    assert (rq_era["CELERY_ENABLED"], rq_era["DISPATCH_BACKEND"]) == ("false", "auto")
+    celery = services(CELERY_STACK)
+    env = celery["backend"]["environment"]
+    assert env["RQ_ENABLED"] == "${RQ_ENABLED:-false}"
+    assert env["CELERY_TRAFFIC_PERCENT"] == "${CELERY_TRAFFIC_PERCENT:-100}"
+    assert celery["rq-worker"]["profiles"] == ["rq"]
+    assert celery["rq-worker"]["command"] == services(RQ_STACK)["rq-worker"]["command"]
+    assert all("profiles" not in s for n, s in celery.items() if n != "rq-worker")
 
 
 @pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
@@ -82,6 +134,8 @@ def commands(path: Path) -> list[tuple[str, list[str]]]:
     """(service, argv) of every command and healthcheck the stack runs."""
     found = []
     for name, service in services(path).items():
+        if str(service.get("image", "")).startswith(FOREIGN_IMAGES):
+            continue
         entrypoint = list(service.get("entrypoint") or [])
         command = list(service.get("command") or [])
         if entrypoint or command:

@@ -65,13 +65,26 @@ def _storage_refused(settings: Settings) -> int | None:
     return None
 
 
-def _migrate(_: argparse.Namespace) -> int:
+def _migrate(args: argparse.Namespace) -> int:
     from app.db.migrations import upgrade
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     print("database schema at head")
+    if args.create_bucket and settings.storage_backend == "s3":
+        from app.bootstrap import artifact_store
+        from app.domain.errors import AppError
+        from app.storage.s3 import S3ArtifactStore
+
+        try:
+            store = artifact_store(settings)
+            assert isinstance(store, S3ArtifactStore)
+            made = store.create_bucket()
+        except AppError as exc:
+            print(f"{exc.code}: {exc.message}", file=sys.stderr)
+            return 2
+        print(f"bucket {settings.s3_bucket} {'created' if made else 'already there'}")
     return 0
 
 
@@ -173,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    migrate.add_argument(
+        "--create-bucket",
+        action="store_true",
+        help="with STORAGE_BACKEND=s3, also create S3_BUCKET if it is missing (first start)",
+    )
     migrate.set_defaults(func=_migrate)
 
     from app.cli.celery_manager import add_worker_arguments

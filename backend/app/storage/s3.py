@@ -94,6 +94,26 @@ class S3ArtifactStore:
         except BotoCoreError as exc:  # no credentials, endpoint unreachable
             raise Misconfigured(f"The artifact storage cannot be used: {exc}") from exc
 
+    def create_bucket(self) -> bool:
+        """Create the bucket unless it exists (a stack's first start); True if it was made."""
+        try:
+            self.verify()
+        except Misconfigured as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ClientError) or _code(cause) not in _MISSING_BUCKET:
+                raise
+        else:
+            return False
+        region = self.client.meta.region_name
+        where = (
+            {}
+            if region in (None, "us-east-1")
+            else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        )
+        with _unavailable("create bucket"):
+            self.client.create_bucket(Bucket=self.bucket, **where)
+        return True
+
     def ping(self) -> None:
         with _unavailable("ping"):
             self.client.head_bucket(Bucket=self.bucket)
