@@ -292,17 +292,18 @@ def artifact_store(settings: Settings, *, verify: bool = False) -> ArtifactStore
         return LocalArtifactStore(settings.artifacts)
     if not settings.s3_bucket:
         raise Misconfigured("STORAGE_BACKEND=s3 needs S3_BUCKET.")
-    client = s3_client(
-        endpoint_url=settings.s3_endpoint_url,
+    client = partial(
+        s3_client,
         region=settings.s3_region,
         path_style=settings.s3_path_style,
         timeout=settings.s3_timeout,
     )
     store = S3ArtifactStore(
-        client,
+        client(endpoint_url=settings.s3_endpoint_url),
         bucket=settings.s3_bucket,
         scratch=settings.data_dir / "scratch",
         multipart_threshold=settings.s3_multipart_threshold,
+        signer=client(endpoint_url=settings.s3_public_url) if settings.s3_public_url else None,
     )
     if verify:
         store.verify()

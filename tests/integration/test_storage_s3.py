@@ -235,6 +235,9 @@ def test_presigned_redirect_serves_the_same_bytes_after_the_ownership_check(
     assert done.artifact is not None
     env = {**stack.api.env, "PORT": str(free_port()), "DOWNLOAD_REDIRECT": "true"}
     env["DOWNLOAD_URL_SECONDS"] = "30"
+    # Clients reach the storage at another address than the API does (a public name).
+    public = stack.gate.url.replace("127.0.0.1", "localhost")
+    env["S3_PUBLIC_URL"] = public
     api = launch(env, stack.root / "api-redirect.log", "--grace", "1")
     try:
         keys = stack.container("celery").api_keys  # in-process: no CLI start-up per key
@@ -246,7 +249,7 @@ def test_presigned_redirect_serves_the_same_bytes_after_the_ownership_check(
             answer = client.get(f"{API}/jobs/{job.id}/download")
             assert answer.status_code == 307
             location = answer.headers["location"]
-            assert location.startswith(stack.gate.url)
+            assert location.startswith(f"{public}/")
             assert "X-Amz-Expires=30" in location
             followed = client.get(f"{API}/jobs/{job.id}/download", follow_redirects=True)
         assert followed.status_code == 200

@@ -362,6 +362,11 @@ class StorageSettings(SettingsGroup):
         description="Downloads answer 307 to a presigned URL of the storage instead of streaming "
         "through the API (s3 only; ownership and status are checked first).",
     )
+    s3_public_url: str = Field(
+        "",
+        description="The storage's address as download clients reach it, for presigned URLs "
+        "(`https://files.example.com`); empty: S3_ENDPOINT_URL. Signing needs no call to it.",
+    )
     download_url_seconds: int = Field(
         60, ge=1, le=604_800, description="How long a presigned download URL is valid."
     )

@@ -66,9 +66,16 @@ class S3ArtifactStore:
     """:class:`~app.domain.ports.ArtifactStore` in one bucket."""
 
     def __init__(
-        self, client: Any, *, bucket: str, scratch: Path, multipart_threshold: int
+        self,
+        client: Any,
+        *,
+        bucket: str,
+        scratch: Path,
+        multipart_threshold: int,
+        signer: Any | None = None,
     ) -> None:
         self.client = client
+        self.signer = signer or client  # presigns for the address download clients reach
         self.bucket = bucket
         self.part_size = multipart_threshold
         self._tmp = scratch
@@ -217,7 +224,7 @@ class S3ArtifactStore:
     def url_for(self, artifact: Artifact, *, expires: int) -> str | None:
         disposition = f"attachment; filename*=utf-8''{quote(artifact.filename)}"
         with _unavailable("presign"):
-            url: str = self.client.generate_presigned_url(
+            url: str = self.signer.generate_presigned_url(
                 "get_object",
                 Params={
                     "Bucket": self.bucket,
