@@ -21,6 +21,7 @@ from app.domain.jobs import (
     ReportType,
 )
 from app.domain.progress import Progress
+from app.domain.traffic import ChangeKind, DialChange, DialState, TrafficSplit, WindowJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,4 +319,61 @@ class ApiKeyRepository(Protocol):
 
     def revoke(self, key_id: str, *, now: datetime) -> ApiKey | None:
         """Revoke an active key; ``None`` when no active key has this id."""
+        ...
+
+
+class TrafficRepository(Protocol):
+    """The traffic dial (one row) and its audit trail; each call is one transaction."""
+
+    def current(self) -> DialState | None:
+        """The dial, or None before it was first seeded."""
+        ...
+
+    def seed(self, split: TrafficSplit, *, now: datetime) -> tuple[DialState, bool]:
+        """Create the dial at ``split`` unless it exists (audited as a seed); the dial, and
+        whether this call created it."""
+        ...
+
+    def change(
+        self,
+        split: TrafficSplit,
+        *,
+        pinned: bool,
+        actor: str,
+        kind: ChangeKind,
+        reason: str,
+        now: datetime,
+        expected_version: int | None = None,
+        healthy: TrafficSplit | None = None,
+    ) -> tuple[DialState, DialChange] | None:
+        """Move the dial and record the change in one transaction.
+
+        ``healthy`` also replaces the last healthy value. With ``expected_version``, only
+        if the dial is still at that version (None when it moved meanwhile: another
+        replica's guard or an operator got there first).
+        """
+        ...
+
+    def mark_healthy(self, split: TrafficSplit, *, version: int) -> bool:
+        """Remember ``split`` as the last healthy value if the dial is still at ``version``."""
+        ...
+
+    def history(self, *, limit: int) -> Sequence[DialChange]:
+        """The latest changes, newest first."""
+        ...
+
+    def window_jobs(self, since: datetime, *, limit: int) -> Sequence[WindowJob]:
+        """Celery and RQ jobs created since ``since``, newest first, at most ``limit``."""
+        ...
+
+
+class TrafficRecorder(Protocol):
+    """Where the dial reports what it applied and what changed (metrics)."""
+
+    def applied(self, split: TrafficSplit) -> None:
+        """This process now routes by ``split``."""
+        ...
+
+    def changed(self, kind: ChangeKind, cause: str | None = None) -> None:
+        """This process changed the dial (a rollback gives its ``cause``)."""
         ...
