@@ -1,4 +1,4 @@
-"""The traffic dial and its audit trail.
+"""The traffic dial and its audit trail; the console's sessions.
 
 Revision ID: 0005
 Revises: 0004
@@ -44,9 +44,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_traffic_changes")),
     )
     op.create_index("ix_traffic_changes_at", "traffic_changes", ["at"])
+    op.create_table(
+        "console_sessions",
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("owner", sa.String(128), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("key_id", sa.String(32), nullable=False),
+        sa.Column("csrf", sa.String(64), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("last_seen", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_console_sessions")),
+    )
+    op.create_index("ix_console_sessions_last_seen", "console_sessions", ["last_seen"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_console_sessions_last_seen", table_name="console_sessions")
+    op.drop_table("console_sessions")
     op.drop_index("ix_traffic_changes_at", table_name="traffic_changes")
     op.drop_table("traffic_changes")
     op.drop_table("traffic_dial")

@@ -25,6 +25,7 @@ from app.core.metrics import (
 )
 from app.core.observers import FanOut, LoggingObserver
 from app.db.api_keys import SqlApiKeyRepository
+from app.db.console import SqlConsoleRepository
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.migrations import current_revision, head_revision
 from app.db.repository import SqlJobRepository
@@ -68,6 +69,10 @@ class Container:
     @cached_property
     def api_keys(self) -> SqlApiKeyRepository:
         return SqlApiKeyRepository(make_sessions(self.engine))
+
+    @cached_property
+    def console(self) -> SqlConsoleRepository:
+        return SqlConsoleRepository(self.engine, make_sessions(self.engine))
 
     @cached_property
     def health(self) -> HealthService:

@@ -11,6 +11,7 @@ from typing import Any
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import bootstrap
@@ -18,7 +19,7 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.api.observability import HttpMetricsMiddleware
 from app.api.ratelimit import RateLimiter
-from app.api.routes import admin, health, metrics, reports, stats
+from app.api.routes import admin, console, health, metrics, reports, stats
 from app.api.shutdown import DrainMiddleware, install_drain
 from app.core.config import Settings, get_settings
 from app.core.logging import setup_logging
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(stats.router)
     app.include_router(admin.router)
+    app.mount("/console/static", StaticFiles(directory=console.ROOT / "static"), name="static")
+    app.include_router(console.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app

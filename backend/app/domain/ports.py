@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from app.domain.auth import ApiKey
+from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.jobs import (
     Artifact,
     Backend,
@@ -376,4 +377,32 @@ class TrafficRecorder(Protocol):
 
     def changed(self, kind: ChangeKind, cause: str | None = None) -> None:
         """This process changed the dial (a rollback gives its ``cause``)."""
+        ...
+
+
+class ConsoleRepository(Protocol):
+    """The console's reads of the ledger, and its sessions."""
+
+    def jobs(self, where: ConsoleFilter, *, limit: int, after: Cursor | None) -> JobPage:
+        """Newest first, keyset-paginated, by every filter of the jobs page."""
+        ...
+
+    def count_by_status(self, where: ConsoleFilter) -> Mapping[JobStatus, int]:
+        """How many jobs per status match ``where`` (its status aside)."""
+        ...
+
+    def last_activity(self, backend: Backend) -> datetime | None:
+        """The last time a job of ``backend`` changed (its newest ``updated_at``)."""
+        ...
+
+    def add_session(self, session: ConsoleSession) -> None: ...
+
+    def find_session(self, token_hash: str) -> ConsoleSession | None: ...
+
+    def touch_session(self, token_hash: str, *, now: datetime) -> None: ...
+
+    def delete_session(self, token_hash: str) -> None: ...
+
+    def delete_idle_sessions(self, before: datetime) -> int:
+        """Forget the sessions last seen before ``before``; returns how many."""
         ...
