@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -126,3 +127,14 @@ def test_sign_out_ends_the_session_everywhere(api: LiveServer) -> None:
         assert client.post("/console/sign-out", data={"csrf": token}).status_code == 303
     with httpx.Client(base_url=api.url, timeout=10, cookies={"console_session": cookie}) as old:
         assert old.get("/console/jobs", follow_redirects=False).status_code == 303
+
+
+def test_development_needs_no_key(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'reports.db'}"
+    with running(tmp_path, url, ENVIRONMENT="development") as dev:
+        assert dev.api_key is None
+        with httpx.Client(base_url=dev.url, timeout=10, follow_redirects=True) as client:
+            page = client.get("/console/jobs")
+            assert page.status_code == 200
+            assert "Signed in as development (operator)" in page.text
+            assert "Move the dial" in client.get("/console/queues").text
