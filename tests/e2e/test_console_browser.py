@@ -3,7 +3,8 @@ process with a real Celery worker and a real RQ worker on PostgreSQL.
 
 Sign in, filter, watch a running job's progress advance and cancel it, download a report
 and check its sha256, run a job again, move the traffic dial and see the next job land on
-the other backend; the pages log no JavaScript error (a CSP violation would be one). A
+the other backend, then watch the guard roll it back when Celery jobs fail; the pages log
+no JavaScript error (a CSP violation would be one). A
 screenshot of each page is saved in the test's temporary directory.
 """
 
@@ -52,6 +53,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             INLINE_FALLBACK="false",
             DISPATCH_BACKEND="auto",
             TRAFFIC_POLL_SECONDS="0.5",
+            TRAFFIC_GUARD_INTERVAL="0.5",
+            TRAFFIC_GUARD_MIN_JOBS="3",
+            TRAFFIC_GUARD_MAX_FAILURE_DELTA="0.3",
+            MAX_ATTEMPTS="1",
             RATE_LIMIT_REQUESTS="1000000",
             LOG_FORMAT="json",
         )
@@ -168,11 +173,29 @@ def test_an_operator_runs_the_console_in_a_browser(
     moved = wait_for(api.client(), enqueue(api)["id"])
     assert (moved["backend"], moved["status"]) == ("celery", "completed")
 
+    # Celery jobs fail after the step: the guard rolls the dial back, and the page says so.
+    failing = [enqueue(api, simulate_failures=5)["id"] for _ in range(3)]
+    for job_id in failing:
+        failed = wait_for(api.client(), job_id)
+        assert (failed["backend"], failed["status"]) == ("celery", "failed")
+
+    def rolled_back() -> bool:
+        page.goto(f"{api.url}/console/queues")
+        return page.inner_text("#dial-now").startswith("Celery 0%")
+
+    wait_until(rolled_back, 15, interval=0.5)
+    latest = page.inner_text("#dial-history tbody tr:first-child")
+    assert "guard" in latest
+    assert "rollback" in latest
+    assert "failure_rate" in latest
+    page.screenshot(path=str(shots / "queues-rolled-back.png"), full_page=True)
+
     assert errors == []
     assert sorted(p.name for p in shots.glob("*.png")) == [
         "job-completed.png",
         "job-running.png",
         "jobs-filtered.png",
         "jobs.png",
+        "queues-rolled-back.png",
         "queues.png",
     ]
