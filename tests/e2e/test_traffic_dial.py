@@ -207,9 +207,21 @@ def test_submitters_get_403_and_bad_values_422(fleet: Fleet) -> None:
     assert history(fleet.a)[0]["reason"] == "test baseline"
 
 
+def rollback_lines(fleet: Fleet) -> list[dict[str, Any]]:
+    """The ``traffic.guard.rolled_back`` log records of both replicas."""
+    return [
+        json.loads(line)
+        for s in fleet.apis()
+        for line in s.logs().splitlines()
+        if "traffic.guard.rolled_back" in line and line.startswith("{")
+    ]
+
+
 def test_the_guard_rolls_back_a_step_that_makes_celery_fail(fleet: Fleet) -> None:
     reset(fleet)
     counted = rollbacks(fleet)
+    logged_before = len(rollback_lines(fleet))
+    last_change = history(fleet.a)[0]["id"]
     rows(fleet, [enqueue(fleet.a) for _ in range(MIN_JOBS)])  # RQ's baseline: no failure
     moved = move(fleet.a, celery_percent=100, reason="step to 100")
     wait_until(lambda: applied(fleet.b, moved["version"]), APPLY_BOUND, 0.05)
@@ -223,14 +235,10 @@ def test_the_guard_rolls_back_a_step_that_makes_celery_fail(fleet: Fleet) -> Non
     assert change["before"]["celery_percent"] == 100
     assert change["after"]["celery_percent"] == 0
     assert change["reason"].startswith(f"failure_rate: Celery failed {MIN_JOBS}/{MIN_JOBS}")
-    assert sum(c["kind"] == "rollback" for c in history(fleet.a)) == 1
+    since = [c for c in history(fleet.a) if c["id"] > last_change]
+    assert [c["kind"] for c in since] == ["rollback", "operator"]  # newest first
     assert rollbacks(fleet) == counted + 1  # one replica's rollback landed, not two
-    logged = [
-        json.loads(line)
-        for s in fleet.apis()
-        for line in s.logs().splitlines()
-        if "traffic.guard.rolled_back" in line and line.startswith("{")
-    ]
+    logged = rollback_lines(fleet)[logged_before:]
     assert len(logged) == 1
     assert logged[0]["cause"] == "failure_rate"
     # Every replica routes by the rolled back value: the next jobs are RQ's again.

@@ -115,7 +115,7 @@ async def get_traffic(request: Request, _: Operator) -> TrafficOut:
     "/traffic",
     name="set_traffic",
     response_model=TrafficOut,
-    responses=error_responses(401, 403, 422),
+    responses=error_responses(400, 401, 403, 422),
     summary="Move or pin the traffic dial (audited; every API process applies it in seconds)",
 )
 async def set_traffic(request: Request, operator: Operator, body: TrafficIn) -> TrafficOut:
