@@ -6,10 +6,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from app.db.housekeeping import SqlHousekeepingRepository
+from app.db.session import make_engine, make_sessions
+from app.domain.jobs import Backend, JobStatus, ReportType
+from app.domain.ports import JobTiming
+from app.services.daily_stats import daily_figures
 
 from tests.conftest import fresh_pg_database
 from tests.e2e.server import LiveServer, running, wait_for
@@ -138,3 +144,37 @@ def test_development_needs_no_key(tmp_path: Path) -> None:
             assert page.status_code == 200
             assert "Signed in as development (operator)" in page.text
             assert "Move the dial" in client.get("/console/queues").text
+
+
+def test_daily_figures_as_charts(api: LiveServer) -> None:
+    day = date(2026, 11, 30)
+    start = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    timings = [
+        JobTiming(
+            ReportType.PDF, Backend.CELERY, JobStatus.COMPLETED, start, start + timedelta(seconds=s)
+        )
+        for s in (2, 4, 6)
+    ] + [
+        JobTiming(
+            ReportType.DUMMY, Backend.RQ, JobStatus.FAILED, start, start + timedelta(seconds=1)
+        )
+    ]
+    engine = make_engine(api.database_url)
+    try:
+        ops = SqlHousekeepingRepository(make_sessions(engine))
+        ops.save_daily_stats(day, daily_figures(timings, day=day, zone="UTC"), now=start)
+    finally:
+        engine.dispose()
+    with browser(api, api.api_key) as client:
+        page = client.get("/console/stats")
+        assert page.status_code == 200
+        assert "Daily figures of 2026-11-30" in page.text
+        assert "4 jobs" in page.text
+        # Bars scaled to the largest: 3 completed on Celery is the full width.
+        assert re.search(r'<rect [^>]*width="100.0"[^>]*><title>completed · celery: 3', page.text)
+        assert re.search(r'width="33.3"[^>]*><title>failed · rq: 1', page.text)
+        assert "pdf · celery: 4.0 s" in page.text  # its p50
+        assert client.get("/console/stats?day=2026-01-01").status_code == 404
+        assert client.get("/console/stats?day=nonsense").status_code == 422
+    with browser(api, api.create_key("dora")) as client:
+        assert client.get("/console/stats").status_code == 403

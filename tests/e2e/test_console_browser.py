@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.migrations import upgrade
+from app.db.session import make_engine, make_sessions
+from app.domain.jobs import utcnow
+from app.services.daily_stats import daily_figures, day_bounds
 
 from tests.conftest import fresh_pg_database
 from tests.e2e.server import LiveServer, wait_for
@@ -190,6 +194,19 @@ def test_an_operator_runs_the_console_in_a_browser(
     assert "failure_rate" in latest
     page.screenshot(path=str(shots / "queues-rolled-back.png"), full_page=True)
 
+    # The daily figures Beat stores, drawn as charts (SVG: no script, no inline style).
+    day = utcnow().date()
+    engine = make_engine(api.database_url)
+    try:
+        ops = SqlHousekeepingRepository(make_sessions(engine))
+        timings = ops.timings(*day_bounds(day, "UTC"))
+        ops.save_daily_stats(day, daily_figures(timings, day=day, zone="UTC"), now=utcnow())
+    finally:
+        engine.dispose()
+    page.goto(f"{api.url}/console/stats?day={day.isoformat()}")
+    assert page.locator("#by-status rect").count() >= 1
+    page.screenshot(path=str(shots / "stats.png"), full_page=True)
+
     assert errors == []
     assert sorted(p.name for p in shots.glob("*.png")) == [
         "job-completed.png",
@@ -198,4 +215,5 @@ def test_an_operator_runs_the_console_in_a_browser(
         "jobs.png",
         "queues-rolled-back.png",
         "queues.png",
+        "stats.png",
     ]

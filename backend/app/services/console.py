@@ -14,15 +14,23 @@ import hmac
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from uuid import UUID
 
 from app.domain.auth import Principal, Role
 from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.errors import Forbidden, Unauthenticated
 from app.domain.jobs import Backend, JobStatus, ReportJob
-from app.domain.ports import ApiKeyRepository, ConsoleRepository, Cursor, JobPage
+from app.domain.ports import (
+    ApiKeyRepository,
+    ConsoleRepository,
+    Cursor,
+    DailyStats,
+    HousekeepingRepository,
+    JobPage,
+)
 from app.services.auth import authenticate
+from app.services.daily_stats import get_daily_stats
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.queries import QueueStatus, get_job, queue_status
@@ -155,3 +163,56 @@ def queues_view(*, deps: Deps, console: ConsoleRepository) -> QueuesView:
     queues = queue_status(deps=deps)
     busy = any(q.backend is Backend.RQ and (q.waiting or q.running) for q in queues)
     return QueuesView(queues, busy, console.last_activity(Backend.RQ))
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One bar of a chart: its label, value and length in percent of the longest."""
+
+    label: str
+    value: float
+    percent: float
+
+
+def bars(values: Mapping[str, float]) -> list[Bar]:
+    """Bars scaled to the largest value (which gets 100)."""
+    top = max(values.values(), default=0) or 1
+    return [Bar(label, value, round(100 * value / top, 1)) for label, value in values.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class StatsView:
+    """The daily figures as charts: jobs by status and backend, p50/p95 by type."""
+
+    stats: DailyStats
+    by_status_backend: list[Bar]
+    p50: list[Bar]
+    p95: list[Bar]
+
+
+def stats_view(*, ops: HousekeepingRepository, day: date | None) -> StatsView:
+    """The stored figures of ``day`` (default: the latest), ready to draw.
+
+    Raises:
+        StatsNotFound: no figures for that day (Beat computes them at midnight).
+    """
+    stats = get_daily_stats(ops=ops, day=day)
+    counted: dict[str, float] = {}
+    for row in stats.figures.get("counts", []):
+        key = f"{row['status']} · {row['backend']}"
+        counted[key] = counted.get(key, 0) + row["count"]
+    by_type = stats.figures.get("by_type", [])
+
+    def timing(name: str) -> dict[str, float]:
+        return {
+            f"{r['report_type']} · {r['backend']}": r[name]
+            for r in by_type
+            if r.get(name) is not None
+        }
+
+    return StatsView(
+        stats,
+        bars(dict(sorted(counted.items()))),
+        bars(timing("p50_seconds")),
+        bars(timing("p95_seconds")),
+    )

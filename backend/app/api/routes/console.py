@@ -7,6 +7,7 @@ framing and inline script. Routes parse and render; the services decide.
 
 from __future__ import annotations
 
+from datetime import date
 from urllib.parse import parse_qs, urlencode
 from uuid import UUID
 
@@ -245,3 +246,26 @@ async def traffic(request: Request) -> Response:
     except InvalidInput as exc:
         return web.redirect("/console/queues?" + urlencode({"error": exc.message}))
     return web.redirect("/console/queues")
+
+
+@router.get("/stats", name="console_stats")
+async def stats(request: Request) -> Response:
+    """The daily figures Beat computed, as charts (operators, like the API's route)."""
+    session, away = await web.signed_in(request)
+    if away is not None:
+        return away
+    day = request.query_params.get("day")
+    try:
+        if not session.principal.sees_all:
+            raise Forbidden("The daily figures are for operator keys.")
+        chosen = date.fromisoformat(day) if day else None
+        view = await run_in_threadpool(
+            svc.stats_view, ops=get_container(request).housekeeping.ops, day=chosen
+        )
+    except ValueError:
+        error = InvalidInput(f"Not a day: {day!r} (YYYY-MM-DD).", code="INVALID_FILTER")
+        return web.page(request, "error.html", 422, session=session, error=error)
+    except AppError as exc:
+        status = 403 if isinstance(exc, Forbidden) else 404
+        return web.page(request, "error.html", status, session=session, error=exc)
+    return web.page(request, "stats.html", session=session, view=view)
