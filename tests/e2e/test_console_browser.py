@@ -161,6 +161,7 @@ def test_an_operator_runs_the_console_in_a_browser(
     page.wait_for_url(f"**from={done['id']}")
     again_id = page.url.split("/console/jobs/")[1].split("?")[0]
     assert again_id != done["id"]
+    assert done["id"] in page.inner_text("#rerun-of")
     again = wait_for(api.client(), again_id)
     assert (again["status"], again["report_type"], again["backend"]) == ("completed", "dummy", "rq")
 

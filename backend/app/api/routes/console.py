@@ -136,7 +136,16 @@ async def job(request: Request, job_id: UUID) -> Response:
         )
     except AppError as exc:
         return web.page(request, "error.html", 404, session=session, error=exc)
-    return web.page(request, "job.html", session=session, job=found, done=found.status.terminal)
+    origin = request.query_params.get("from", "")
+    rerun_of = origin if web.is_uuid(origin) else None
+    return web.page(
+        request,
+        "job.html",
+        session=session,
+        job=found,
+        done=found.status.terminal,
+        rerun_of=rerun_of,
+    )
 
 
 @router.get("/jobs/{job_id}/download", name="console_download")
