@@ -79,6 +79,14 @@ def test_session_cookie_and_headers(api: LiveServer) -> None:
     assert "unsafe-inline" not in csp
     assert "frame-ancestors 'none'" in csp
     assert "<script>" not in page.text  # no inline script: only the external file
+    with httpx.Client(base_url=api.url, timeout=10) as proxied:
+        behind_tls = proxied.post(
+            "/console/sign-in",
+            data={"api_key": api.api_key},
+            headers={"X-Forwarded-Proto": "https"},  # a TLS proxy on 127.0.0.1, trusted
+            follow_redirects=False,
+        )
+    assert "secure" in behind_tls.headers["set-cookie"].lower()
 
 
 def test_a_form_without_its_csrf_token_is_refused(api: LiveServer) -> None:
