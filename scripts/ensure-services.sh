@@ -56,4 +56,20 @@ ensure_prometheus() {
   return 1
 }
 ensure_prometheus || status=1
+
+# Chromium (Debian package `chromium`) for the console's browser tests (Playwright drives the
+# system browser: nothing is downloaded at run time).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then echo "services: chromium is installed"; return 0; fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  local install="$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium"
+  echo "services: installing chromium from the Debian package"
+  bash -c "$install" >/dev/null 2>&1 || { bash -c "$sudo apt-get update" >/dev/null 2>&1 && bash -c "$install" >/dev/null 2>&1; }
+  if command -v chromium >/dev/null 2>&1; then echo "services: chromium installed"; return 0; fi
+  echo "services: ERROR: chromium missing and could not be installed." >&2
+  echo "services: install it (apt-get install chromium), then run 'make test' again." >&2
+  return 1
+}
+ensure_chromium || status=1
 exit $status

@@ -19,13 +19,21 @@ from app.api.ratelimit import RateLimiter
 from app.core.celery_app import create_celery_app
 from app.core.circuit import CircuitBreaker
 from app.core.config import Environment, Settings, get_settings
-from app.core.metrics import MetricsObserver, MetricsOpsRecorder, count_fallback, record_circuit
+from app.core.metrics import (
+    MetricsObserver,
+    MetricsOpsRecorder,
+    MetricsTrafficRecorder,
+    count_fallback,
+    record_circuit,
+)
 from app.core.observers import FanOut, LoggingObserver
 from app.db.api_keys import SqlApiKeyRepository
+from app.db.console import SqlConsoleRepository
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.migrations import current_revision, head_revision
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine, make_sessions
+from app.db.traffic import SqlTrafficRepository
 from app.dispatch.base import BrokeredBackend
 from app.dispatch.celery_dispatcher import CeleryDispatcher
 from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive
@@ -34,6 +42,7 @@ from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
 from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
 from app.domain.jobs import Backend, ReportType, RetryPolicy, worker_name
 from app.domain.ports import ArtifactStore
+from app.domain.traffic import GuardPolicy, TrafficSplit
 from app.reports import default_renderers
 from app.services.delivery import next_delivery
 from app.services.deps import Deps, JobPolicy
@@ -41,6 +50,7 @@ from app.services.health import Check, HealthService
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy
 from app.services.pipeline import run_pipeline
 from app.services.recovery import RecoveryReport, recover_unfinished
+from app.services.traffic import TrafficDial
 from app.storage.local import LocalArtifactStore
 from app.storage.s3 import S3ArtifactStore, s3_client
 from app.webhooks import HttpCallbackSender
@@ -80,6 +90,10 @@ class Container:
         return Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
 
     @cached_property
+    def console(self) -> SqlConsoleRepository:
+        return SqlConsoleRepository(self.engine, make_sessions(self.engine))
+
+    @cached_property
     def health(self) -> HealthService:
         """The ledger and every enabled broker, and every circuit breaker of this process."""
         checks: dict[str, Check] = {
@@ -112,6 +126,38 @@ class Container:
             recorder=MetricsOpsRecorder(),
             probe=self.health.components,
         )
+
+    @cached_property
+    def traffic(self) -> TrafficDial | None:
+        """The runtime traffic dial over the ledger; None on a test's ledger (no schema)."""
+        if not isinstance(self.deps.repo, SqlJobRepository):
+            return None
+        settings = self.settings
+        return TrafficDial(
+            repo=SqlTrafficRepository(make_sessions(self.engine)),
+            initial=TrafficSplit.parse(
+                settings.celery_traffic_percent, settings.celery_traffic_overrides
+            ),
+            guard=GuardPolicy(
+                enabled=settings.traffic_guard_enabled,
+                window=timedelta(seconds=settings.traffic_guard_window),
+                min_jobs=settings.traffic_guard_min_jobs,
+                max_failure_delta=settings.traffic_guard_max_failure_delta,
+                max_wait_ratio=settings.traffic_guard_max_wait_ratio,
+                min_wait_seconds=settings.traffic_guard_min_wait_seconds,
+            ),
+            apply=self._route_by,
+            recorder=MetricsTrafficRecorder(),
+            clock=self.deps.clock,
+        )
+
+    def _route_by(self, split: TrafficSplit) -> None:
+        """Make the router prefer Celery by ``split`` from the next job on."""
+        if isinstance(self.deps.dispatcher, Router):
+            router = self.deps.dispatcher
+            router.policy = replace(
+                router.policy, celery_percent=split.celery_percent, overrides=split.overrides
+            )
 
     @property
     def router(self) -> Router:

@@ -11,18 +11,20 @@ from typing import Any
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import bootstrap
 from app.api.errors import install_error_handlers
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.api.observability import HttpMetricsMiddleware
-from app.api.routes import health, metrics, reports, stats
+from app.api.routes import admin, console, health, metrics, reports, stats
 from app.api.shutdown import DrainMiddleware, install_drain
 from app.core.config import Settings, get_settings
 from app.core.logging import setup_logging
 from app.core.metrics_export import forget_process
 from app.services.auth import ApiKeyCache
+from app.services.traffic import DialLoop
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,18 @@ def operation_id(route: APIRoute) -> str:
     """The route's name as its OpenAPI operationId (``enqueue_heavy``, ``download_report``):
     readable names for generated clients; FastAPI's default repeats the path and method."""
     return route.name
+
+
+def start_dial(container: bootstrap.Container) -> DialLoop | None:
+    """Seed or read the traffic dial, route by it, and keep reading it in the background."""
+    dial = container.traffic
+    if dial is None:
+        return None
+    dial.start()
+    settings = container.settings
+    loop = DialLoop(dial, poll=settings.traffic_poll_seconds, guard=settings.traffic_guard_interval)
+    loop.start()
+    return loop
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
@@ -56,6 +70,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             )
         app.state.draining = False
         restore_signals = install_drain(app.state, settings.drain_seconds)
+        dial_loop = await run_in_threadpool(start_dial, container)
         await run_in_threadpool(container.recover)
         log.info(
             "api.started",
@@ -68,6 +83,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         gc.unfreeze()
         app.state.draining = True
         restore_signals()
+        if dial_loop is not None:
+            await run_in_threadpool(dial_loop.stop)
         await run_in_threadpool(container.close)
         await container.rate_limiter.aclose()
         forget_process()  # this worker's live gauges leave the merged metrics with it
@@ -88,6 +105,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(reports.router)
     app.include_router(stats.router)
+    app.include_router(admin.router)
+    app.mount("/console/static", StaticFiles(directory=console.ROOT / "static"), name="static")
+    app.include_router(console.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app

@@ -168,6 +168,7 @@ def test_the_shipped_queries_read_these_series() -> None:
             "report_jobs_queue_wait_seconds",
             "report_dispatch_fallbacks_total",
             "report_periodic_runs_total",
+            "report_traffic_rollbacks_total",
         }
     )
     assert metrics <= known, metrics - known  # a new metric in a query: say where it lives

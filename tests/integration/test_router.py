@@ -14,7 +14,7 @@ from uuid import UUID
 import pytest
 from app.bootstrap import Container
 from app.domain.auth import Role
-from app.domain.jobs import utcnow
+from app.domain.jobs import ReportType, utcnow
 from app.main import create_app
 from app.services.auth import create_api_key
 from fastapi.testclient import TestClient
@@ -155,26 +155,35 @@ def test_traffic_split_and_per_type_override_route_deterministically(
     celery_session_worker: WorkerProcess,
     rq_session_worker: WorkerProcess,
 ) -> None:
-    with api(
-        backend_env,
-        celery_traffic_percent=50,
-        celery_traffic_overrides={"pdf": 100},
-        environment="production",
-    ) as client:
-        policy = container_of(client).router.policy
-        dummies = [client.post(f"{API}/dummy", json={"seed": i}).json() for i in range(16)]
-        pdf = client.post(f"{API}/heavy", json={"report_type": "pdf", "pages": 1}).json()
-        for job in dummies:
-            share = policy.celery_share(job["report_type"])
-            expected = "celery" if UUID(job["id"]).int % 100 < share else "rq"
-            assert job["backend"] == expected
-        assert pdf["backend"] == "celery"
-        assert {j["backend"] for j in dummies} == {"celery", "rq"}  # 16 ids: both sides
-        for job in [*dummies, pdf]:
-            assert wait_done(client, job["id"])["status"] == "completed"
-        rows = statuses(client)
-        assert rows[("reports", "celery")]["workers"] == 1
-        assert rows[("reports", "rq")]["workers"] == 1
+    with api(backend_env, environment="production") as client:
+        # The session's ledger holds the dial (seeded by the first API): move it at run time.
+        split = {"celery_percent": 50, "overrides": {"pdf": 100}, "reason": "router test"}
+        moved = client.put("/api/v1/admin/traffic", json=split)
+        assert moved.status_code == 200, moved.text
+        try:
+            _route_by_the_split(client)
+        finally:
+            back = {"celery_percent": 100, "overrides": {}, "reason": "router test done"}
+            assert client.put("/api/v1/admin/traffic", json=back).status_code == 200
+
+
+def _route_by_the_split(client: TestClient) -> None:
+    """16 dummies split by job id, the pdf on Celery by its override, all completed."""
+    policy = container_of(client).router.policy
+    assert (policy.celery_percent, policy.celery_share(ReportType.PDF)) == (50, 100)
+    dummies = [client.post(f"{API}/dummy", json={"seed": i}).json() for i in range(16)]
+    pdf = client.post(f"{API}/heavy", json={"report_type": "pdf", "pages": 1}).json()
+    for job in dummies:
+        share = policy.celery_share(job["report_type"])
+        expected = "celery" if UUID(job["id"]).int % 100 < share else "rq"
+        assert job["backend"] == expected
+    assert pdf["backend"] == "celery"
+    assert {j["backend"] for j in dummies} == {"celery", "rq"}  # 16 ids: both sides
+    for job in [*dummies, pdf]:
+        assert wait_done(client, job["id"])["status"] == "completed"
+    rows = statuses(client)
+    assert rows[("reports", "celery")]["workers"] == 1
+    assert rows[("reports", "rq")]["workers"] == 1
 
 
 def test_phase_three_turns_rq_off(backend_env: dict[str, str]) -> None:

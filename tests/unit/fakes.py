@@ -28,6 +28,7 @@ from app.domain.jobs import (
 )
 from app.domain.ports import Cursor, JobFilter, JobPage, Renderer, StatusCount, WorkerCount
 from app.domain.progress import Progress
+from app.domain.traffic import ChangeKind, DialChange, DialState, TrafficSplit, WindowJob
 from app.services.deps import Deps, JobPolicy
 from app.storage.local import LocalArtifactStore
 
@@ -226,3 +227,82 @@ def memory_deps(
         ),
         worker_id=worker_id,
     )
+
+
+class MemoryTrafficRepository:
+    """:class:`~app.domain.ports.TrafficRepository` in memory; ``jobs`` feed the window."""
+
+    def __init__(self) -> None:
+        self.dial: DialState | None = None
+        self.changes: list[DialChange] = []
+        self.jobs: list[WindowJob] = []
+
+    def current(self) -> DialState | None:
+        return self.dial
+
+    def seed(self, split: TrafficSplit, *, now: datetime) -> tuple[DialState, bool]:
+        if self.dial is not None:
+            return self.dial, False
+        self.dial = DialState(split, split, False, 1, now, "environment")
+        self._record(now, "environment", ChangeKind.SEED, None, split, False, "first value")
+        return self.dial, True
+
+    def change(
+        self,
+        split: TrafficSplit,
+        *,
+        pinned: bool,
+        actor: str,
+        kind: ChangeKind,
+        reason: str,
+        now: datetime,
+        expected_version: int | None = None,
+        healthy: TrafficSplit | None = None,
+    ) -> tuple[DialState, DialChange] | None:
+        dial = self.dial
+        if dial is None or expected_version not in (None, dial.version):
+            return None
+        self.dial = DialState(split, healthy or dial.healthy, pinned, dial.version + 1, now, actor)
+        change = self._record(now, actor, kind, dial.split, split, pinned, reason)
+        return self.dial, change
+
+    def mark_healthy(self, split: TrafficSplit, *, version: int) -> bool:
+        if self.dial is None or self.dial.version != version:
+            return False
+        self.dial = replace(self.dial, healthy=split)
+        return True
+
+    def history(self, *, limit: int) -> Sequence[DialChange]:
+        return list(reversed(self.changes))[:limit]
+
+    def window_jobs(self, since: datetime, *, limit: int) -> Sequence[WindowJob]:
+        recent = [j for j in self.jobs if j.created_at >= since]
+        return sorted(recent, key=lambda j: j.created_at, reverse=True)[:limit]
+
+    def _record(
+        self,
+        now: datetime,
+        actor: str,
+        kind: ChangeKind,
+        before: TrafficSplit | None,
+        after: TrafficSplit,
+        pinned: bool,
+        reason: str,
+    ) -> DialChange:
+        change = DialChange(len(self.changes) + 1, now, actor, kind, before, after, pinned, reason)
+        self.changes.append(change)
+        return change
+
+
+class RecordingTrafficRecorder:
+    """:class:`~app.domain.ports.TrafficRecorder` keeping what it was told."""
+
+    def __init__(self) -> None:
+        self.applied_splits: list[TrafficSplit] = []
+        self.changes: list[tuple[ChangeKind, str | None]] = []
+
+    def applied(self, split: TrafficSplit) -> None:
+        self.applied_splits.append(split)
+
+    def changed(self, kind: ChangeKind, cause: str | None = None) -> None:
+        self.changes.append((kind, cause))

@@ -211,6 +211,61 @@ class RoutingSettings(SettingsGroup):
         return value
 
 
+class TrafficSettings(SettingsGroup):
+    """Traffic dial and guard.
+
+    The split kept in the ledger at run time (CELERY_TRAFFIC_PERCENT gives its first
+    value) and the guard that rolls a bad step back; see [console](console.md).
+    """
+
+    traffic_poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How often each API process reads the traffic dial from the ledger: a "
+        "move made on one replica is applied by all within this time.",
+    )
+    traffic_guard_enabled: bool = Field(
+        True, description="Roll the dial back by itself when a step makes Celery worse than RQ."
+    )
+    traffic_guard_interval: float = Field(
+        15.0, gt=0, le=3600, description="Seconds between two judgements of the guard."
+    )
+    traffic_guard_window: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="Seconds of jobs the guard compares (the sliding window); a step is also "
+        "on probation for this long before it becomes the value to roll back to.",
+    )
+    traffic_guard_min_jobs: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Celery jobs of the window needed before the guard judges (and RQ jobs "
+        "before RQ's figures are the baseline instead of zero).",
+    )
+    traffic_guard_max_failure_delta: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="Roll back when Celery's failure rate exceeds RQ's by more than this.",
+    )
+    traffic_guard_max_wait_ratio: float = Field(
+        3.0,
+        ge=1,
+        le=1000,
+        description="Roll back when Celery's mean queue wait exceeds RQ's times this (and "
+        "TRAFFIC_GUARD_MIN_WAIT_SECONDS).",
+    )
+    traffic_guard_min_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description="A mean queue wait under this never triggers a rollback.",
+    )
+
+
 class JobSettings(SettingsGroup):
     """Jobs and workers.
 
@@ -502,6 +557,7 @@ class Settings(
     LedgerSettings,
     BrokerSettings,
     RoutingSettings,
+    TrafficSettings,
     JobSettings,
     StorageSettings,
     CallbackSettings,

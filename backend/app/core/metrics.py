@@ -17,6 +17,7 @@ from uuid import UUID
 from prometheus_client import Counter, Gauge, Histogram
 
 from app.domain.jobs import Backend, ReportJob, ReportType
+from app.domain.traffic import GUARD_CAUSES, ChangeKind, TrafficSplit
 
 JOB_LABELS = ("job_type", "queue", "backend")
 
@@ -114,6 +115,22 @@ CIRCUIT_OPENED = Counter(
     ["circuit"],
 )
 CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+TRAFFIC_SHARE = Gauge(
+    "report_traffic_celery_percent",
+    "Share of jobs (percent) preferring Celery over RQ, per report type, as applied.",
+    ["job_type"],
+    multiprocess_mode="mostrecent",
+)
+TRAFFIC_CHANGES = Counter(
+    "report_traffic_changes_total",
+    "Changes of the traffic dial: seed, operator, rollback (counted by the process that made it).",
+    ["kind"],
+)
+TRAFFIC_ROLLBACKS = Counter(
+    "report_traffic_rollbacks_total",
+    "Automatic rollbacks of the traffic dial by the guard, by cause.",
+    ["cause"],
+)
 
 _FINAL = {"completed", "failed", "cancelled", "dispatch_failed"}
 
@@ -232,6 +249,19 @@ def record_circuit(name: str, state: str) -> None:
         opened.inc()
 
 
+class MetricsTrafficRecorder:
+    """:class:`~app.domain.ports.TrafficRecorder`: the applied split and the dial's changes."""
+
+    def applied(self, split: TrafficSplit) -> None:
+        for job_type in ReportType:
+            TRAFFIC_SHARE.labels(job_type.value).set(split.share(job_type))
+
+    def changed(self, kind: ChangeKind, cause: str | None = None) -> None:
+        TRAFFIC_CHANGES.labels(kind.value).inc()
+        if cause is not None:
+            TRAFFIC_ROLLBACKS.labels(cause).inc()
+
+
 class MetricsOpsRecorder:
     """:class:`~app.domain.ports.OpsRecorder`: periodic runs and component health as metrics."""
 
@@ -264,8 +294,9 @@ def initialise_series() -> None:
     ``report_jobs_retries_total`` had no series until the first retry, and an alert or a
     panel on it showed nothing rather than 0. Created here: the job metrics for every
     report type x backend (and final status), the fallbacks for every preferred → chosen
-    backend and reason, the periodic runs for every task and outcome. Not the health
-    gauges (``report_component_*``): 0 would read "down" before the first check.
+    backend and reason, the periodic runs for every task and outcome, the traffic dial's
+    changes and rollbacks. Not the health gauges (``report_component_*``): 0 would read
+    "down" before the first check; nor the applied traffic share: 0 would read "all RQ".
 
     Call it once the value class is final (:func:`app.core.metrics_export.enable_multiprocess`
     does): a series created before multiprocess mode is on would never reach the files.
@@ -292,3 +323,7 @@ def initialise_series() -> None:
     for task in PERIODIC_TASKS:
         for outcome in PERIODIC_OUTCOMES:
             PERIODIC_RUNS.labels(task, outcome)
+    for kind in ChangeKind:
+        TRAFFIC_CHANGES.labels(kind.value)
+    for cause in GUARD_CAUSES:
+        TRAFFIC_ROLLBACKS.labels(cause)

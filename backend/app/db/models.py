@@ -1,4 +1,4 @@
-"""The ledger schema: one row per report job."""
+"""The ledger schema: one row per report job, and the operations tables beside it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -160,3 +161,52 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (CheckConstraint(f"role IN ({_ROLES})", name="role"),)
+
+
+class TrafficDialRow(Base):
+    """The traffic dial: one row (id 1), moved at run time, read by every API process."""
+
+    __tablename__ = "traffic_dial"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    split: Mapped[dict[str, Any]] = mapped_column(JSON)
+    healthy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    changed_by: Mapped[str] = mapped_column(String(160))
+
+    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
+
+
+class TrafficChangeRow(Base):
+    """One audited change of the dial: who, when, from, to, why."""
+
+    __tablename__ = "traffic_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(160))
+    kind: Mapped[str] = mapped_column(String(16))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_traffic_changes_at", "at"),)
+
+
+class ConsoleSessionRow(Base):
+    """A signed-in console browser: the SHA-256 of its cookie, its caller and CSRF token."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(32))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_console_sessions_last_seen", "last_seen"),)

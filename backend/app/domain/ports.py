@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from app.domain.auth import ApiKey
+from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.jobs import (
     Artifact,
     Backend,
@@ -21,6 +22,7 @@ from app.domain.jobs import (
     ReportType,
 )
 from app.domain.progress import Progress
+from app.domain.traffic import ChangeKind, DialChange, DialState, TrafficSplit, WindowJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,4 +344,89 @@ class ApiKeyRepository(Protocol):
 
     def revoke(self, key_id: str, *, now: datetime) -> ApiKey | None:
         """Revoke an active key; ``None`` when no active key has this id."""
+        ...
+
+
+class TrafficRepository(Protocol):
+    """The traffic dial (one row) and its audit trail; each call is one transaction."""
+
+    def current(self) -> DialState | None:
+        """The dial, or None before it was first seeded."""
+        ...
+
+    def seed(self, split: TrafficSplit, *, now: datetime) -> tuple[DialState, bool]:
+        """Create the dial at ``split`` unless it exists (audited as a seed); the dial, and
+        whether this call created it."""
+        ...
+
+    def change(
+        self,
+        split: TrafficSplit,
+        *,
+        pinned: bool,
+        actor: str,
+        kind: ChangeKind,
+        reason: str,
+        now: datetime,
+        expected_version: int | None = None,
+        healthy: TrafficSplit | None = None,
+    ) -> tuple[DialState, DialChange] | None:
+        """Move the dial and record the change in one transaction.
+
+        ``healthy`` also replaces the last healthy value. With ``expected_version``, only
+        if the dial is still at that version (None when it moved meanwhile: another
+        replica's guard or an operator got there first).
+        """
+        ...
+
+    def mark_healthy(self, split: TrafficSplit, *, version: int) -> bool:
+        """Remember ``split`` as the last healthy value if the dial is still at ``version``."""
+        ...
+
+    def history(self, *, limit: int) -> Sequence[DialChange]:
+        """The latest changes, newest first."""
+        ...
+
+    def window_jobs(self, since: datetime, *, limit: int) -> Sequence[WindowJob]:
+        """Celery and RQ jobs created since ``since``, newest first, at most ``limit``."""
+        ...
+
+
+class TrafficRecorder(Protocol):
+    """Where the dial reports what it applied and what changed (metrics)."""
+
+    def applied(self, split: TrafficSplit) -> None:
+        """This process now routes by ``split``."""
+        ...
+
+    def changed(self, kind: ChangeKind, cause: str | None = None) -> None:
+        """This process changed the dial (a rollback gives its ``cause``)."""
+        ...
+
+
+class ConsoleRepository(Protocol):
+    """The console's reads of the ledger, and its sessions."""
+
+    def jobs(self, where: ConsoleFilter, *, limit: int, after: Cursor | None) -> JobPage:
+        """Newest first, keyset-paginated, by every filter of the jobs page."""
+        ...
+
+    def count_by_status(self, where: ConsoleFilter) -> Mapping[JobStatus, int]:
+        """How many jobs per status match ``where`` (its status aside)."""
+        ...
+
+    def last_activity(self, backend: Backend) -> datetime | None:
+        """The last time a job of ``backend`` changed (its newest ``updated_at``)."""
+        ...
+
+    def add_session(self, session: ConsoleSession) -> None: ...
+
+    def find_session(self, token_hash: str) -> ConsoleSession | None: ...
+
+    def touch_session(self, token_hash: str, *, now: datetime) -> None: ...
+
+    def delete_session(self, token_hash: str) -> None: ...
+
+    def delete_idle_sessions(self, before: datetime) -> int:
+        """Forget the sessions last seen before ``before``; returns how many."""
         ...

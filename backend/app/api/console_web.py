@@ -1,0 +1,168 @@
+"""The console's web plumbing: rendering with its security headers, the session cookie,
+CSRF-checked forms, and the jobs page's query parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+from uuid import UUID
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from app.api.dependencies import get_container
+from app.bootstrap import Container
+from app.domain.console import ConsoleFilter, ConsoleSession
+from app.domain.errors import InvalidInput, Unauthenticated
+from app.domain.jobs import Backend, JobStatus, Queue, ReportType, utcnow
+from app.domain.ports import Cursor
+from app.services import console as svc
+
+ROOT = Path(__file__).resolve().parents[1] / "console"
+COOKIE = "console_session"
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+templates = Jinja2Templates(directory=ROOT / "templates")
+
+
+def secured(response: Response) -> Response:
+    response.headers.update(HEADERS)
+    return response
+
+
+def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    return secured(templates.TemplateResponse(request, name, context, status_code=status))
+
+
+def redirect(url: str) -> Response:
+    return secured(RedirectResponse(url, status_code=303))
+
+
+async def session_of(request: Request) -> ConsoleSession:
+    """The caller's session; with keys off (development), a new one is made on the fly."""
+    container = get_container(request)
+    return await run_in_threadpool(
+        svc.resolve_session,
+        keys=container.api_keys,
+        console=container.console,
+        token=request.cookies.get(COOKIE),
+        now=utcnow(),
+        keys_required=container.settings.auth_required,
+    )
+
+
+async def form_of(request: Request, session: ConsoleSession) -> dict[str, str]:
+    """The url-encoded form, once its CSRF token matched the session's."""
+    fields = {k: v[-1] for k, v in parse_qs((await request.body()).decode()).items()}
+    svc.check_csrf(session, fields.get("csrf"))
+    return fields
+
+
+def with_cookie(request: Request, response: Response, token: str) -> Response:
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console",
+        max_age=int(svc.IDLE_TIMEOUT.total_seconds()) * 48,
+    )
+    return response
+
+
+async def signed_in(request: Request) -> tuple[ConsoleSession, Response | None]:
+    """The session, or where to send a browser that has none (the sign-in page, or a
+    fresh development session)."""
+    try:
+        return await session_of(request), None
+    except Unauthenticated:
+        container = get_container(request)
+        if container.settings.auth_required:
+            target = "/console/sign-in?" + urlencode({"next": request.url.path})
+            return _NO_SESSION, redirect(target)
+        token, session = await run_in_threadpool(new_session, container, None)
+        return session, with_cookie(request, redirect(str(request.url)), token)
+
+
+_NO_SESSION = ConsoleSession("", "", svc.DEVELOPER.role, "", "", utcnow(), utcnow())
+
+
+def new_session(container: Container, key: str | None) -> tuple[str, ConsoleSession]:
+    return svc.sign_in(
+        keys=container.api_keys,
+        console=container.console,
+        presented=key,
+        now=utcnow(),
+        keys_required=container.settings.auth_required,
+    )
+
+
+def _choice(enum: Any, raw: str | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return enum(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"Unknown value {raw!r}.", code="INVALID_FILTER") from exc
+
+
+def _moment(raw: str | None) -> datetime | None:
+    """``YYYY-MM-DDTHH:MM`` (a datetime-local field, read as UTC) or ISO 8601."""
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"Not a date and time: {raw!r}.", code="INVALID_FILTER") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cursor(raw: str | None) -> Cursor | None:
+    if not raw or "|" not in raw:
+        return None
+    at, _, job_id = raw.partition("|")
+    moment = _moment(at)
+    try:
+        return Cursor(moment, UUID(job_id)) if moment else None
+    except ValueError as exc:
+        raise InvalidInput("Not a page cursor.", code="INVALID_FILTER") from exc
+
+
+def filters(query: Mapping[str, str]) -> ConsoleFilter:
+    return ConsoleFilter(
+        status=_choice(JobStatus, query.get("status")),
+        report_type=_choice(ReportType, query.get("report_type")),
+        backend=_choice(Backend, query.get("backend")),
+        queue=_choice(Queue, query.get("queue")),
+        owner=query.get("owner") or None,
+        since=_moment(query.get("since")),
+        until=_moment(query.get("until")),
+    )
+
+
+def number(raw: str) -> Any:
+    """An integer when the text is one, else the text itself (the domain refuses it)."""
+    text = raw.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,124 @@
+"""The SQL console repository: the jobs page's queries and the console's sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Engine, Select, Table, and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import ConsoleSessionRow, ReportJobRow
+from app.db.repository import to_job
+from app.domain.auth import Role
+from app.domain.console import ConsoleFilter, ConsoleSession
+from app.domain.jobs import Backend, JobStatus
+from app.domain.ports import Cursor, JobPage
+
+_J = cast(Table, ReportJobRow.__table__)
+
+
+class SqlConsoleRepository:
+    """:class:`~app.domain.ports.ConsoleRepository` over SQLAlchemy."""
+
+    def __init__(self, engine: Engine, sessions: sessionmaker[Session]) -> None:
+        self._engine = engine
+        self._sessions = sessions
+
+    def jobs(self, where: ConsoleFilter, *, limit: int, after: Cursor | None) -> JobPage:
+        stmt = _filtered(select(_J), where, with_status=True)
+        stmt = stmt.order_by(_J.c.created_at.desc(), _J.c.id.desc()).limit(limit + 1)
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    _J.c.created_at < after.created_at,
+                    and_(_J.c.created_at == after.created_at, _J.c.id < after.id),
+                )
+            )
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        items = [to_job(r) for r in rows[:limit]]
+        more = len(rows) > limit and bool(items)
+        return JobPage(items, Cursor(items[-1].created_at, items[-1].id) if more else None)
+
+    def count_by_status(self, where: ConsoleFilter) -> Mapping[JobStatus, int]:
+        stmt = _filtered(select(_J.c.status, func.count()), where, with_status=False)
+        with self._engine.connect() as conn:
+            counted = {JobStatus(s): n for s, n in conn.execute(stmt.group_by(_J.c.status))}
+        return {status: counted.get(status, 0) for status in JobStatus}
+
+    def last_activity(self, backend: Backend) -> datetime | None:
+        stmt = select(func.max(_J.c.updated_at)).where(_J.c.backend == backend.value)
+        with self._engine.connect() as conn:
+            value = conn.execute(stmt).scalar()
+        return _aware(value)
+
+    def add_session(self, session: ConsoleSession) -> None:
+        with self._sessions.begin() as db:
+            db.add(
+                ConsoleSessionRow(
+                    token_hash=session.token_hash,
+                    owner=session.owner,
+                    role=session.role.value,
+                    key_id=session.key_id,
+                    csrf=session.csrf,
+                    created_at=session.created_at,
+                    last_seen=session.last_seen,
+                )
+            )
+
+    def find_session(self, token_hash: str) -> ConsoleSession | None:
+        with self._sessions() as db:
+            row = db.get(ConsoleSessionRow, token_hash)
+            if row is None:
+                return None
+            return ConsoleSession(
+                token_hash=row.token_hash,
+                owner=row.owner,
+                role=Role(row.role),
+                key_id=row.key_id,
+                csrf=row.csrf,
+                created_at=row.created_at,
+                last_seen=row.last_seen,
+            )
+
+    def touch_session(self, token_hash: str, *, now: datetime) -> None:
+        t = ConsoleSessionRow
+        with self._sessions.begin() as db:
+            db.execute(update(t).where(t.token_hash == token_hash).values(last_seen=now))
+
+    def delete_session(self, token_hash: str) -> None:
+        t = ConsoleSessionRow
+        with self._sessions.begin() as db:
+            db.execute(delete(t).where(t.token_hash == token_hash))
+
+    def delete_idle_sessions(self, before: datetime) -> int:
+        t = ConsoleSessionRow
+        with self._engine.begin() as conn:
+            return conn.execute(delete(t).where(t.last_seen < before)).rowcount or 0
+
+
+def _filtered(stmt: Select[Any], where: ConsoleFilter, *, with_status: bool) -> Select[Any]:
+    for column, value in (
+        (_J.c.status, where.status if with_status else None),
+        (_J.c.report_type, where.report_type),
+        (_J.c.backend, where.backend),
+        (_J.c.queue, where.queue),
+        (_J.c.owner, where.owner),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if where.since is not None:
+        stmt = stmt.where(_J.c.created_at >= where.since)
+    if where.until is not None:
+        stmt = stmt.where(_J.c.created_at < where.until)
+    return stmt
+
+
+def _aware(value: object) -> datetime | None:
+    """``max()`` bypasses the column type: SQLite returns text, PostgreSQL an aware value."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,105 @@
+"""Console sessions on in-memory adapters: sign-in, idle timeout, revoked keys, CSRF."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from app.domain.auth import Role
+from app.domain.console import ConsoleSession
+from app.domain.errors import Forbidden, Unauthenticated
+from app.services.auth import create_api_key, revoke_api_key
+from app.services.console import (
+    IDLE_TIMEOUT,
+    check_csrf,
+    resolve_session,
+    sign_in,
+    sign_out,
+)
+
+from tests.unit.test_auth import MemoryKeys
+
+T0 = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+
+
+class MemorySessions:
+    """The session half of :class:`~app.domain.ports.ConsoleRepository`."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ConsoleSession] = {}
+
+    def add_session(self, session: ConsoleSession) -> None:
+        self.rows[session.token_hash] = session
+
+    def find_session(self, token_hash: str) -> ConsoleSession | None:
+        return self.rows.get(token_hash)
+
+    def touch_session(self, token_hash: str, *, now: datetime) -> None:
+        self.rows[token_hash] = replace(self.rows[token_hash], last_seen=now)
+
+    def delete_session(self, token_hash: str) -> None:
+        self.rows.pop(token_hash, None)
+
+    def delete_idle_sessions(self, before: datetime) -> int:
+        idle = [h for h, s in self.rows.items() if s.last_seen < before]
+        for token_hash in idle:
+            del self.rows[token_hash]
+        return len(idle)
+
+
+def signed_in() -> tuple[MemoryKeys, MemorySessions, str, str]:
+    keys, sessions = MemoryKeys(), MemorySessions()
+    record, plain = create_api_key(keys, owner="ops", role=Role.OPERATOR, now=T0)
+    token, _ = sign_in(keys=keys, console=sessions, presented=plain, now=T0, keys_required=True)  # type: ignore[arg-type]
+    return keys, sessions, token, record.key_id
+
+
+def resolve(
+    keys: MemoryKeys, sessions: MemorySessions, token: str, now: datetime
+) -> ConsoleSession:
+    return resolve_session(keys=keys, console=sessions, token=token, now=now, keys_required=True)  # type: ignore[arg-type]
+
+
+def test_only_the_token_hash_is_stored_and_activity_keeps_the_session() -> None:
+    keys, sessions, token, _ = signed_in()
+    assert token not in sessions.rows
+    assert all(token not in str(s) for s in sessions.rows.values())
+    now = T0
+    for _ in range(4):  # a request every 20 min: never idle for 30
+        now += IDLE_TIMEOUT - timedelta(minutes=10)
+        assert resolve(keys, sessions, token, now).owner == "ops"
+
+
+def test_an_idle_session_is_signed_out() -> None:
+    keys, sessions, token, _ = signed_in()
+    with pytest.raises(Unauthenticated):
+        resolve(keys, sessions, token, T0 + IDLE_TIMEOUT + timedelta(seconds=1))
+    assert sessions.rows == {}
+    with pytest.raises(Unauthenticated):  # and stays out
+        resolve(keys, sessions, token, T0)
+
+
+def test_a_revoked_key_ends_its_sessions_and_signing_out_too() -> None:
+    keys, sessions, token, key_id = signed_in()
+    revoke_api_key(keys, key_id, now=T0)
+    with pytest.raises(Unauthenticated):
+        resolve(keys, sessions, token, T0 + timedelta(seconds=1))
+    keys, sessions, token, _ = signed_in()
+    sign_out(console=sessions, token=token)  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated):
+        resolve(keys, sessions, token, T0)
+
+
+def test_bad_keys_get_no_session_and_forms_need_the_csrf_token() -> None:
+    keys, sessions = MemoryKeys(), MemorySessions()
+    for presented in (None, "", "rk_0_nope"):
+        with pytest.raises(Unauthenticated):
+            sign_in(keys=keys, console=sessions, presented=presented, now=T0, keys_required=True)  # type: ignore[arg-type]
+    assert sessions.rows == {}
+    keys, sessions, token, _ = signed_in()
+    session = resolve(keys, sessions, token, T0)
+    check_csrf(session, session.csrf)
+    for forged in (None, "", session.csrf[:-1] + "x"):
+        with pytest.raises(Forbidden):
+            check_csrf(session, forged)
