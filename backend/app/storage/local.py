@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 from uuid import UUID
 
 from app.domain.jobs import Artifact
+from app.storage.scratch import ScratchFiles, artifact_key
 
 _CHUNK = 1 << 20
 _PUBLISH_TRIES = 3
 
 
-class LocalArtifactStore:
+class LocalArtifactStore(ScratchFiles):
     """:class:`~app.domain.ports.ArtifactStore` in a directory.
 
     A report lives at ``<root>/<job id>/<attempt>/<filename>`` (keys written before attempts
@@ -25,11 +25,7 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self._tmp = self.root / ".tmp"
-        self._tmp.mkdir(parents=True, exist_ok=True)
-
-    def temp_path(self, job_id: UUID, extension: str) -> Path:
-        return self._tmp / f"{job_id}-{secrets.token_hex(4)}.{extension}.part"
+        super().__init__(self.root / ".tmp")
 
     def save(
         self,
@@ -47,8 +43,7 @@ class LocalArtifactStore:
                 digest.update(chunk)
             os.fsync(fh.fileno())
         size = temp.stat().st_size
-        folder = str(job_id) if attempt is None else f"{job_id}/{attempt}"
-        key = f"{folder}/{Path(filename).name}"
+        key = artifact_key(job_id, filename, attempt)
         final = self.root / key
         for tries_left in reversed(range(_PUBLISH_TRIES)):
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -66,9 +61,6 @@ class LocalArtifactStore:
             size_bytes=size,
             sha256=digest.hexdigest(),
         )
-
-    def discard(self, temp: Path) -> None:
-        temp.unlink(missing_ok=True)
 
     def delete(self, artifact: Artifact) -> None:
         path = self.local_path(artifact)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -33,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from app.domain.errors import Misconfigured, NotFound, StorageUnavailable
 from app.domain.jobs import Artifact
+from app.storage.scratch import ScratchFiles, artifact_key
 
 _CHUNK = 1 << 20
 _MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
@@ -62,7 +62,7 @@ def s3_client(*, endpoint_url: str | None, region: str, path_style: bool, timeou
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
-class S3ArtifactStore:
+class S3ArtifactStore(ScratchFiles):
     """:class:`~app.domain.ports.ArtifactStore` in one bucket."""
 
     def __init__(
@@ -78,8 +78,7 @@ class S3ArtifactStore:
         self.signer = signer or client  # presigns for the address download clients reach
         self.bucket = bucket
         self.part_size = multipart_threshold
-        self._tmp = scratch
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        super().__init__(scratch)
 
     def verify(self) -> None:
         """Refuse to start on a bucket that is missing or credentials it refuses."""
@@ -125,12 +124,6 @@ class S3ArtifactStore:
         with _unavailable("ping"):
             self.client.head_bucket(Bucket=self.bucket)
 
-    def temp_path(self, job_id: UUID, extension: str) -> Path:
-        return self._tmp / f"{job_id}-{secrets.token_hex(4)}.{extension}.part"
-
-    def discard(self, temp: Path) -> None:
-        temp.unlink(missing_ok=True)
-
     def save(
         self,
         temp: Path,
@@ -141,8 +134,7 @@ class S3ArtifactStore:
         attempt: int | None = None,
         checkpoint: Callable[[], None] | None = None,
     ) -> Artifact:
-        name = Path(filename).name
-        key = f"{job_id}/{name}" if attempt is None else f"{job_id}/{attempt}/{name}"
+        key = artifact_key(job_id, filename, attempt)
         size, sha256, md5 = _digest(temp)
         extra = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
         with _unavailable("upload"):
@@ -164,7 +156,11 @@ class S3ArtifactStore:
                 self._multipart(temp, key, extra, checkpoint or (lambda: None))
         temp.unlink(missing_ok=True)
         return Artifact(
-            key=key, filename=name, content_type=content_type, size_bytes=size, sha256=sha256
+            key=key,
+            filename=Path(key).name,
+            content_type=content_type,
+            size_bytes=size,
+            sha256=sha256,
         )
 
     def _multipart(
