@@ -60,6 +60,14 @@ def test_no_page_or_action_without_a_session(api: LiveServer) -> None:
         wrong = anonymous.post("/console/sign-in", data={"api_key": "rk_0_wrong"})
         assert wrong.status_code == 401
         assert "console_session" not in wrong.headers.get("set-cookie", "")
+        # Login CSRF: another site's page posting a valid key gets no session.
+        forged = anonymous.post(
+            "/console/sign-in",
+            data={"api_key": api.api_key},
+            headers={"Origin": "https://elsewhere.example"},
+        )
+        assert forged.status_code == 403
+        assert "console_session" not in forged.headers.get("set-cookie", "")
 
 
 def test_session_cookie_and_headers(api: LiveServer) -> None:

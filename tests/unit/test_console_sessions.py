@@ -103,3 +103,19 @@ def test_bad_keys_get_no_session_and_forms_need_the_csrf_token() -> None:
     for forged in (None, "", session.csrf[:-1] + "x"):
         with pytest.raises(Forbidden):
             check_csrf(session, forged)
+
+
+def test_the_idle_timeout_is_the_setting() -> None:
+    """CONSOLE_IDLE_MINUTES reaches the session check through the web layer."""
+    from app.api.console_web import idle_timeout
+    from app.bootstrap import Container
+    from app.core.config import Settings
+
+    settings = Settings(_env_file=None, console_idle_minutes=5)  # type: ignore[call-arg]
+    idle = idle_timeout(Container(settings=settings, engine=None, deps=None, inline=None))  # type: ignore[arg-type]
+    assert idle == timedelta(minutes=5)
+    keys, sessions, token, _ = signed_in()
+    check = {"keys": keys, "console": sessions, "token": token, "keys_required": True}
+    assert resolve_session(now=T0 + timedelta(minutes=4), idle=idle, **check).owner == "ops"  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated):
+        resolve_session(now=T0 + timedelta(minutes=10), idle=idle, **check)  # type: ignore[arg-type]

@@ -4,10 +4,10 @@ CSRF-checked forms, and the jobs page's query parsing."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 from uuid import UUID
 
 from fastapi import Request
@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.dependencies import get_container
 from app.bootstrap import Container
 from app.domain.console import ConsoleFilter, ConsoleSession
-from app.domain.errors import InvalidInput, Unauthenticated
+from app.domain.errors import Forbidden, InvalidInput, Unauthenticated
 from app.domain.jobs import Backend, JobStatus, Queue, ReportType, utcnow
 from app.domain.ports import Cursor
 from app.services import console as svc
@@ -61,7 +61,21 @@ async def session_of(request: Request) -> ConsoleSession:
         token=request.cookies.get(COOKIE),
         now=utcnow(),
         keys_required=container.settings.auth_required,
+        idle=idle_timeout(container),
     )
+
+
+def idle_timeout(container: Container) -> timedelta:
+    return timedelta(minutes=container.settings.console_idle_minutes)
+
+
+def check_origin(request: Request) -> None:
+    """A browser posting from another site names it in ``Origin``: refused, so that no page
+    elsewhere can sign a visitor in under its own key (login CSRF). No header: not a
+    browser's cross-site form."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("The form was posted from another site.", code="CSRF_FAILED")
 
 
 async def form_of(request: Request, session: ConsoleSession) -> dict[str, str]:
@@ -79,7 +93,7 @@ def with_cookie(request: Request, response: Response, token: str) -> Response:
         samesite="strict",
         secure=request.url.scheme == "https",
         path="/console",
-        max_age=int(svc.IDLE_TIMEOUT.total_seconds()) * 48,
+        max_age=int(idle_timeout(get_container(request)).total_seconds()) * 48,
     )
     return response
 
@@ -108,6 +122,7 @@ def new_session(container: Container, key: str | None) -> tuple[str, ConsoleSess
         presented=key,
         now=utcnow(),
         keys_required=container.settings.auth_required,
+        idle=idle_timeout(container),
     )
 
 

@@ -477,6 +477,9 @@ class SecuritySettings(SettingsGroup):
         "revoked key works at most that long; 0: always ask.",
         json_schema_extra={"doc_default": "`5` in production, else `0`"},
     )
+    console_idle_minutes: int = Field(
+        30, ge=1, le=1440, description="Minutes without a request before a console session ends."
+    )
     rate_limit_requests: int = Field(
         100,
         ge=1,

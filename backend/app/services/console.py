@@ -35,7 +35,7 @@ from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.queries import QueueStatus, get_job, queue_status
 
-#: A session unused for this long is signed out.
+#: A session unused for this long is signed out (``CONSOLE_IDLE_MINUTES``'s default).
 IDLE_TIMEOUT = timedelta(minutes=30)
 #: ``last_seen`` is written at most this often per session (not on every request).
 TOUCH_EVERY = timedelta(seconds=60)
@@ -55,6 +55,7 @@ def sign_in(
     presented: str | None,
     now: datetime,
     keys_required: bool,
+    idle: timedelta = IDLE_TIMEOUT,
 ) -> tuple[str, ConsoleSession]:
     """A new session for the caller ``presented`` stands for; the cookie's token and it.
 
@@ -73,7 +74,7 @@ def sign_in(
         last_seen=now,
     )
     console.add_session(session)
-    console.delete_idle_sessions(now - IDLE_TIMEOUT)
+    console.delete_idle_sessions(now - idle)
     return token, session
 
 
@@ -84,6 +85,7 @@ def resolve_session(
     token: str | None,
     now: datetime,
     keys_required: bool,
+    idle: timedelta = IDLE_TIMEOUT,
 ) -> ConsoleSession:
     """The live session of a cookie.
 
@@ -93,7 +95,7 @@ def resolve_session(
     session = console.find_session(token_hash(token)) if token else None
     if session is None:
         raise Unauthenticated("Sign in to the console.", code="CONSOLE_SIGN_IN")
-    if now - session.last_seen > IDLE_TIMEOUT:
+    if now - session.last_seen > idle:
         console.delete_session(session.token_hash)
         raise Unauthenticated("The session timed out: sign in again.", code="CONSOLE_SIGN_IN")
     if keys_required:

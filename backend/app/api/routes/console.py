@@ -46,9 +46,11 @@ async def sign_in(request: Request) -> Response:
     fields = {k: v[-1] for k, v in parse_qs((await request.body()).decode()).items()}
     container = get_container(request)
     try:
+        web.check_origin(request)
         token, _ = await run_in_threadpool(web.new_session, container, fields.get("api_key"))
-    except Unauthenticated as exc:
-        return web.page(request, "sign_in.html", 401, session=None, error=exc.message)
+    except (Unauthenticated, Forbidden) as exc:
+        status = 403 if isinstance(exc, Forbidden) else 401
+        return web.page(request, "sign_in.html", status, session=None, error=exc.message)
     return web.with_cookie(request, web.redirect("/console/jobs"), token)
 
 
