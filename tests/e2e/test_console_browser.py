@@ -156,14 +156,16 @@ def test_an_operator_runs_the_console_in_a_browser(
     assert digest == finished["artifact"]["sha256"]
     page.screenshot(path=str(shots / "job-completed.png"), full_page=True)
 
-    # Run again: a new job with the same parameters.
+    # Run again: a new job with the same parameters, linked both ways in the ledger.
     page.click("#run-again")
-    page.wait_for_url(f"**from={done['id']}")
+    page.wait_for_url(lambda url: "/console/jobs/" in url and done["id"] not in url)
     again_id = page.url.split("/console/jobs/")[1].split("?")[0]
-    assert again_id != done["id"]
     assert done["id"] in page.inner_text("#rerun-of")
     again = wait_for(api.client(), again_id)
     assert (again["status"], again["report_type"], again["backend"]) == ("completed", "dummy", "rq")
+    assert again["params"] == finished["params"]
+    page.goto(f"{api.url}/console/jobs/{done['id']}")
+    assert again_id in page.inner_text("#reruns")
 
     # Move the dial: the next job lands on Celery.
     page.goto(f"{api.url}/console/queues")

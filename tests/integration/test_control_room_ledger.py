@@ -135,6 +135,13 @@ def test_window_and_console_queries(engine: Engine) -> None:
     assert last is not None
     assert abs((last - rows[1].updated_at).total_seconds()) < 1
     assert console.last_activity(Backend.INLINE) is not None
+    # "Run again" links both ways: the new row names its origin, the origin finds it.
+    again = replace(_job("alice", Backend.RQ, JobStatus.QUEUED, 0), rerun_of=rows[0].id)
+    jobs.add(again)
+    assert jobs.get(again.id).rerun_of == rows[0].id  # type: ignore[union-attr]
+    reruns = console.jobs(ConsoleFilter(rerun_of=rows[0].id), limit=5, after=None).items
+    assert [j.id for j in reruns] == [again.id]
+    assert console.jobs(ConsoleFilter(rerun_of=rows[1].id), limit=5, after=None).items == []
 
 
 def test_console_sessions(engine: Engine) -> None:

@@ -173,11 +173,3 @@ def number(raw: str) -> Any:
     """An integer when the text is one, else the text itself (the domain refuses it)."""
     text = raw.strip()
     return int(text) if text.lstrip("-").isdigit() else text
-
-
-def is_uuid(text: str) -> bool:
-    try:
-        UUID(text)
-    except ValueError:
-        return False
-    return True

@@ -106,6 +106,7 @@ def _filtered(stmt: Select[Any], where: ConsoleFilter, *, with_status: bool) -> 
         (_J.c.backend, where.backend),
         (_J.c.queue, where.queue),
         (_J.c.owner, where.owner),
+        (_J.c.rerun_of, where.rerun_of),
     ):
         if value is not None:
             stmt = stmt.where(column == value)

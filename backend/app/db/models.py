@@ -103,6 +103,7 @@ class ReportJobRow(Base):
     notify_error: Mapped[str | None] = mapped_column(Text)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     redispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rerun_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUSES})", name="status"),
@@ -114,6 +115,7 @@ class ReportJobRow(Base):
         Index("ix_report_jobs_type_created", "report_type", "created_at", "id"),
         Index("ix_report_jobs_backend_created", "backend", "created_at", "id"),
         Index("ix_report_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ix_report_jobs_rerun_of", "rerun_of"),
         # One job per (owner, Idempotency-Key): a replayed POST finds it, never makes another.
         Index("uq_report_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
     )

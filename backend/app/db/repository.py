@@ -408,6 +408,7 @@ def _to_values(job: ReportJob) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "callback_url": job.callback_url,
+        "rerun_of": job.rerun_of,
         "document_key": job.document.key if job.document else None,
         "document_size": job.document.size_bytes if job.document else None,
         "document_sha256": job.document.sha256 if job.document else None,
@@ -453,6 +454,7 @@ def to_job(row: Row[Any] | ReportJobRow) -> ReportJob:
         started_at=row.started_at,
         finished_at=row.finished_at,
         callback_url=row.callback_url,
+        rerun_of=row.rerun_of,
         document=_document(row),
         notification=_notification(row),
     )

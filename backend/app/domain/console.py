@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
 from app.domain.auth import Principal, Role
 from app.domain.jobs import Backend, JobStatus, Queue, ReportType
@@ -20,6 +21,7 @@ class ConsoleFilter:
     owner: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    rerun_of: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -339,6 +339,7 @@ class ReportJob:
     callback_url: str | None = None
     document: Artifact | None = None
     notification: Notification | None = None
+    rerun_of: UUID | None = None  # the job this one runs again (the console's "Run again")
 
     QUEUE_FOR_TYPE: ClassVar[Queue] = Queue.REPORTS
 
@@ -353,6 +354,7 @@ class ReportJob:
         owner: str | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        rerun_of: UUID | None = None,
     ) -> ReportJob:
         queue = cls.QUEUE_FOR_TYPE
         return cls(
@@ -368,6 +370,7 @@ class ReportJob:
             created_at=now,
             updated_at=now,
             callback_url=callback_url,
+            rerun_of=rerun_of,
         )
 
     def typed_params(self) -> ReportParams:

@@ -146,11 +146,21 @@ def progress_of(*, deps: Deps, caller: Principal, job_ids: Sequence[UUID]) -> li
 
 
 def run_again(*, deps: Deps, caller: Principal, job_id: UUID) -> ReportJob:
-    """A new job with the same type and parameters, owned by the caller."""
+    """A new job with the same type and parameters, owned by the caller, linked to it."""
     job = get_job(deps=deps, job_id=job_id, owner=caller.scope)
     return enqueue_report(
-        deps=deps, report_type=job.report_type, params=job.params, owner=caller.owner
+        deps=deps,
+        report_type=job.report_type,
+        params=job.params,
+        owner=caller.owner,
+        rerun_of=job.id,
     ).job
+
+
+def reruns_of(*, console: ConsoleRepository, caller: Principal, job_id: UUID) -> list[ReportJob]:
+    """The jobs started by "Run again" from this one that the caller may see, newest first."""
+    where = ConsoleFilter(rerun_of=job_id, owner=caller.scope)
+    return list(console.jobs(where, limit=PAGE_SIZE, after=None).items)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+from uuid import UUID
 
 from app.domain.errors import (
     CallbackNotAllowed,
@@ -36,6 +37,7 @@ def enqueue_report(
     owner: str | None = None,
     idempotency_key: str | None = None,
     callback_url: str | None = None,
+    rerun_of: UUID | None = None,
 ) -> Enqueued:
     """Create a job and dispatch it: commit first, then send (the row exists before the message).
 
@@ -62,6 +64,7 @@ def enqueue_report(
         owner=owner,
         idempotency_key=idempotency_key,
         callback_url=callback_url,
+        rerun_of=rerun_of,
     )
     if idempotency_key is not None:
         job = _with_request_hash(job)

@@ -132,22 +132,19 @@ async def job(request: Request, job_id: UUID) -> Response:
     session, away = await web.signed_in(request)
     if away is not None:
         return away
-    deps = get_container(request).deps
+    container = get_container(request)
+    caller = session.principal
     try:
         found = await run_in_threadpool(
-            get_job, deps=deps, job_id=job_id, owner=session.principal.scope
+            get_job, deps=container.deps, job_id=job_id, owner=caller.scope
         )
     except AppError as exc:
         return web.page(request, "error.html", 404, session=session, error=exc)
-    origin = request.query_params.get("from", "")
-    rerun_of = origin if web.is_uuid(origin) else None
+    reruns = await run_in_threadpool(
+        svc.reruns_of, console=container.console, caller=caller, job_id=job_id
+    )
     return web.page(
-        request,
-        "job.html",
-        session=session,
-        job=found,
-        done=found.status.terminal,
-        rerun_of=rerun_of,
+        request, "job.html", session=session, job=found, done=found.status.terminal, reruns=reruns
     )
 
 
@@ -198,7 +195,7 @@ async def _act(request: Request, job_id: UUID, action: str) -> Response:
     except AppError as exc:
         status = 404 if exc.code == "JOB_NOT_FOUND" else 409
         return web.page(request, "error.html", status, session=session, error=exc)
-    return web.redirect(f"/console/jobs/{new.id}?from={job_id}")
+    return web.redirect(f"/console/jobs/{new.id}")
 
 
 # --------------------------------------------------------------------------- queues & dial
