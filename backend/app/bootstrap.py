@@ -52,7 +52,6 @@ from app.services.pipeline import run_pipeline
 from app.services.recovery import RecoveryReport, recover_unfinished
 from app.services.traffic import TrafficDial
 from app.storage.local import LocalArtifactStore
-from app.storage.s3 import S3ArtifactStore, s3_client
 from app.webhooks import HttpCallbackSender
 
 
@@ -336,6 +335,8 @@ def artifact_store(settings: Settings, *, verify: bool = False) -> ArtifactStore
     """
     if settings.storage_backend == "local":
         return LocalArtifactStore(settings.artifacts)
+    from app.storage.s3 import S3ArtifactStore, s3_client  # boto3: only where it is used
+
     if not settings.s3_bucket:
         raise Misconfigured("STORAGE_BACKEND=s3 needs S3_BUCKET.")
     client = partial(
