@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Select, Table, and_, delete, func, or_, select, update
+from sqlalchemy import Engine, Select, Table, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import ConsoleSessionRow, ReportJobRow
-from app.db.repository import to_job
+from app.db.repository import keyset_page
 from app.domain.auth import Role
 from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.jobs import Backend, JobStatus
@@ -28,19 +28,7 @@ class SqlConsoleRepository:
 
     def jobs(self, where: ConsoleFilter, *, limit: int, after: Cursor | None) -> JobPage:
         stmt = _filtered(select(_J), where, with_status=True)
-        stmt = stmt.order_by(_J.c.created_at.desc(), _J.c.id.desc()).limit(limit + 1)
-        if after is not None:
-            stmt = stmt.where(
-                or_(
-                    _J.c.created_at < after.created_at,
-                    and_(_J.c.created_at == after.created_at, _J.c.id < after.id),
-                )
-            )
-        with self._engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        items = [to_job(r) for r in rows[:limit]]
-        more = len(rows) > limit and bool(items)
-        return JobPage(items, Cursor(items[-1].created_at, items[-1].id) if more else None)
+        return keyset_page(self._engine, stmt, limit=limit, after=after)
 
     def count_by_status(self, where: ConsoleFilter) -> Mapping[JobStatus, int]:
         stmt = _filtered(select(_J.c.status, func.count()), where, with_status=False)
@@ -51,8 +39,8 @@ class SqlConsoleRepository:
     def last_activity(self, backend: Backend) -> datetime | None:
         stmt = select(func.max(_J.c.updated_at)).where(_J.c.backend == backend.value)
         with self._engine.connect() as conn:
-            value = conn.execute(stmt).scalar()
-        return _aware(value)
+            last: datetime | None = conn.execute(stmt).scalar()  # typed: aware UTC
+        return last
 
     def add_session(self, session: ConsoleSession) -> None:
         with self._sessions.begin() as db:
@@ -110,16 +98,10 @@ def _filtered(stmt: Select[Any], where: ConsoleFilter, *, with_status: bool) -> 
     ):
         if value is not None:
             stmt = stmt.where(column == value)
+    if where.ids is not None:
+        stmt = stmt.where(_J.c.id.in_(where.ids))
     if where.since is not None:
         stmt = stmt.where(_J.c.created_at >= where.since)
     if where.until is not None:
         stmt = stmt.where(_J.c.created_at < where.until)
     return stmt
-
-
-def _aware(value: object) -> datetime | None:
-    """``max()`` bypasses the column type: SQLite returns text, PostgreSQL an aware value."""
-    if value is None:
-        return None
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -115,7 +115,7 @@ class SqlJobRepository:
         return self._one(_BY_ID, {"job_id": job_id})
 
     def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage:
-        stmt = select(_T).order_by(_T.c.created_at.desc(), _T.c.id.desc()).limit(limit + 1)
+        stmt = select(_T)
         for column, value in (
             (_T.c.status, where.status),
             (_T.c.report_type, where.report_type),
@@ -124,21 +124,7 @@ class SqlJobRepository:
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
-        if after is not None:
-            stmt = stmt.where(
-                or_(
-                    _T.c.created_at < after.created_at,
-                    and_(_T.c.created_at == after.created_at, _T.c.id < after.id),
-                )
-            )
-        with self._engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        items = [to_job(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        return JobPage(
-            items=items,
-            next=Cursor(items[-1].created_at, items[-1].id) if more and items else None,
-        )
+        return keyset_page(self._engine, stmt, limit=limit, after=after)
 
     def transition(
         self,
@@ -255,6 +241,27 @@ class SqlJobRepository:
         with self._engine.connect() as conn:
             row = conn.execute(stmt, params).first()
         return to_job(row) if row is not None else None
+
+
+def keyset_page(engine: Engine, jobs: Select[Any], *, limit: int, after: Cursor | None) -> JobPage:
+    """One page of ``jobs`` (a filtered ``select`` of the ledger's rows), newest first.
+
+    Keyset paging on (created_at, id): a page costs the same wherever it is, and a row
+    added meanwhile neither shifts nor repeats the others.
+    """
+    stmt = jobs.order_by(_T.c.created_at.desc(), _T.c.id.desc()).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(
+            or_(
+                _T.c.created_at < after.created_at,
+                and_(_T.c.created_at == after.created_at, _T.c.id < after.id),
+            )
+        )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    items = [to_job(r) for r in rows[:limit]]
+    more = len(rows) > limit and bool(items)
+    return JobPage(items, Cursor(items[-1].created_at, items[-1].id) if more else None)
 
 
 # --------------------------------------------------------------------------- statements
