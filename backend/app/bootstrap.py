@@ -40,7 +40,7 @@ from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive
 from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
 from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
-from app.domain.jobs import Backend, ReportType, RetryPolicy, worker_name
+from app.domain.jobs import Backend, RetryPolicy, worker_name
 from app.domain.ports import ArtifactStore
 from app.domain.traffic import GuardPolicy, TrafficSplit
 from app.reports import default_renderers
@@ -134,9 +134,7 @@ class Container:
         settings = self.settings
         return TrafficDial(
             repo=SqlTrafficRepository(make_sessions(self.engine)),
-            initial=TrafficSplit.parse(
-                settings.celery_traffic_percent, settings.celery_traffic_overrides
-            ),
+            initial=settings.traffic_split,
             guard=GuardPolicy(
                 enabled=settings.traffic_guard_enabled,
                 window=timedelta(seconds=settings.traffic_guard_window),
@@ -154,9 +152,7 @@ class Container:
         """Make the router prefer Celery by ``split`` from the next job on."""
         if isinstance(self.deps.dispatcher, Router):
             router = self.deps.dispatcher
-            router.policy = replace(
-                router.policy, celery_percent=split.celery_percent, overrides=split.overrides
-            )
+            router.policy = replace(router.policy, split=split)
 
     @property
     def router(self) -> Router:
@@ -295,8 +291,7 @@ def _assemble(
     brokers = [] if "dispatcher" in overrides else _brokers(settings, retry)
     forced = None if settings.dispatch_backend == "auto" else Backend(settings.dispatch_backend)
     policy = RoutingPolicy(
-        celery_percent=settings.celery_traffic_percent,
-        overrides={ReportType(k): v for k, v in settings.celery_traffic_overrides.items()},
+        split=settings.traffic_split,
         inline_allowed=settings.inline_allowed,
         forced=forced,
         first_probe_wait=settings.first_probe_wait,

@@ -170,11 +170,11 @@ def test_traffic_split_and_per_type_override_route_deterministically(
 def _route_by_the_split(client: TestClient) -> None:
     """16 dummies split by job id, the pdf on Celery by its override, all completed."""
     policy = container_of(client).router.policy
-    assert (policy.celery_percent, policy.celery_share(ReportType.PDF)) == (50, 100)
+    assert (policy.split.celery_percent, policy.split.share(ReportType.PDF)) == (50, 100)
     dummies = [client.post(f"{API}/dummy", json={"seed": i}).json() for i in range(16)]
     pdf = client.post(f"{API}/heavy", json={"report_type": "pdf", "pages": 1}).json()
     for job in dummies:
-        share = policy.celery_share(job["report_type"])
+        share = policy.split.share(job["report_type"])
         expected = "celery" if UUID(job["id"]).int % 100 < share else "rq"
         assert job["backend"] == expected
     assert pdf["backend"] == "celery"

@@ -14,6 +14,7 @@ from app.dispatch.base import BrokeredBackend
 from app.dispatch.router import Fallback, Router, RoutingPolicy
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import Backend, DummyParams, Queue, ReportJob, ReportType
+from app.domain.traffic import TrafficSplit
 
 from tests.unit.fakes import RecordingDispatcher
 
@@ -81,11 +82,13 @@ def rq() -> FakeBroker:
     return FakeBroker(Backend.RQ)
 
 
-def router(*brokers: FakeBroker, inline: bool = False, **policy: object) -> Router:
+def router(
+    *brokers: FakeBroker, inline: bool = False, celery_percent: int = 100, **policy: object
+) -> Router:
     return Router(
         brokers,
         inline=FakeInline(Backend.INLINE) if inline else None,
-        policy=RoutingPolicy(**policy),  # type: ignore[arg-type]
+        policy=RoutingPolicy(split=TrafficSplit(celery_percent), **policy),  # type: ignore[arg-type]
     )
 
 
@@ -144,7 +147,7 @@ def test_forcing_a_backend_ignores_the_others(celery: FakeBroker, rq: FakeBroker
 
 
 def test_traffic_split_is_deterministic_and_proportional() -> None:
-    policy = RoutingPolicy(celery_percent=30, overrides={ReportType.PDF: 100})
+    policy = RoutingPolicy(split=TrafficSplit(30, {ReportType.PDF: 100}))
     jobs = [job_for(0, celery=False) for _ in range(2000)]
     share = sum(policy.prefers_celery(j) for j in jobs) / len(jobs)
     assert 0.25 < share < 0.35

@@ -19,7 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.domain.errors import InvalidInput
 from app.domain.jobs import ReportType
+from app.domain.traffic import TrafficSplit
 
 # processing_time may reach 3600 s: the hard limits leave room for the render itself.
 DEFAULT_TIME_LIMITS: dict[str, float] = {
@@ -205,10 +207,16 @@ class RoutingSettings(SettingsGroup):
     @field_validator("celery_traffic_overrides")
     @classmethod
     def _known_types(cls, value: dict[str, int]) -> dict[str, int]:
-        for name, share in value.items():
-            if name not in _TYPES or not 0 <= share <= 100:
-                raise ValueError(f"CELERY_TRAFFIC_OVERRIDES: {name}={share} is not a type: 0..100")
+        try:
+            TrafficSplit.parse(100, value)
+        except InvalidInput as exc:
+            raise ValueError(f"CELERY_TRAFFIC_OVERRIDES: {exc.message}") from exc
         return value
+
+    @property
+    def traffic_split(self) -> TrafficSplit:
+        """The dial's first value (the ledger keeps it once an API process has seeded it)."""
+        return TrafficSplit.parse(self.celery_traffic_percent, self.celery_traffic_overrides)
 
 
 class TrafficSettings(SettingsGroup):

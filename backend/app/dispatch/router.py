@@ -25,28 +25,25 @@ from dataclasses import dataclass, field
 from app.dispatch.availability import BackendState
 from app.dispatch.base import BackendAdapter, BrokeredBackend
 from app.domain.errors import BackendUnavailable
-from app.domain.jobs import Backend, ReportJob, ReportType
+from app.domain.jobs import Backend, ReportJob
 from app.domain.ports import WorkerCount
+from app.domain.traffic import TrafficSplit
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
-    """Settings of the choice: traffic split, per-type overrides, inline, forcing."""
+    """Settings of the choice: the traffic split (the dial's value), inline, forcing."""
 
-    celery_percent: int = 100
-    overrides: Mapping[ReportType, int] = field(default_factory=dict)
+    split: TrafficSplit = field(default_factory=lambda: TrafficSplit(100))
     inline_allowed: bool = False
     forced: Backend | None = None
     first_probe_wait: float = 1.0  # seconds one choice may wait for the brokers' first probes
 
-    def celery_share(self, report_type: ReportType) -> int:
-        return self.overrides.get(report_type, self.celery_percent)
-
     def prefers_celery(self, job: ReportJob) -> bool:
         """Deterministic by job id: the same job always lands on the same side."""
-        return job.id.int % 100 < self.celery_share(job.report_type)
+        return job.id.int % 100 < self.split.share(job.report_type)
 
 
 @dataclass(frozen=True, slots=True)
