@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import bootstrap
+from app.api import console_web
 from app.api.errors import install_error_handlers
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.api.observability import HttpMetricsMiddleware
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
+    app.add_exception_handler(console_web.Away, console_web.go_away)
     app.add_middleware(DrainMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

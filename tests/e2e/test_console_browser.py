@@ -11,30 +11,20 @@ screenshot of each page is saved in the test's temporary directory.
 from __future__ import annotations
 
 import hashlib
-import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from app.db.housekeeping import SqlHousekeepingRepository
-from app.db.migrations import upgrade
 from app.db.session import make_engine, make_sessions
 from app.domain.jobs import utcnow
 from app.services.daily_stats import daily_figures, day_bounds
 
-from tests.conftest import fresh_pg_database
+from tests.e2e.fleet import migration_fleet
 from tests.e2e.server import LiveServer, wait_for
-from tests.integration.ops import start_api, stop_api, wait_until
-from tests.integration.workers import (
-    base_env,
-    celery_worker,
-    delete_redis_keys,
-    rq_worker,
-    worker_env,
-)
+from tests.integration.ops import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 DUMMY = "/api/v1/reports/dummy"
@@ -47,29 +37,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     assert shutil.which("chromium"), "chromium missing: run `bash scripts/ensure-services.sh`"
     data = tmp_path_factory.mktemp("browser")
-    prefix = f"b{secrets.token_hex(3)}-"
-    with ExitStack() as stack:
-        url = stack.enter_context(fresh_pg_database("browser"))
-        upgrade(url)
-        env = worker_env(
-            base_env(url, data, prefix),
-            CELERY_TRAFFIC_PERCENT="0",
-            INLINE_FALLBACK="false",
-            DISPATCH_BACKEND="auto",
-            TRAFFIC_POLL_SECONDS="0.5",
-            TRAFFIC_GUARD_INTERVAL="0.5",
-            TRAFFIC_GUARD_MIN_JOBS="3",
-            TRAFFIC_GUARD_MAX_FAILURE_DELTA="0.3",
-            MAX_ATTEMPTS="1",
-            RATE_LIMIT_REQUESTS="1000000",
-            LOG_FORMAT="json",
-        )
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        stack.enter_context(contextmanager(celery_worker)(env, data, concurrency=1))
-        stack.enter_context(contextmanager(rq_worker)(env, data))
-        server = start_api(env, data / "api.log")
-        stack.callback(stop_api, server)
-        stack.callback(delete_redis_keys, prefix)
+    with migration_fleet(data, apis=1, TRAFFIC_GUARD_MIN_JOBS="3") as ([server], _):
         yield server
 
 

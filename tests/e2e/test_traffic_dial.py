@@ -11,28 +11,18 @@ logged and counted; a pinned dial is left alone.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
-from app.db.migrations import upgrade
 
-from tests.conftest import fresh_pg_database
+from tests.e2e.fleet import migration_fleet
 from tests.e2e.server import LiveServer
-from tests.integration.ops import ledger, scrape, start_api, stop_api, total, value, wait_until
-from tests.integration.workers import (
-    base_env,
-    celery_worker,
-    delete_redis_keys,
-    rq_worker,
-    worker_env,
-)
+from tests.integration.ops import ledger, scrape, total, value, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,32 +47,8 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     data = tmp_path_factory.mktemp("traffic")
-    prefix = f"t{secrets.token_hex(3)}-"
-    with ExitStack() as stack:
-        url = stack.enter_context(fresh_pg_database("traffic"))
-        upgrade(url)
-        env = worker_env(
-            base_env(url, data, prefix),
-            CELERY_TRAFFIC_PERCENT="0",
-            MAX_ATTEMPTS="1",
-            INLINE_FALLBACK="false",
-            DISPATCH_BACKEND="auto",
-            TRAFFIC_POLL_SECONDS="0.5",
-            TRAFFIC_GUARD_INTERVAL="0.5",
-            TRAFFIC_GUARD_WINDOW="300",
-            TRAFFIC_GUARD_MIN_JOBS=str(MIN_JOBS),
-            TRAFFIC_GUARD_MAX_FAILURE_DELTA="0.3",
-            RATE_LIMIT_REQUESTS="1000000",
-            LOG_FORMAT="json",
-        )
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        stack.enter_context(contextmanager(celery_worker)(env, data, concurrency=1))
-        stack.enter_context(contextmanager(rq_worker)(env, data))
-        a = start_api(env, data / "api-a.log")
-        stack.callback(stop_api, a)
-        b = start_api(env, data / "api-b.log")
-        stack.callback(stop_api, b)
-        stack.callback(delete_redis_keys, prefix)
+    settings = {"TRAFFIC_GUARD_WINDOW": "300", "TRAFFIC_GUARD_MIN_JOBS": str(MIN_JOBS)}
+    with migration_fleet(data, apis=2, **settings) as ([a, b], url):
         yield Fleet(a, b, url)
 
 

@@ -142,6 +142,12 @@ def test_window_and_console_queries(engine: Engine) -> None:
     reruns = console.jobs(ConsoleFilter(rerun_of=rows[0].id), limit=5, after=None).items
     assert [j.id for j in reruns] == [again.id]
     assert console.jobs(ConsoleFilter(rerun_of=rows[1].id), limit=5, after=None).items == []
+    # The page's live progress: the listed jobs the caller may see, in one query.
+    listed = ConsoleFilter(ids=frozenset({rows[0].id, rows[2].id, rows[3].id}), owner="bob")
+    assert {j.id for j in console.jobs(listed, limit=5, after=None).items} == {
+        rows[2].id,
+        rows[3].id,
+    }
 
 
 def test_console_sessions(engine: Engine) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
-from uuid import UUID
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +19,6 @@ from app.bootstrap import Container
 from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.errors import Forbidden, InvalidInput, Unauthenticated
 from app.domain.jobs import Backend, JobStatus, Queue, ReportType, utcnow
-from app.domain.ports import Cursor
 from app.services import console as svc
 
 ROOT = Path(__file__).resolve().parents[1] / "console"
@@ -98,21 +96,36 @@ def with_cookie(request: Request, response: Response, token: str) -> Response:
     return response
 
 
-async def signed_in(request: Request) -> tuple[ConsoleSession, Response | None]:
-    """The session, or where to send a browser that has none (the sign-in page, or a
-    fresh development session)."""
+class Away(Exception):
+    """A browser without a session: :attr:`response` sends it where it can get one."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("no console session")
+        self.response = response
+
+
+async def go_away(_: Request, exc: Exception) -> Response:
+    """The app's handler of :class:`Away`."""
+    assert isinstance(exc, Away)
+    return exc.response
+
+
+async def signed_in(request: Request) -> ConsoleSession:
+    """The session of a page's browser. Without one, :class:`Away` to the sign-in page, or
+    (development, keys off) back to the same page with a fresh session's cookie."""
     try:
-        return await session_of(request), None
+        return await session_of(request)
     except Unauthenticated:
         container = get_container(request)
         if container.settings.auth_required:
             target = "/console/sign-in?" + urlencode({"next": request.url.path})
-            return _NO_SESSION, redirect(target)
-        token, session = await run_in_threadpool(new_session, container, None)
-        return session, with_cookie(request, redirect(str(request.url)), token)
+            raise Away(redirect(target)) from None
+        token, _ = await run_in_threadpool(new_session, container, None)
+        raise Away(with_cookie(request, redirect(str(request.url)), token)) from None
 
 
-_NO_SESSION = ConsoleSession("", "", svc.DEVELOPER.role, "", "", utcnow(), utcnow())
+#: A console page's caller (see :func:`signed_in`).
+Session = Annotated[ConsoleSession, Depends(signed_in)]
 
 
 def new_session(container: Container, key: str | None) -> tuple[str, ConsoleSession]:
@@ -144,17 +157,6 @@ def _moment(raw: str | None) -> datetime | None:
     except ValueError as exc:
         raise InvalidInput(f"Not a date and time: {raw!r}.", code="INVALID_FILTER") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def cursor(raw: str | None) -> Cursor | None:
-    if not raw or "|" not in raw:
-        return None
-    at, _, job_id = raw.partition("|")
-    moment = _moment(at)
-    try:
-        return Cursor(moment, UUID(job_id)) if moment else None
-    except ValueError as exc:
-        raise InvalidInput("Not a page cursor.", code="INVALID_FILTER") from exc
 
 
 def filters(query: Mapping[str, str]) -> ConsoleFilter:

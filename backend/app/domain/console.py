@@ -22,6 +22,7 @@ class ConsoleFilter:
     since: datetime | None = None
     until: datetime | None = None
     rerun_of: UUID | None = None
+    ids: frozenset[UUID] | None = None  # only these jobs (the page's live progress)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,10 +139,12 @@ def jobs_view(
     return JobsView(page, console.count_by_status(where))
 
 
-def progress_of(*, deps: Deps, caller: Principal, job_ids: Sequence[UUID]) -> list[ReportJob]:
-    """The jobs among ``job_ids`` (at most a page) that the caller may see."""
-    found = (deps.repo.get(job_id) for job_id in job_ids[:PAGE_SIZE])
-    return [j for j in found if j is not None and caller.scope in (None, j.owner)]
+def progress_of(
+    *, console: ConsoleRepository, caller: Principal, job_ids: Sequence[UUID]
+) -> list[ReportJob]:
+    """The jobs among ``job_ids`` (at most a page) that the caller may see: one query."""
+    where = ConsoleFilter(ids=frozenset(job_ids[:PAGE_SIZE]), owner=caller.scope)
+    return list(console.jobs(where, limit=PAGE_SIZE, after=None).items)
 
 
 def run_again(*, deps: Deps, caller: Principal, job_id: UUID) -> ReportJob:
@@ -165,16 +167,21 @@ def reruns_of(*, console: ConsoleRepository, caller: Principal, job_id: UUID) ->
 
 @dataclass(frozen=True, slots=True)
 class QueuesView:
+    """``rq_idle_minutes``: since RQ's last job changed, when RQ has no work (None: never
+    ran one here, or busy)."""
+
     queues: Sequence[QueueStatus]
     rq_busy: bool
-    rq_last_active: datetime | None
+    rq_idle_minutes: int | None
 
 
 def queues_view(*, deps: Deps, console: ConsoleRepository) -> QueuesView:
     """Per queue and backend, waiting, running and workers; whether RQ still has work."""
     queues = queue_status(deps=deps)
     busy = any(q.backend is Backend.RQ and (q.waiting or q.running) for q in queues)
-    return QueuesView(queues, busy, console.last_activity(Backend.RQ))
+    last = None if busy else console.last_activity(Backend.RQ)
+    idle = None if last is None else int((deps.clock() - last).total_seconds() // 60)
+    return QueuesView(queues, busy, idle)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api import console_web as web
+from app.api.cursor import decode_cursor, encode_cursor
 from app.api.dependencies import get_container
 from app.api.download import artifact_response
+from app.domain.console import ConsoleSession
 from app.domain.errors import AppError, Forbidden, InvalidInput, Unauthenticated
-from app.domain.jobs import Backend, JobStatus, Queue, ReportType, utcnow
+from app.domain.jobs import Backend, JobStatus, Queue, ReportType
 from app.services import console as svc
+from app.services.auth import require_operator
 from app.services.cancel import cancel_job
 from app.services.queries import artifact_of, get_job
 
@@ -55,10 +58,7 @@ async def sign_in(request: Request) -> Response:
 
 
 @router.post("/sign-out", name="console_sign_out")
-async def sign_out(request: Request) -> Response:
-    session, away = await web.signed_in(request)
-    if away is not None:
-        return away
+async def sign_out(request: Request, session: web.Session) -> Response:
     await web.form_of(request, session)
     container = get_container(request)
     token = request.cookies.get(web.COOKIE)
@@ -72,14 +72,11 @@ async def sign_out(request: Request) -> Response:
 
 
 @router.get("/jobs", name="console_jobs")
-async def jobs(request: Request) -> Response:
-    session, away = await web.signed_in(request)
-    if away is not None:
-        return away
+async def jobs(request: Request, session: web.Session) -> Response:
     query = dict(request.query_params)
     try:
         where = web.filters(query)
-        after = web.cursor(query.get("after"))
+        after = decode_cursor(query["after"]) if query.get("after") else None
     except InvalidInput as exc:
         return web.page(request, "error.html", 422, session=session, error=exc)
     view = await run_in_threadpool(
@@ -91,7 +88,7 @@ async def jobs(request: Request) -> Response:
     )
     more = None
     if view.page.next is not None:
-        cursor = f"{view.page.next.created_at.isoformat()}|{view.page.next.id}"
+        cursor = encode_cursor(view.page.next)
         more = urlencode({**{k: v for k, v in query.items() if k != "after"}, "after": cursor})
     return web.page(
         request,
@@ -116,7 +113,10 @@ async def progress(request: Request, ids: str = "") -> Response:
     except (Unauthenticated, ValueError):
         return web.secured(JSONResponse({"error": "CONSOLE_SIGN_IN"}, status_code=401))
     found = await run_in_threadpool(
-        svc.progress_of, deps=get_container(request).deps, caller=session.principal, job_ids=job_ids
+        svc.progress_of,
+        console=get_container(request).console,
+        caller=session.principal,
+        job_ids=job_ids,
     )
     body = {
         "jobs": [
@@ -128,10 +128,7 @@ async def progress(request: Request, ids: str = "") -> Response:
 
 
 @router.get("/jobs/{job_id}", name="console_job")
-async def job(request: Request, job_id: UUID) -> Response:
-    session, away = await web.signed_in(request)
-    if away is not None:
-        return away
+async def job(request: Request, session: web.Session, job_id: UUID) -> Response:
     container = get_container(request)
     caller = session.principal
     try:
@@ -149,10 +146,7 @@ async def job(request: Request, job_id: UUID) -> Response:
 
 
 @router.get("/jobs/{job_id}/download", name="console_download")
-async def download(request: Request, job_id: UUID) -> Response:
-    session, away = await web.signed_in(request)
-    if away is not None:
-        return away
+async def download(request: Request, session: web.Session, job_id: UUID) -> Response:
     container = get_container(request)
     deps, settings = container.deps, container.settings
     try:
@@ -169,19 +163,16 @@ async def download(request: Request, job_id: UUID) -> Response:
 
 
 @router.post("/jobs/{job_id}/cancel", name="console_cancel")
-async def cancel(request: Request, job_id: UUID) -> Response:
-    return await _act(request, job_id, "cancel")
+async def cancel(request: Request, session: web.Session, job_id: UUID) -> Response:
+    return await _act(request, session, job_id, "cancel")
 
 
 @router.post("/jobs/{job_id}/run-again", name="console_run_again")
-async def run_again(request: Request, job_id: UUID) -> Response:
-    return await _act(request, job_id, "run-again")
+async def run_again(request: Request, session: web.Session, job_id: UUID) -> Response:
+    return await _act(request, session, job_id, "run-again")
 
 
-async def _act(request: Request, job_id: UUID, action: str) -> Response:
-    session, away = await web.signed_in(request)
-    if away is not None:
-        return away
+async def _act(request: Request, session: ConsoleSession, job_id: UUID, action: str) -> Response:
     deps = get_container(request).deps
     caller = session.principal
     try:
@@ -202,10 +193,7 @@ async def _act(request: Request, job_id: UUID, action: str) -> Response:
 
 
 @router.get("/queues", name="console_queues")
-async def queues(request: Request) -> Response:
-    session, away = await web.signed_in(request)
-    if away is not None:
-        return away
+async def queues(request: Request, session: web.Session) -> Response:
     container = get_container(request)
     view = await run_in_threadpool(svc.queues_view, deps=container.deps, console=container.console)
     dial = container.traffic
@@ -213,15 +201,11 @@ async def queues(request: Request) -> Response:
     if dial is not None and session.principal.sees_all:
         state = await run_in_threadpool(dial.state)
         history = await run_in_threadpool(dial.history, limit=20)
-    idle = None
-    if not view.rq_busy and view.rq_last_active is not None:
-        idle = int((utcnow() - view.rq_last_active).total_seconds() // 60)
     return web.page(
         request,
         "queues.html",
         session=session,
         view=view,
-        rq_idle_minutes=idle,
         dial=state,
         history=history,
         types=list(ReportType),
@@ -230,16 +214,14 @@ async def queues(request: Request) -> Response:
 
 
 @router.post("/traffic", name="console_traffic")
-async def traffic(request: Request) -> Response:
-    session, away = await web.signed_in(request)
-    if away is not None:
-        return away
+async def traffic(request: Request, session: web.Session) -> Response:
     container = get_container(request)
     dial = container.traffic
     try:
         fields = await web.form_of(request, session)
-        if not session.principal.sees_all or dial is None:
-            raise Forbidden("Only operators move the traffic dial.")
+        require_operator(session.principal)
+        if dial is None:
+            raise Forbidden("No traffic dial in this process.")
         overrides = {
             t.value: web.number(fields[f"override_{t.value}"])
             for t in ReportType
@@ -262,15 +244,11 @@ async def traffic(request: Request) -> Response:
 
 
 @router.get("/stats", name="console_stats")
-async def stats(request: Request) -> Response:
+async def stats(request: Request, session: web.Session) -> Response:
     """The daily figures Beat computed, as charts (operators, like the API's route)."""
-    session, away = await web.signed_in(request)
-    if away is not None:
-        return away
     day = request.query_params.get("day")
     try:
-        if not session.principal.sees_all:
-            raise Forbidden("The daily figures are for operator keys.")
+        require_operator(session.principal)
         chosen = date.fromisoformat(day) if day else None
         view = await run_in_threadpool(
             svc.stats_view, ops=get_container(request).housekeeping.ops, day=chosen

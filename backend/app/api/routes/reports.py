@@ -8,9 +8,6 @@ enqueue request makes one hop in all.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
@@ -20,6 +17,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.api.cursor import decode_cursor, encode_cursor
 from app.api.dependencies import Caller, Operator, RateLimitedCaller, ServiceDeps, get_container
 from app.api.download import artifact_response
 from app.api.errors import error_responses
@@ -29,7 +27,7 @@ from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut
 from app.domain.auth import Principal
 from app.domain.errors import InvalidInput
 from app.domain.jobs import Backend, JobStatus, ReportType, utcnow
-from app.domain.ports import Cursor, JobFilter
+from app.domain.ports import JobFilter
 from app.reports import MEDIA_TYPES
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
@@ -268,22 +266,3 @@ async def queues(deps: ServiceDeps, _: Operator) -> QueuesOut:
     """From the ledger (waiting, running) and the brokers (live workers)."""
     statuses = await run_in_threadpool(queue_status, deps=deps)
     return QueuesOut(queues=[QueueStatusOut.of(s) for s in statuses], generated_at=utcnow())
-
-
-def encode_cursor(cursor: Cursor) -> str:
-    raw = f"{cursor.created_at.isoformat()}|{cursor.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(value: str) -> Cursor:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        created, _, ident = raw.partition("|")
-        at = datetime.fromisoformat(created)
-        if at.tzinfo is None:
-            raise ValueError("naive")
-        return Cursor(created_at=at, id=UUID(ident))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            "cursor is not a value returned as `next` by this API.", code="INVALID_CURSOR"
-        ) from exc
