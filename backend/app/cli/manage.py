@@ -30,8 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     from app.core.metrics_export import prepare_multiprocess_dir
 
     settings = get_settings()
-    if (refused := _storage_refused(settings)) is not None:
-        return refused
+    _check_storage(settings)
     prepare_multiprocess_dir()  # before the workers start: /metrics adds up all of them
     # uvicorn raises a SIGTERM/SIGINT again once its graceful shutdown is done, under the
     # handlers it found: make that a clean exit (0), so a supervisor tells it from a crash.
@@ -51,18 +50,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _storage_refused(settings: Settings) -> int | None:
-    """Check the artifact store before anything starts: 2 and ``MISCONFIGURED: ...`` on
-    stderr for a missing bucket or refused credentials, instead of failing the first job."""
+def _check_storage(settings: Settings) -> None:
+    """Ask the artifact store before anything starts: a missing bucket or refused
+    credentials stop the command (``MISCONFIGURED``) instead of failing the first job."""
     from app.bootstrap import artifact_store
-    from app.domain.errors import AppError
 
-    try:
-        artifact_store(settings, verify=True)
-    except AppError as exc:
-        print(f"{exc.code}: {exc.message}", file=sys.stderr)
-        return 2
-    return None
+    artifact_store(settings, verify=True)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -74,16 +67,11 @@ def _migrate(args: argparse.Namespace) -> int:
     print("database schema at head")
     if args.create_bucket and settings.storage_backend == "s3":
         from app.bootstrap import artifact_store
-        from app.domain.errors import AppError
         from app.storage.s3 import S3ArtifactStore
 
-        try:
-            store = artifact_store(settings)
-            assert isinstance(store, S3ArtifactStore)
-            made = store.create_bucket()
-        except AppError as exc:
-            print(f"{exc.code}: {exc.message}", file=sys.stderr)
-            return 2
+        store = artifact_store(settings)
+        assert isinstance(store, S3ArtifactStore)
+        made = store.create_bucket()
         print(f"bucket {settings.s3_bucket} {'created' if made else 'already there'}")
     return 0
 
@@ -104,8 +92,7 @@ def _rq_worker(args: argparse.Namespace) -> int:
 
     queues = parse_queues(args.queues)
     settings = get_settings()
-    if (refused := _storage_refused(settings)) is not None:
-        return refused
+    _check_storage(settings)
     setup_logging(settings.log_level, settings.log_format)  # RQ then logs through it too
     prepare_multiprocess_dir()  # work horses write their metrics there; this process serves
     start_worker_metrics()
@@ -241,5 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command not in ("celery-worker", "celery-beat", "celery-flower"):
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    code: int = args.func(args)
+    from app.domain.errors import AppError
+
+    try:
+        code: int = args.func(args)
+    except AppError as exc:  # a refusal the person at the terminal can act on
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return 2
     return code

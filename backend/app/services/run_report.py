@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 _RUNNING = frozenset({JobStatus.RUNNING})
 
-#: Error code of a job whose worker died (no heartbeat) after its last allowed attempt.
 OutcomeKind = Literal[
     "completed", "failed", "cancelled", "retry", "skipped", "interrupted", "deferred"
 ]
