@@ -12,7 +12,7 @@ import pytest
 from app.cli.celery_manager import parse_queues, redact
 from app.core.celery_app import check_visibility_timeout, create_celery_app
 from app.core.circuit import CircuitBreaker, CircuitState
-from app.core.config import Settings
+from app.core.config import Settings, soft_limit
 from app.dispatch.availability import Availability, steady
 from app.dispatch.celery_dispatcher import CeleryDispatcher
 from app.dispatch.rq_dispatcher import retry_intervals
@@ -103,6 +103,16 @@ def test_broker_defaults_to_redis_url_and_time_limits_merge_over_defaults() -> N
     assert s.celery_broker_url == "redis://cache:6379/3"
     assert (s.hard_time_limit("pdf"), s.soft_time_limit("pdf")) == (600, 540)
     assert s.hard_time_limit("dummy") == 3700
+
+
+@pytest.mark.parametrize(
+    ("hard", "soft"),
+    [(600, 540), (30, 27), (8, 6), (4, 2), (1, 0.5)],
+)
+def test_the_soft_limit_leaves_the_render_time_to_record_its_failure(
+    hard: float, soft: float
+) -> None:
+    assert soft_limit(hard) == soft  # 90 %, at least 2 s under the hard limit, at least half
 
 
 @pytest.mark.parametrize(

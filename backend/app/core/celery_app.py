@@ -14,7 +14,7 @@ from celery import Celery, signals
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
-from app.core.config import Environment, Settings, get_settings
+from app.core.config import Environment, Settings, get_settings, soft_limit
 from app.core.logging import request_id_var
 from app.domain.errors import Misconfigured
 from app.domain.jobs import Queue
@@ -145,7 +145,7 @@ def create_celery_app(settings: Settings | None = None, *, role: Role = "client"
             for pattern, q in TASK_QUEUES.items()
         },
         task_time_limit=settings.longest_time_limit,
-        task_soft_time_limit=round(settings.longest_time_limit * 0.9, 3),
+        task_soft_time_limit=soft_limit(settings.longest_time_limit),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
