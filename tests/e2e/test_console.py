@@ -142,6 +142,28 @@ def test_submitters_see_and_act_on_their_own_jobs_only(api: LiveServer) -> None:
         operator.delete(f"/api/v1/reports/jobs/{job['id']}")
 
 
+def test_a_job_page_shows_each_attempt(api: LiveServer) -> None:
+    with api.client() as operator:
+        job = operator.post(DUMMY, json={"processing_time": 0, "simulate_failures": 1}).json()
+        done = wait_for(operator, job["id"])
+    assert (done["status"], done["attempts"]) == ("completed", 2)
+    with browser(api, api.api_key) as client:
+        page = client.get(f"/console/jobs/{job['id']}").text
+    attempts = [
+        re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", item)).strip()
+        for item in re.findall(r'<li class="attempt">(.*?)</li>', page, re.S)
+    ]
+    assert len(attempts) == 2, page
+    first, second = attempts
+    assert first.startswith("attempt 1 on ")
+    assert first.endswith("retrying SIMULATED_FAILURE")
+    assert second.startswith("attempt 2 on ")
+    assert second.endswith(" completed")
+    started = [datetime.fromisoformat(a.split("started ")[1].split(",")[0]) for a in attempts]
+    ended = [datetime.fromisoformat(a.split("ended ")[1].split(" ")[0]) for a in attempts]
+    assert started[0] <= ended[0] <= started[1] <= ended[1]
+
+
 def test_sign_out_ends_the_session_everywhere(api: LiveServer) -> None:
     with browser(api, api.api_key) as client:
         cookie = client.cookies["console_session"]

@@ -16,6 +16,7 @@ import pytest
 from app import bootstrap
 from app.core.logging import TextFormatter
 from app.domain.jobs import (
+    LOST,
     Backend,
     JobStatus,
     ReportJob,
@@ -151,6 +152,17 @@ def test_same_scenario_same_rows_and_artifacts(
     )
     assert doomed_done.error is not None
     assert doomed_done.error.code == "SIMULATED_FAILURE"
+    # Each attempt in the timeline, in order, with the outcome it ended with.
+    assert [(a.number, a.outcome) for a in retried_done.attempt_log] == [
+        (1, "retrying"),
+        (2, "retrying"),
+        (3, "completed"),
+    ]
+    assert [(a.outcome, a.error_code) for a in doomed_done.attempt_log] == [
+        ("retrying", "SIMULATED_FAILURE"),
+        ("retrying", "SIMULATED_FAILURE"),
+        ("failed", "SIMULATED_FAILURE"),
+    ]
 
 
 @pytest.mark.timeout(90)
@@ -184,6 +196,9 @@ def test_a_job_whose_worker_was_lost_runs_again_once_or_fails_worker_lost(
     assert (done.status, done.attempts, done.error) == (JobStatus.COMPLETED, 2, None)
     assert done.worker != f"{backend}@gone:1"
     assert done.artifact is not None
+    gone, taken_over = done.attempt_log
+    assert (gone.worker, gone.outcome) == (f"{backend}@gone:1", LOST)
+    assert (taken_over.worker, taken_over.outcome) == (done.worker, "completed")
     failed = wait_for(deps.repo, spent.id, timeout=30)
     assert (failed.status, failed.attempts, failed.artifact) == (JobStatus.FAILED, 1, None)
     assert failed.error is not None

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 from app.domain.errors import IllegalTransition, InvalidParams
 from app.domain.jobs import (
+    LOST,
     TERMINAL,
     AnalysisParams,
+    Attempt,
+    JobError,
     ExcelParams,
     JobStatus,
     PdfParams,
@@ -17,6 +21,7 @@ from app.domain.jobs import (
     ReportType,
     RetryPolicy,
     check_transition,
+    enter,
     parse_params,
     sources_of,
     utcnow,
@@ -140,3 +145,23 @@ def test_retry_delay_grows_exponentially_within_jitter_and_cap() -> None:
         for _ in range(50):
             delay = policy.delay(attempt)
             assert ceiling / 2 <= delay <= ceiling
+
+
+def test_the_timeline_keeps_each_attempt_with_its_worker_and_outcome() -> None:
+    t0 = utcnow()
+    at = [t0 + timedelta(seconds=n) for n in range(6)]
+    boom = JobError("RENDER_FAILED", "boom")
+    job = ReportJob.new(report_type=ReportType.PDF, params=PdfParams(), max_attempts=3, now=t0)
+    job = enter(job, S.QUEUED, now=at[0])
+    job = enter(job, S.RUNNING, now=at[1], worker="w1")
+    job = enter(job, S.RETRYING, now=at[2], error=boom)
+    job = enter(job, S.RUNNING, now=at[3], worker="w2")
+    job = enter(job, S.RUNNING, now=at[4], worker="w3")  # w2 went stale: w3 reclaims
+    assert job.attempt_log[-1] == Attempt(3, "w3", at[4])  # running: no end yet
+    job = enter(job, S.COMPLETED, now=at[5])
+    assert job.attempt_log == (
+        Attempt(1, "w1", at[1], at[2], "retrying", "RENDER_FAILED"),
+        Attempt(2, "w2", at[3], at[4], LOST),
+        Attempt(3, "w3", at[4], at[5], "completed"),
+    )
+    assert job.attempts == 3

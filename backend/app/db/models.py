@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.domain.auth import Role
@@ -61,6 +62,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+ATTEMPT_LOG_TYPE = JSON().with_variant(JSONB(), "postgresql")
 _STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
 
 
@@ -104,6 +106,11 @@ class ReportJobRow(Base):
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     redispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Each attempt's run (number, worker, started_at, ended_at, outcome, error_code), written
+    # by the transitions' UPDATE itself; JSONB on PostgreSQL for its operators.
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(
+        ATTEMPT_LOG_TYPE, default=list, server_default="[]"
+    )
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUSES})", name="status"),

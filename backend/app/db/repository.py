@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 from uuid import UUID
@@ -13,16 +13,23 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
+    Text,
     Update,
     and_,
     bindparam,
+    case,
     func,
     insert,
     literal,
+    literal_column,
+    null,
     or_,
     select,
     text,
     update,
+)
+from sqlalchemy import (
+    cast as sql_cast,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -31,8 +38,10 @@ from app.db.models import ReportJobRow
 from app.domain.errors import IdempotencyKeyTaken
 from app.domain.jobs import (
     ENTRIES,
+    LOST,
     TERMINAL,
     Artifact,
+    Attempt,
     Backend,
     JobError,
     JobStatus,
@@ -145,6 +154,7 @@ class SqlJobRepository:
             artifact is not None,
             stale_before is not None,
             expected_worker is not None,
+            self._postgres,
         )
         stmt = _transition_statement(shape)
         sources = sources_of(target) if expected is None else expected
@@ -326,6 +336,7 @@ class _Shape(NamedTuple):
     artifact: bool
     stale: bool
     fenced: bool
+    postgres: bool  # the attempt log's JSON functions are the dialect's
 
 
 #: Domain fields stored in several columns.
@@ -359,6 +370,8 @@ def _transition_statement(shape: _Shape) -> Update:
         values.update({c: bindparam(f"new_{c}") for c in _ERROR_COLUMNS})
     if shape.artifact:
         values.update({c: bindparam(f"new_{c}") for c in _ARTIFACT_COLUMNS})
+    if shape.target is JobStatus.RUNNING or JobStatus.RUNNING in sources_of(shape.target):
+        values["attempt_log"] = _logged_attempts(shape)
     claimable: ColumnElement[bool] = _T.c.status.in_(bindparam("sources", expanding=True))
     if shape.stale:  # a running row whose heartbeat is older: its worker is gone
         lost = and_(
@@ -371,6 +384,77 @@ def _transition_statement(shape: _Shape) -> Update:
     return (
         update(_T).where(_T.c.id == bindparam("job_id"), claimable).values(values).returning(*_T.c)
     )
+
+
+def _logged_attempts(shape: _Shape) -> ColumnElement[Any]:
+    """The domain's :func:`~app.domain.jobs.log_attempts` in SQL: a job leaving ``running``
+    ends its last attempt; entering it appends the next. Part of the transition's one
+    UPDATE, so the timeline costs no statement of its own."""
+    log = _T.c.attempt_log
+    outcome = LOST if shape.target is JobStatus.RUNNING else shape.target.value
+    ended: dict[str, ColumnElement[Any]] = {
+        "ended_at": _NOW,
+        "outcome": literal_column(f"'{outcome}'"),
+        "error_code": sql_cast(bindparam("new_error_code"), Text) if shape.error else null(),
+    }
+    started: dict[str, ColumnElement[Any]] = {
+        "number": _T.c.attempts + 1,
+        "worker": sql_cast(bindparam("new_worker"), Text),
+        "started_at": _NOW,
+    }
+    running = _T.c.status == JobStatus.RUNNING.value
+    value: ColumnElement[Any]
+    if shape.postgres:
+        last = func.coalesce(log.op("->")(literal_column("-1")), literal_column("'{}'::jsonb"))
+        ends = last.op("||")(_json_object(func.jsonb_build_object, ended))
+        closed = func.jsonb_set(log, literal_column("'{-1}'"), ends, literal_column("false"))
+        value = case((running, closed), else_=log)
+        if shape.target is JobStatus.RUNNING:
+            next_one = func.jsonb_build_array(_json_object(func.jsonb_build_object, started))
+            value = value.op("||")(next_one)
+        return value
+    paths = (x for key, v in ended.items() for x in (literal_column(f"'$[#-1].{key}'"), v))
+    value = case((running, func.json_set(log, *paths)), else_=log)
+    if shape.target is JobStatus.RUNNING:
+        appended = _json_object(func.json_object, started)
+        value = func.json_insert(value, literal_column("'$[#]'"), appended)
+    return value
+
+
+def _json_object(
+    build: Callable[..., ColumnElement[Any]], fields: dict[str, ColumnElement[Any]]
+) -> ColumnElement[Any]:
+    return build(*(x for key, v in fields.items() for x in (literal_column(f"'{key}'"), v)))
+
+
+def _attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "worker": attempt.worker,
+        "started_at": attempt.started_at.isoformat(),
+        "ended_at": attempt.ended_at.isoformat() if attempt.ended_at else None,
+        "outcome": attempt.outcome,
+        "error_code": attempt.error_code,
+    }
+
+
+def _attempt(value: dict[str, Any]) -> Attempt:
+    ended = value.get("ended_at")
+    return Attempt(
+        number=value.get("number", 0),
+        worker=value.get("worker"),
+        started_at=_utc(value["started_at"]),
+        ended_at=_utc(ended) if ended else None,
+        outcome=value.get("outcome"),
+        error_code=value.get("error_code"),
+    )
+
+
+def _utc(text_: str) -> datetime:
+    """A time the database wrote into JSON: ISO 8601, with an offset (PostgreSQL, per its
+    session's TimeZone) or without one (SQLite, UTC)."""
+    moment = datetime.fromisoformat(text_)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _artifact_columns(artifact: Artifact | None) -> dict[str, Any]:
@@ -416,6 +500,7 @@ def _to_values(job: ReportJob) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "callback_url": job.callback_url,
         "rerun_of": job.rerun_of,
+        "attempt_log": [_attempt_json(a) for a in job.attempt_log],
         "document_key": job.document.key if job.document else None,
         "document_size": job.document.size_bytes if job.document else None,
         "document_sha256": job.document.sha256 if job.document else None,
@@ -462,6 +547,7 @@ def to_job(row: Row[Any] | ReportJobRow) -> ReportJob:
         finished_at=row.finished_at,
         callback_url=row.callback_url,
         rerun_of=row.rerun_of,
+        attempt_log=tuple(_attempt(a) for a in row.attempt_log or ()),
         document=_document(row),
         notification=_notification(row),
     )

@@ -203,7 +203,29 @@ def enter(
         changes["error"] = error
     if artifact is not None:
         changes["artifact"] = artifact
+    if JobStatus.RUNNING in (job.status, target):
+        changes["attempt_log"] = log_attempts(job, target, now=now, worker=worker, error=error)
     return replace(job, **changes)
+
+
+def log_attempts(
+    job: ReportJob,
+    target: JobStatus,
+    *,
+    now: datetime,
+    worker: str | None,
+    error: JobError | None,
+) -> tuple[Attempt, ...]:
+    """``job``'s attempts once it entered ``target``: leaving ``running`` ends the current
+    attempt (:data:`LOST` when another worker reclaims it); entering it starts the next."""
+    log = job.attempt_log
+    if job.status is JobStatus.RUNNING and log:
+        outcome = LOST if target is JobStatus.RUNNING else target.value
+        code = error.code if error is not None else None
+        log = (*log[:-1], replace(log[-1], ended_at=now, outcome=outcome, error_code=code))
+    if target is JobStatus.RUNNING:
+        log = (*log, Attempt(job.attempts + 1, worker, now))
+    return log
 
 
 # --------------------------------------------------------------------------- parameters
@@ -292,6 +314,32 @@ class JobError:
     message: str
 
 
+#: An attempt's outcome when another worker reclaimed the job from under it.
+LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a job, in its timeline.
+
+    Attributes:
+        number: 1 for the first attempt (the job's ``attempts`` once it started).
+        worker: The worker that claimed it.
+        started_at: When it was claimed.
+        ended_at: When the job left ``running`` (None while it runs).
+        outcome: The status the job left ``running`` for, or :data:`LOST` when another
+            worker reclaimed it.
+        error_code: The error recorded with that outcome, if any.
+    """
+
+    number: int
+    worker: str | None
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: str | None = None
+    error_code: str | None = None
+
+
 class NotifyStatus(StrEnum):
     """Where the callback of a finished job stands."""
 
@@ -340,6 +388,7 @@ class ReportJob:
     document: Artifact | None = None
     notification: Notification | None = None
     rerun_of: UUID | None = None  # the job this one runs again (the console's "Run again")
+    attempt_log: tuple[Attempt, ...] = ()  # each attempt's run, oldest first
 
     QUEUE_FOR_TYPE: ClassVar[Queue] = Queue.REPORTS
 
