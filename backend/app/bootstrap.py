@@ -32,7 +32,7 @@ from app.db.console import SqlConsoleRepository
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.migrations import current_revision, head_revision
 from app.db.repository import SqlJobRepository
-from app.db.session import make_engine, make_sessions
+from app.db.session import adopt_connection, make_engine, make_sessions
 from app.db.traffic import SqlTrafficRepository
 from app.dispatch.base import BrokeredBackend
 from app.dispatch.celery_dispatcher import CeleryDispatcher
@@ -179,9 +179,12 @@ class Container:
             deps=self.deps, backend=Backend.INLINE, worker_alive=inline_worker_alive
         )
 
-    def after_fork(self, backend: Backend) -> None:
-        """In a forked child: own database connections, own worker id."""
+    def after_fork(self, backend: Backend, lent: Any | None = None) -> None:
+        """In a forked child: own database connections (starting with ``lent``, a
+        connection the parent lends it, when given), own worker id."""
         self.engine.dispose(close=False)
+        if lent is not None:
+            adopt_connection(self.engine, lent)
         self.deps = replace(self.deps, worker_id=worker_name(backend))
         self.pid = os.getpid()
 

@@ -11,15 +11,25 @@ The container is built before the worker forks, so every work horse starts warm.
 from __future__ import annotations
 
 import math
+import mmap
+import time
 from typing import Any
 
+from psycopg.pq import TransactionStatus
 from rq import Worker
+from rq.job import Job
+from rq.queue import Queue as RqQueue
 from rq.serializers import JSONSerializer
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from app.core.config import Settings, get_settings
+from app.db.session import PING_AFTER_IDLE_SECONDS
 from app.dispatch.rq_dispatcher import rq_queue
+from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import Backend, Queue
-from app.workers import shutdown, worker_container
+from app.workers import lend_to_next_child, shutdown, worker_container
 
 
 def maintenance_interval(settings: Settings) -> int:
@@ -32,10 +42,98 @@ def maintenance_interval(settings: Settings) -> int:
     return max(1, math.ceil(settings.heartbeat_timeout / 2))
 
 
+class LentConnection:
+    """The one ledger connection an RQ worker lends each of its work horses in turn.
+
+    A work horse is a fork per job. With a connection of its own, every job would pay a
+    new PostgreSQL session, its start and its cold catalog caches: more than the job's
+    ledger writes themselves (benchmarks/results/pipeline.md). The worker opens one
+    session and lends it to each horse; only one horse runs at a time and the worker does
+    not use it while one does. A horse says in one byte of shared memory whether it left
+    the session idle (no transaction open, no command in flight). If it did not (killed or
+    timed out mid-statement), the worker closes that session and opens another for the
+    next horse.
+
+    No prepared statements on it: a horse's copy of the driver would not know what an
+    earlier horse prepared or deallocated (psycopg deallocates them all after a ROLLBACK),
+    and would name a new one as the last horse did.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._idle = mmap.mmap(-1, 1)
+        self._raw: PoolProxiedConnection | None = None
+        self._since = 0.0
+
+    def lend(self) -> None:
+        """In the worker, before it forks a horse."""
+        stale = time.monotonic() - self._since > PING_AFTER_IDLE_SECONDS
+        if self._raw is not None and stale and not self._answers(self._raw):
+            self._close()
+        if self._raw is None:
+            try:
+                self._raw = self._open()
+            except (LedgerUnavailable, DBAPIError):
+                self._raw = None  # the horse connects (or defers its job) itself
+        self._idle[0] = 0
+        lend_to_next_child(self._raw.driver_connection if self._raw is not None else None)
+
+    def give_back(self) -> None:
+        """In the horse, after its job: say whether the session is idle."""
+        driver = self._raw.driver_connection if self._raw is not None else None
+        if driver is not None and not driver.closed:
+            self._idle[0] = driver.info.transaction_status is TransactionStatus.IDLE
+
+    def settle(self) -> None:
+        """In the worker, once the horse is gone."""
+        if self._raw is not None and not self._idle[0]:
+            self._close()
+        self._since = time.monotonic()
+
+    def _open(self) -> PoolProxiedConnection:
+        """A session out of the pool for good (the worker's warm-up one, when idle)."""
+        raw = self._engine.raw_connection()
+        raw.driver_connection.prepare_threshold = None  # type: ignore[union-attr]
+        return raw
+
+    def _answers(self, raw: PoolProxiedConnection) -> bool:
+        try:
+            return bool(self._engine.dialect.do_ping(raw.dbapi_connection))  # type: ignore[arg-type]
+        except Exception:
+            return False
+
+    def _close(self) -> None:
+        if self._raw is not None:
+            self._raw.invalidate()  # ends the session, in whatever state the horse left it
+            self._raw = None
+
+
 class ReportWorker(Worker):
     """RQ's worker, telling the running work horse to stop at its next checkpoint on a
-    warm shutdown (RQ itself would wait for the job to end), and running its maintenance
-    pass on time while idle."""
+    warm shutdown (RQ itself would wait for the job to end), running its maintenance
+    pass on time while idle, and lending each work horse its ledger connection
+    (:class:`LentConnection`, PostgreSQL only)."""
+
+    loan: LentConnection | None = None
+
+    def fork_work_horse(self, job: Job, queue: RqQueue) -> None:
+        if self.loan is not None:
+            self.loan.lend()
+        super().fork_work_horse(job, queue)
+
+    def perform_job(self, job: Job, queue: RqQueue) -> bool:
+        try:
+            return super().perform_job(job, queue)
+        finally:
+            if self.loan is not None and self._is_horse:
+                self.loan.give_back()
+
+    def monitor_work_horse(self, job: Job, queue: RqQueue) -> None:
+        try:
+            super().monitor_work_horse(job, queue)
+        finally:
+            if self.loan is not None:
+                self.loan.settle()
 
     @property
     def dequeue_timeout(self) -> int:
@@ -53,7 +151,8 @@ def run_rq_worker(queues: list[Queue], *, name: str | None = None, burst: bool =
     import app.workers.rq_jobs  # noqa: F401  (loaded once, before any fork)
 
     settings = get_settings()
-    connection = worker_container(Backend.RQ).rq_connection
+    container = worker_container(Backend.RQ)
+    connection = container.rq_connection
     worker = ReportWorker(
         [rq_queue(connection, settings, q) for q in queues],
         connection=connection,
@@ -61,5 +160,7 @@ def run_rq_worker(queues: list[Queue], *, name: str | None = None, burst: bool =
         name=name,
         maintenance_interval=maintenance_interval(settings),
     )
+    if container.engine.dialect.name == "postgresql":
+        worker.loan = LentConnection(container.engine)
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
     return 0

@@ -72,6 +72,16 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("the ledger connection did not answer its ping")
 
 
+def adopt_connection(engine: Engine, driver: Any) -> None:
+    """In a forked child whose pool was just emptied: the first connection its pool opens
+    is ``driver``, a connection the parent lends it, instead of a new session."""
+    lent = [driver]
+
+    @event.listens_for(engine, "do_connect")
+    def _adopt(_dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> Any:
+        return lent.pop() if lent else None
+
+
 def _unavailable(context: ExceptionContext) -> None:
     """A lost or refused connection (a restart, an outage, a locked SQLite file) becomes
     :class:`LedgerUnavailable`: callers retry it, the API answers 503 with its code."""

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from uuid import UUID
 
 from app import bootstrap
@@ -20,6 +21,14 @@ from app.workers import shutdown
 
 _lock = threading.Lock()
 _container: bootstrap.Container | None = None
+_lent: Any | None = None  # the database connection the next forked child adopts
+
+
+def lend_to_next_child(driver: Any | None) -> None:
+    """The next child forked from this process adopts ``driver`` as its first connection
+    (an RQ worker lends its work horses one warm connection, see ``cli.rq_worker``)."""
+    global _lent
+    _lent = driver
 
 
 def worker_container(backend: Backend) -> bootstrap.Container:
@@ -29,7 +38,7 @@ def worker_container(backend: Backend) -> bootstrap.Container:
         if _container is None:
             _container = bootstrap.build_worker(backend, stopping=shutdown.stopping)
         elif _container.pid != os.getpid():
-            _container.after_fork(backend)
+            _container.after_fork(backend, _lent)
         return _container
 
 
