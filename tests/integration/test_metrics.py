@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -289,6 +290,18 @@ def test_rq_work_horses_add_up(celery_env: dict[str, str], log_dir: Path) -> Non
             assert value(samples, "report_jobs_retries_total", **rq) == 1
             assert value(samples, "report_jobs_duration_seconds_count", **rq) == 3
             assert total(samples, "report_jobs_active") == 0
+            # Four work horses (the failed job ran twice), one set of counter and histogram
+            # files beside the worker's own: the directory does not grow with the jobs.
+            assert worker.process is not None
+            [folder] = Path(tempfile.gettempdir()).glob(
+                f"report-jobs-metrics-{worker.process.pid}-*"
+            )
+            for kind in ("counter", "histogram"):
+                files = sorted(f.name for f in folder.glob(f"{kind}_*.db"))
+                assert files == [
+                    f"{kind}_{worker.process.pid}.db",
+                    f"{kind}_{worker.process.pid}h.db",
+                ]
             lines = [json.loads(x) for x in worker.logs().splitlines() if x.startswith("{")]
             started = [
                 x

@@ -94,7 +94,8 @@ def _rq_worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     _check_storage(settings)
     setup_logging(settings.log_level, settings.log_format)  # RQ then logs through it too
-    prepare_multiprocess_dir()  # work horses write their metrics there; this process serves
+    # Work horses write their metrics there, one after the other; this process serves them.
+    prepare_multiprocess_dir(children_in_turn=True)
     start_worker_metrics()
     return run_rq_worker(queues, name=args.name, burst=args.burst)
 

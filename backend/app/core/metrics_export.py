@@ -23,8 +23,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
 from prometheus_client.metrics_core import Metric
@@ -45,8 +46,12 @@ def multiprocess_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def prepare_multiprocess_dir() -> Path:
-    """Called by a master before it starts children: an empty directory, exported in ``ENV``."""
+def prepare_multiprocess_dir(*, children_in_turn: bool = False) -> Path:
+    """Called by a master before it starts children: an empty directory, exported in ``ENV``.
+
+    ``children_in_turn``: the master runs one child at a time (an RQ worker's work horses,
+    a fork per job); see :func:`children_in_turn_values`.
+    """
     configured = multiprocess_dir()
     if configured is not None:
         configured.mkdir(parents=True, exist_ok=True)
@@ -58,7 +63,7 @@ def prepare_multiprocess_dir() -> Path:
         _remove_orphans(base)
         path = Path(tempfile.mkdtemp(prefix=f"{_PRIVATE}{os.getpid()}-", dir=base))
         atexit.register(shutil.rmtree, path, True)
-    enable_multiprocess(path)
+    enable_multiprocess(path, children_in_turn=children_in_turn)
     return path
 
 
@@ -70,7 +75,7 @@ def _remove_orphans(base: Path) -> None:
             shutil.rmtree(orphan, ignore_errors=True)
 
 
-def enable_multiprocess(path: Path) -> None:
+def enable_multiprocess(path: Path, *, children_in_turn: bool = False) -> None:
     """Put this process (and the children it will start) in multiprocess mode.
 
     prometheus-client picks its value class when it is first imported; if that happened
@@ -78,10 +83,33 @@ def enable_multiprocess(path: Path) -> None:
     exists yet in a master that has not run anything.
     """
     os.environ[ENV] = str(path)
-    current = values.ValueClass
-    if getattr(current, "__name__", "") != "MmapedValue":
+    if children_in_turn:
+        values.ValueClass = children_in_turn_values(os.getpid())
+    elif getattr(values.ValueClass, "__name__", "") != "MmapedValue":
         values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     initialise_series()  # in this master's files: every scrape has them from the start
+
+
+def children_in_turn_values(master: int) -> Callable[..., Any]:
+    """The value class of a master whose children run one at a time (an RQ work horse per
+    job): the children's counters, histograms and non-live gauges share one set of files,
+    ``<type>_<master>h.db``, each child going on from the last one's values, instead of a
+    new set per child: the directory, and what a scrape reads, no longer grow with every
+    job. Live gauges stay per process, so that a dead child's are forgotten by its pid.
+    """
+
+    def in_turn() -> str:
+        pid = os.getpid()
+        return str(pid) if pid == master else f"{master}h"
+
+    shared = values.MultiProcessValue(process_identifier=in_turn)  # type: ignore[no-untyped-call]
+    own = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+    def value(*params: Any, multiprocess_mode: str = "", **kwargs: Any) -> Any:
+        chosen = own if multiprocess_mode.startswith("live") else shared
+        return chosen(*params, multiprocess_mode=multiprocess_mode, **kwargs)
+
+    return value
 
 
 def forget_process(pid: int | None = None) -> None:
