@@ -16,7 +16,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from app import bootstrap
+from app import bootstrap, workers
+from app.cli.rq_worker import LentConnection
+from app.db.session import make_engine
 from app.dispatch.rq_dispatcher import rq_queue
 from app.domain.jobs import JobStatus, Queue, ReportJob, ReportType
 from app.services.enqueue import enqueue_report
@@ -103,3 +105,17 @@ def test_a_horse_killed_in_a_statement_does_not_pass_its_session_on(
     # Not after the killed statement's 10 s: a session of its own, at once.
     assert time.monotonic() - started < 5.0
     assert not event_lines(worker.logs(), "report_job.deferred", job.id)
+
+
+def test_a_ledger_that_refuses_connections_never_stops_the_worker() -> None:
+    """The pool raises the driver's own error when it cannot connect: the worker lends
+    nothing (the horse connects, or defers its job, itself) and goes on."""
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/nowhere")  # nothing listens
+    loan = LentConnection(engine)
+    workers.lend_to_next_child(object())
+    try:
+        loan.lend()
+        assert workers._lent is None
+        loan.settle()
+    finally:
+        engine.dispose()

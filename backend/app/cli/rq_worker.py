@@ -10,6 +10,7 @@ The container is built before the worker forks, so every work horse starts warm.
 
 from __future__ import annotations
 
+import logging
 import math
 import mmap
 import time
@@ -21,15 +22,15 @@ from rq.job import Job
 from rq.queue import Queue as RqQueue
 from rq.serializers import JSONSerializer
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.core.config import Settings, get_settings
 from app.db.session import PING_AFTER_IDLE_SECONDS
 from app.dispatch.rq_dispatcher import rq_queue
-from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import Backend, Queue
 from app.workers import lend_to_next_child, shutdown, worker_container
+
+log = logging.getLogger(__name__)
 
 
 def maintenance_interval(settings: Settings) -> int:
@@ -73,8 +74,9 @@ class LentConnection:
         if self._raw is None:
             try:
                 self._raw = self._open()
-            except (LedgerUnavailable, DBAPIError):
-                self._raw = None  # the horse connects (or defers its job) itself
+            except Exception as exc:  # the pool raises the driver's own errors, unwrapped
+                # Never the worker's end: the horse connects itself, or defers its job.
+                log.warning("rq.lent_connection.unavailable", extra={"error": str(exc)[:300]})
         self._idle[0] = 0
         lend_to_next_child(self._raw.driver_connection if self._raw is not None else None)
 
