@@ -4,6 +4,7 @@ slots, daily figures, Flower's credentials check and the Beat schedule's routing
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -177,6 +178,22 @@ def test_beat_tasks_are_registered_and_routed_to_the_celery_queue() -> None:
     assert midnight.hour == {0}
     assert midnight.minute == {0}
     assert schedules["system.recover_jobs"].minute == set(range(60))
+
+
+def test_each_worker_app_keeps_its_own_tasks() -> None:
+    """Tests build several worker apps in one process: each keeps the tasks registered on
+    it (Celery shares a task with every later app unless told not to, and warns of the
+    duplicate names), and the API's publishing app registers none."""
+    from app.bootstrap import celery_worker_app
+    from app.core.celery_app import RUN_REPORT
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first, second = celery_worker_app(), celery_worker_app()
+        assert first.tasks[RUN_REPORT] is not second.tasks[RUN_REPORT]
+        assert first.tasks[RUN_REPORT].app is first
+        client = create_celery_app(Settings(_env_file=None))  # type: ignore[call-arg]
+        assert RUN_REPORT not in client.tasks
 
 
 def test_private_metrics_dirs_of_dead_masters_are_removed(tmp_path: Path) -> None:

@@ -71,18 +71,18 @@ def summary(task: str, ran: bool, result: Mapping[str, Any]) -> dict[str, Any]:
 def register_system_tasks(app: Celery) -> None:
     """Define the ``system.*`` tasks on ``app`` (the worker's Celery app)."""
 
-    @app.task(name=CLEANUP)
+    @app.task(name=CLEANUP, shared=False)
     def cleanup_jobs() -> dict[str, Any]:
         return run(cleanup_expired)
 
-    @app.task(name=HEALTH)
+    @app.task(name=HEALTH, shared=False)
     def health_check() -> dict[str, Any]:
         return run(record_health)
 
-    @app.task(name=DAILY)
+    @app.task(name=DAILY, shared=False)
     def daily_stats() -> dict[str, Any]:
         return run(compute_daily_stats)
 
-    @app.task(name=RECOVER)
+    @app.task(name=RECOVER, shared=False)
     def recover_jobs() -> dict[str, Any]:
         return run(recover_stuck)

@@ -72,8 +72,10 @@ def register_report_tasks(app: Celery, settings: Settings) -> None:
         "retry_backoff_max": settings.defer_max_seconds,
     }
     delivery: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+    # shared=False, here and for the system tasks: a task belongs to the app it is defined
+    # on (Celery's default adds it to every app made later in the process).
 
-    @app.task(name=RUN_REPORT, base=ReportTask, max_retries=None, **delivery)
+    @app.task(name=RUN_REPORT, base=ReportTask, max_retries=None, shared=False, **delivery)
     def run_report_task(self: ReportTask, job_id: str) -> str:
         deps = worker_deps(Backend.CELERY)
         with job_context(job_id) as uid:
@@ -83,12 +85,12 @@ def register_report_tasks(app: Celery, settings: Settings) -> None:
             raise self.retry(countdown=delay, max_retries=None)
         return outcome.kind
 
-    @app.task(name=POSTPROCESS, max_retries=None, **delivery, **ledger_retry)
+    @app.task(name=POSTPROCESS, max_retries=None, shared=False, **delivery, **ledger_retry)
     def postprocess_task(self: Task[[str], str], job_id: str) -> str:
         with job_context(job_id) as uid:
             return postprocess_report(deps=worker_deps(Backend.CELERY), job_id=uid).kind
 
-    @app.task(name=NOTIFY, max_retries=None, **delivery, **ledger_retry)
+    @app.task(name=NOTIFY, max_retries=None, shared=False, **delivery, **ledger_retry)
     def notify_task(self: Task[[str], str], job_id: str) -> str:
         with job_context(job_id) as uid:
             outcome = notify_callback(deps=worker_deps(Backend.CELERY), job_id=uid)
@@ -96,7 +98,7 @@ def register_report_tasks(app: Celery, settings: Settings) -> None:
             raise self.retry(countdown=outcome.retry_in or 1.0)
         return outcome.kind
 
-    @app.task(name=PING)
+    @app.task(name=PING, shared=False)
     def ping_task() -> str:
         return "pong"
 
