@@ -179,12 +179,12 @@ class Container:
             deps=self.deps, backend=Backend.INLINE, worker_alive=inline_worker_alive
         )
 
-    def after_fork(self, backend: Backend, lent: Any | None = None) -> None:
+    def after_fork(self, backend: Backend, lent: tuple[Any, float] | None = None) -> None:
         """In a forked child: own database connections (starting with ``lent``, a
-        connection the parent lends it, when given), own worker id."""
+        connection the parent lends it and since when it is idle), own worker id."""
         self.engine.dispose(close=False)
         if lent is not None:
-            adopt_connection(self.engine, lent)
+            adopt_connection(self.engine, *lent)
         self.deps = replace(self.deps, worker_id=worker_name(backend))
         self.pid = os.getpid()
 

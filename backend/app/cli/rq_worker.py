@@ -25,7 +25,6 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.core.config import Settings, get_settings
-from app.db.session import PING_AFTER_IDLE_SECONDS
 from app.dispatch.rq_dispatcher import rq_queue
 from app.domain.jobs import Backend, Queue
 from app.workers import lend_to_next_child, shutdown, worker_container
@@ -67,10 +66,8 @@ class LentConnection:
         self._since = 0.0
 
     def lend(self) -> None:
-        """In the worker, before it forks a horse."""
-        stale = time.monotonic() - self._since > PING_AFTER_IDLE_SECONDS
-        if self._raw is not None and stale and not self._answers(self._raw):
-            self._close()
+        """In the worker, before it forks a horse. The horse's pool pings the session
+        first when it has been idle a while, as it does any connection."""
         if self._raw is None:
             try:
                 self._raw = self._open()
@@ -78,7 +75,7 @@ class LentConnection:
                 # Never the worker's end: the horse connects itself, or defers its job.
                 log.warning("rq.lent_connection.unavailable", extra={"error": str(exc)[:300]})
         self._idle[0] = 0
-        lend_to_next_child(self._raw.driver_connection if self._raw is not None else None)
+        lend_to_next_child(self._raw.driver_connection if self._raw else None, self._since)
 
     def give_back(self) -> None:
         """In the horse, after its job: say whether the session is idle."""
@@ -96,13 +93,8 @@ class LentConnection:
         """A session out of the pool for good (the worker's warm-up one, when idle)."""
         raw = self._engine.raw_connection()
         raw.driver_connection.prepare_threshold = None  # type: ignore[union-attr]
+        self._since = time.monotonic()
         return raw
-
-    def _answers(self, raw: PoolProxiedConnection) -> bool:
-        try:
-            return bool(self._engine.dialect.do_ping(raw.dbapi_connection))  # type: ignore[arg-type]
-        except Exception:
-            return False
 
     def _close(self) -> None:
         if self._raw is not None:
@@ -127,7 +119,7 @@ class ReportWorker(Worker):
         try:
             return super().perform_job(job, queue)
         finally:
-            if self.loan is not None and self._is_horse:
+            if self.loan is not None:  # in the horse: perform_job runs there
                 self.loan.give_back()
 
     def monitor_work_horse(self, job: Job, queue: RqQueue) -> None:

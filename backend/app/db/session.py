@@ -55,9 +55,13 @@ def _ping_when_idle(engine: Engine) -> None:
     """
 
     @event.listens_for(engine, "connect")
+    def _new(_dbapi: Any, record: ConnectionPoolEntry) -> None:
+        # A new session needs no ping; an adopted one brings its idle time along.
+        record.info.setdefault("idle_since", time.monotonic())
+
     @event.listens_for(engine, "checkin")
     def _stamp(_dbapi: Any, record: ConnectionPoolEntry) -> None:
-        record.info["idle_since"] = time.monotonic()  # a new connection needs no ping
+        record.info["idle_since"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
     def _ping(dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
@@ -72,14 +76,18 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("the ledger connection did not answer its ping")
 
 
-def adopt_connection(engine: Engine, driver: Any) -> None:
+def adopt_connection(engine: Engine, driver: Any, idle_since: float) -> None:
     """In a forked child whose pool was just emptied: the first connection its pool opens
-    is ``driver``, a connection the parent lends it, instead of a new session."""
+    is ``driver``, a connection the parent lends it, instead of a new session. It keeps
+    the time it has been idle since, so the pool pings it first as it would any other."""
     lent = [driver]
 
     @event.listens_for(engine, "do_connect")
-    def _adopt(_dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> Any:
-        return lent.pop() if lent else None
+    def _adopt(_dialect: Any, record: ConnectionPoolEntry, _cargs: Any, _cparams: Any) -> Any:
+        if not lent:
+            return None
+        record.info["idle_since"] = idle_since
+        return lent.pop()
 
 
 def _unavailable(context: ExceptionContext) -> None:

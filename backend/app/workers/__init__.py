@@ -21,14 +21,15 @@ from app.workers import shutdown
 
 _lock = threading.Lock()
 _container: bootstrap.Container | None = None
-_lent: Any | None = None  # the database connection the next forked child adopts
+#: The database connection the next forked child adopts, and since when it is idle.
+_lent: tuple[Any, float] | None = None
 
 
-def lend_to_next_child(driver: Any | None) -> None:
+def lend_to_next_child(driver: Any | None, idle_since: float = 0.0) -> None:
     """The next child forked from this process adopts ``driver`` as its first connection
     (an RQ worker lends its work horses one warm connection, see ``cli.rq_worker``)."""
     global _lent
-    _lent = driver
+    _lent = None if driver is None else (driver, idle_since)
 
 
 def worker_container(backend: Backend) -> bootstrap.Container:
