@@ -5,8 +5,6 @@ default), and no start at all without credentials in production."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from app.core.celery_app import PING, create_celery_app
 
 from tests.e2e.server import free_port
-from tests.integration.workers import ROOT, WorkerProcess, running_worker, settings_from
+from tests.integration.workers import WorkerProcess, run_cli, running_worker, settings_from
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,30 +59,14 @@ def test_flower_needs_credentials_and_lists_the_live_worker(
 def test_flower_refuses_to_start_without_auth_in_production(backend_env: dict[str, str]) -> None:
     env = {**backend_env, "ENVIRONMENT": "production", "FLOWER_BASIC_AUTH": ""}
     for script, command in (("celery_manager.py", "flower"), ("manage.py", "celery-flower")):
-        result = subprocess.run(
-            [sys.executable, script, command, str(free_port())],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_cli([script, command, str(free_port())], env)
         assert result.returncode == 2, result.stdout + result.stderr
         assert "MISCONFIGURED: Flower refuses to start without FLOWER_BASIC_AUTH" in result.stderr
 
 
 def test_flower_refuses_malformed_credentials(backend_env: dict[str, str]) -> None:
     env = {**backend_env, "FLOWER_BASIC_AUTH": "just-a-user"}
-    result = subprocess.run(
-        [sys.executable, "celery_manager.py", "flower", str(free_port())],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli(["celery_manager.py", "flower", str(free_port())], env)
     assert result.returncode == 2
     assert "FLOWER_BASIC_AUTH must be user:password" in result.stderr
 

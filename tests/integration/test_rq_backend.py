@@ -4,8 +4,6 @@ command for running ones), the ledger claim against stale deliveries, callback r
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,11 +18,11 @@ from rq.job import JobStatus as RqStatus
 from rq.serializers import JSONSerializer
 
 from tests.integration.workers import (
-    ROOT,
     CallbackReceiver,
     WorkerProcess,
     delete_redis_keys,
     leftovers,
+    run_cli,
     running_with_progress,
     settings_from,
     wait_for,
@@ -85,15 +83,7 @@ def test_cancelled_queued_job_is_withdrawn_and_a_stale_delivery_is_skipped(
         # A stale copy of the message (say, re-enqueued by hand) must still never run it.
         queue = rq_queue(rq_of(container).connection, container.settings, Queue.REPORTS)
         stale = queue.enqueue_call(FUNCTIONS[Step.RENDER], args=(str(job.id),))
-        burst = subprocess.run(
-            [sys.executable, "manage.py", "rq-worker", "reports", "--burst"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        burst = run_cli(["manage.py", "rq-worker", "reports", "--burst"], env)
         assert burst.returncode == 0, burst.stdout + burst.stderr
         assert stale.get_status() == RqStatus.FINISHED
         assert stale.return_value() == "skipped"

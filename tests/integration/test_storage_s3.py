@@ -13,8 +13,6 @@ import hashlib
 import io
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -50,12 +48,12 @@ from tests.integration.s3 import (
 )
 from tests.integration.test_contract import SCENARIO, reference_sha256
 from tests.integration.workers import (
-    ROOT,
     CallbackReceiver,
     WorkerProcess,
     celery_worker,
     own_ledger,
     rq_worker,
+    run_cli,
     settings_from,
     wait_for,
 )
@@ -371,18 +369,6 @@ def test_retention_cleanup_deletes_objects_before_rows(stack: Stack) -> None:
     assert all(stack.keys(job) == [] for job in jobs)
 
 
-def _start(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -396,7 +382,7 @@ def test_a_missing_bucket_stops_start_up_with_misconfigured(
     stack: Stack, command: list[str]
 ) -> None:
     env = {**stack.env, "S3_BUCKET": "no-such-bucket", "PORT": str(free_port())}
-    result = _start(command, env)
+    result = run_cli(command, env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "MISCONFIGURED: S3_BUCKET 'no-such-bucket' does not exist" in result.stderr
 
@@ -405,8 +391,8 @@ def test_migrate_creates_the_missing_bucket_once(stack: Stack) -> None:
     """The compose stacks' one-shot start: schema, then the bucket the API will require."""
     bucket = f"made-{secrets.token_hex(3)}"
     env = {**stack.env, "S3_BUCKET": bucket}
-    first = _start(["manage.py", "migrate", "--create-bucket"], env)
-    again = _start(["manage.py", "migrate", "--create-bucket"], env)
+    first = run_cli(["manage.py", "migrate", "--create-bucket"], env)
+    again = run_cli(["manage.py", "migrate", "--create-bucket"], env)
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert f"bucket {bucket} created" in first.stdout
     assert f"bucket {bucket} already there" in again.stdout
@@ -417,7 +403,7 @@ def test_refused_credentials_stop_start_up_with_misconfigured(stack: Stack, log_
     strict = MotoServer(log_dir / "moto-auth.log", auth=True).start()
     try:
         env = {**stack.env, **storage_env(strict.url, "reports"), "PORT": str(free_port())}
-        result = _start(["manage.py", "serve"], env)
+        result = run_cli(["manage.py", "serve"], env)
     finally:
         strict.stop()
     assert result.returncode == 2, result.stdout + result.stderr

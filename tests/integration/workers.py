@@ -301,6 +301,19 @@ def start_celery_worker(
     return WorkerProcess(name, command, env, log_dir / f"{name}.log").start(" ready.")
 
 
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` from the repository root (a CLI run to its end), output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def start_rq_worker(env: dict[str, str], log_dir: Path, *queues: str) -> WorkerProcess:
     """A started ``manage.py rq-worker``; the caller signals and stops it."""
     name = f"rq-{env['QUEUE_PREFIX']}{secrets.token_hex(2)}"

@@ -37,10 +37,8 @@ class LocalArtifactStore(ScratchFiles):
         attempt: int | None = None,
         checkpoint: Callable[[], None] | None = None,
     ) -> Artifact:
-        digest = hashlib.sha256()
         with temp.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
+            digest = hashlib.file_digest(fh, "sha256")
             os.fsync(fh.fileno())
         size = temp.stat().st_size
         key = artifact_key(job_id, filename, attempt)
