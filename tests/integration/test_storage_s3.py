@@ -399,12 +399,21 @@ def test_migrate_creates_the_missing_bucket_once(stack: Stack) -> None:
     stack.s3.head_bucket(Bucket=bucket)  # raises if it is not there
 
 
-def test_refused_credentials_stop_start_up_with_misconfigured(stack: Stack, log_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["manage.py", "serve"], ["manage.py", "migrate", "--create-bucket"]],
+    ids=["api", "create-bucket"],
+)
+def test_refused_credentials_stop_start_up_with_misconfigured(
+    stack: Stack, log_dir: Path, command: list[str]
+) -> None:
+    """Only a missing bucket is created; refused credentials stop even ``--create-bucket``."""
     strict = MotoServer(log_dir / "moto-auth.log", auth=True).start()
     try:
         env = {**stack.env, **storage_env(strict.url, "reports"), "PORT": str(free_port())}
-        result = run_cli(["manage.py", "serve"], env)
+        result = run_cli(command, env)
     finally:
         strict.stop()
     assert result.returncode == 2, result.stdout + result.stderr
     assert "MISCONFIGURED: The storage refused the credentials" in result.stderr
+    assert "created" not in result.stdout

@@ -47,6 +47,10 @@ _BAD_CREDENTIALS = {
 }
 
 
+class BucketMissing(Misconfigured):
+    """The bucket is not at the endpoint (the only refusal ``create_bucket`` mends)."""
+
+
 def s3_client(*, endpoint_url: str | None, region: str, path_style: bool, timeout: float) -> Any:
     """A boto3 S3 client; credentials come from boto3's usual chain (``AWS_*`` variables,
     shared files, instance roles). Few retries: a store that is down fails the attempt
@@ -87,9 +91,9 @@ class S3ArtifactStore(ScratchFiles):
         except ClientError as exc:
             code = _code(exc)
             if code in _MISSING_BUCKET:
-                raise Misconfigured(
+                raise BucketMissing(
                     f"S3_BUCKET {self.bucket!r} does not exist at the storage endpoint; "
-                    "create it first."
+                    "create it first (manage.py migrate --create-bucket)."
                 ) from exc
             if code in _BAD_CREDENTIALS:
                 raise Misconfigured(
@@ -104,10 +108,8 @@ class S3ArtifactStore(ScratchFiles):
         """Create the bucket unless it exists (a stack's first start); True if it was made."""
         try:
             self.verify()
-        except Misconfigured as exc:
-            cause = exc.__cause__
-            if not isinstance(cause, ClientError) or _code(cause) not in _MISSING_BUCKET:
-                raise
+        except BucketMissing:
+            pass
         else:
             return False
         region = self.client.meta.region_name
