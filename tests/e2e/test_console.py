@@ -19,6 +19,7 @@ from app.services.daily_stats import daily_figures
 
 from tests.conftest import fresh_pg_database
 from tests.e2e.server import LiveServer, running, wait_for
+from tests.integration.workers import run_cli
 
 DUMMY = "/api/v1/reports/dummy"
 
@@ -171,6 +172,18 @@ def test_sign_out_ends_the_session_everywhere(api: LiveServer) -> None:
         assert client.post("/console/sign-out", data={"csrf": token}).status_code == 303
     with httpx.Client(base_url=api.url, timeout=10, cookies={"console_session": cookie}) as old:
         assert old.get("/console/jobs", follow_redirects=False).status_code == 303
+
+
+def test_a_revoked_key_ends_its_console_session(api: LiveServer) -> None:
+    key = api.create_key("carol")
+    with browser(api, key) as client:
+        assert "Signed in as carol" in client.get("/console/jobs").text
+        key_id = key.split("_")[1]
+        revoked = run_cli(["manage.py", "api-key", "revoke", key_id], api.env)
+        assert revoked.returncode == 0, revoked.stderr
+        refused = client.get("/console/jobs", follow_redirects=False)
+    assert refused.status_code == 303
+    assert refused.headers["location"].startswith("/console/sign-in")
 
 
 def test_development_needs_no_key(tmp_path: Path) -> None:

@@ -12,12 +12,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from app.db.api_keys import SqlApiKeyRepository
 from app.db.console import SqlConsoleRepository
 from app.db.migrations import upgrade
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine, make_sessions
 from app.db.traffic import SqlTrafficRepository
-from app.domain.auth import Role
+from app.domain.auth import ApiKey, Role
 from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.jobs import Backend, JobStatus, PdfParams, Queue, ReportJob, ReportType, utcnow
 from app.domain.traffic import ChangeKind, TrafficSplit
@@ -155,14 +156,21 @@ def test_console_sessions(engine: Engine) -> None:
     now = utcnow()
     session = ConsoleSession("h" * 64, "alice", Role.SUBMITTER, "k1", "c" * 32, now, now)
     console.add_session(session)
-    assert console.find_session("h" * 64) == session
+    assert console.find_session("h" * 64) == (session, False)  # key k1 is in no row
     console.touch_session("h" * 64, now=now + timedelta(minutes=5))
     found = console.find_session("h" * 64)
     assert found is not None
-    assert found.last_seen == now + timedelta(minutes=5)
+    assert found[0].last_seen == now + timedelta(minutes=5)
     assert console.delete_idle_sessions(now + timedelta(minutes=1)) == 0
     assert console.delete_idle_sessions(now + timedelta(minutes=6)) == 1
     assert console.find_session("h" * 64) is None
     console.add_session(session)
     console.delete_session("h" * 64)
     assert console.find_session("h" * 64) is None
+    # The key's state comes with the session, in the same lookup.
+    keys = SqlApiKeyRepository(make_sessions(engine))
+    keys.add(ApiKey(key_id="k1", owner="alice", role=Role.SUBMITTER, created_at=now), "s" * 64)
+    console.add_session(session)
+    assert console.find_session("h" * 64) == (session, True)
+    keys.revoke("k1", now=now)
+    assert console.find_session("h" * 64) == (session, False)

@@ -54,7 +54,6 @@ async def session_of(request: Request) -> ConsoleSession:
     container = get_container(request)
     return await run_in_threadpool(
         svc.resolve_session,
-        keys=container.api_keys,
         console=container.console,
         token=request.cookies.get(COOKIE),
         now=utcnow(),

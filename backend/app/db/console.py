@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Engine, Select, Table, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import ConsoleSessionRow, ReportJobRow
+from app.db.models import ApiKeyRow, ConsoleSessionRow, ReportJobRow
 from app.db.repository import keyset_page
 from app.domain.auth import Role
 from app.domain.console import ConsoleFilter, ConsoleSession
@@ -17,6 +17,8 @@ from app.domain.jobs import Backend, JobStatus
 from app.domain.ports import Cursor, JobPage
 
 _J = cast(Table, ReportJobRow.__table__)
+_S = cast(Table, ConsoleSessionRow.__table__)
+_K = cast(Table, ApiKeyRow.__table__)
 
 
 class SqlConsoleRepository:
@@ -56,20 +58,28 @@ class SqlConsoleRepository:
                 )
             )
 
-    def find_session(self, token_hash: str) -> ConsoleSession | None:
-        with self._sessions() as db:
-            row = db.get(ConsoleSessionRow, token_hash)
-            if row is None:
-                return None
-            return ConsoleSession(
-                token_hash=row.token_hash,
-                owner=row.owner,
-                role=Role(row.role),
-                key_id=row.key_id,
-                csrf=row.csrf,
-                created_at=row.created_at,
-                last_seen=row.last_seen,
-            )
+    def find_session(self, token_hash: str) -> tuple[ConsoleSession, bool] | None:
+        s, k = _S.c, _K.c
+        active = (k.key_id.is_not(None) & k.revoked_at.is_(None)).label("key_active")
+        stmt = (
+            select(_S, active)
+            .select_from(_S.outerjoin(_K, k.key_id == s.key_id))
+            .where(s.token_hash == token_hash)
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt).one_or_none()
+        if row is None:
+            return None
+        session = ConsoleSession(
+            token_hash=row.token_hash,
+            owner=row.owner,
+            role=Role(row.role),
+            key_id=row.key_id,
+            csrf=row.csrf,
+            created_at=row.created_at,
+            last_seen=row.last_seen,
+        )
+        return session, bool(row.key_active)
 
     def touch_session(self, token_hash: str, *, now: datetime) -> None:
         t = ConsoleSessionRow

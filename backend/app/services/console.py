@@ -80,7 +80,6 @@ def sign_in(
 
 def resolve_session(
     *,
-    keys: ApiKeyRepository,
     console: ConsoleRepository,
     token: str | None,
     now: datetime,
@@ -92,17 +91,16 @@ def resolve_session(
     Raises:
         Unauthenticated: no cookie, an unknown or idle session, or a revoked key.
     """
-    session = console.find_session(token_hash(token)) if token else None
-    if session is None:
+    found = console.find_session(token_hash(token)) if token else None
+    if found is None:
         raise Unauthenticated("Sign in to the console.", code="CONSOLE_SIGN_IN")
+    session, key_active = found
     if now - session.last_seen > idle:
         console.delete_session(session.token_hash)
         raise Unauthenticated("The session timed out: sign in again.", code="CONSOLE_SIGN_IN")
-    if keys_required:
-        found = keys.find(session.key_id)
-        if found is None or not found[0].active:
-            console.delete_session(session.token_hash)
-            raise Unauthenticated("The key was revoked: sign in again.", code="CONSOLE_SIGN_IN")
+    if keys_required and not key_active:
+        console.delete_session(session.token_hash)
+        raise Unauthenticated("The key was revoked: sign in again.", code="CONSOLE_SIGN_IN")
     if now - session.last_seen > TOUCH_EVERY:
         console.touch_session(session.token_hash, now=now)
         session = replace(session, last_seen=now)
