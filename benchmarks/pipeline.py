@@ -447,6 +447,12 @@ def ms_per_call(name: str, call: Callable[[], None]) -> float:
 #: HTTP rounds: the three servers take turns (A B C A B C …), so that the machine's drift
 #: falls on each of them alike; each figure is the median of its rounds.
 HTTP_ROUNDS = 3
+#: Seconds of rest after each wrk run. A 50-connection run ends with requests still in the
+#: server (wrk closes its sockets; the server finishes what it accepted); without the rest,
+#: the next run's first requests wait behind them and its p99 is that backlog, not the
+#: latency at 4 connections. Measured without it (2026-12-01): platform p99 at 4
+#: connections 80–130 ms right after a 50-connection run, 31–37 ms after 1 s of rest.
+SETTLE_SECONDS = 1.0
 
 
 def http(b: Bench) -> None:
@@ -488,6 +494,7 @@ def wrk_rounds(b: Bench, targets: dict[str, tuple[str, str]]) -> None:
             for connections in (50, 4):
                 result = wrk(url, connections, seconds, key)
                 runs.setdefault((name, connections), []).append(result)
+                time.sleep(SETTLE_SECONDS)
     for (name, connections), results in runs.items():
         for measure in ("rps", "p50", "p99"):
             value = statistics.median(r[measure] for r in results)
@@ -633,9 +640,10 @@ brokers on Redis; ledger and result tables on PostgreSQL):
   validation, ledger write, publish) vs `apply_async` of the no-op; queues purged after.
 - **HTTP**: wrk, 2 threads, POST; the three servers run together and take turns: a 2 s
   warm-up each, then {HTTP_ROUNDS} rounds of `--duration`/{HTTP_ROUNDS} at 50 then at 4
-  connections on each in turn, the median of the rounds reported; one uvicorn worker each
-  side (API_WORKERS=1), uvicorn's default ("auto") loop and HTTP parser; no worker consumes
-  (queues purged after).
+  connections on each in turn, {SETTLE_SECONDS:g} s of rest after each run (so that a run
+  does not start behind the last one's backlog), the median of the rounds reported; one
+  uvicorn worker each side (API_WORKERS=1), uvicorn's default ("auto") loop and HTTP
+  parser; no worker consumes (queues purged after).
   Platform: `POST /api/v1/reports/dummy` through `manage.py serve`, development (no key),
   then production (`X-API-Key`, a submitter key, checked on every request); its rate limit
   is raised to RATE_LIMIT_REQUESTS={RATE_LIMIT} per 60 s for the bench (the token-bucket

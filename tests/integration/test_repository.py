@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -346,3 +346,39 @@ def test_a_connection_idle_past_the_ping_delay_is_checked_first(
         repo.ping()
     finally:
         engine.dispose()
+
+
+def test_only_the_claim_and_heartbeats_skip_the_wal_flush_wait(pg_url: str) -> None:
+    """On PostgreSQL, a commit that waits for the WAL flush waits ``commit_delay`` more
+    (100 ms here); one that does not wait, the claim and the heartbeat, skips it. The
+    insert and every outcome keep waiting: a client may have seen them."""
+    slow_flush = "options=-c%20commit_delay%3D100000%20-c%20commit_siblings%3D0"
+    engine = make_engine(f"{pg_url}{'&' if '?' in pg_url else '?'}{slow_flush}")
+    repo = SqlJobRepository(engine)
+    timings: dict[str, list[float]] = {}
+
+    def timed(name: str, written: Callable[[], object]) -> None:
+        start = time.perf_counter()
+        assert written(), name
+        timings.setdefault(name, []).append((time.perf_counter() - start) * 1000)
+
+    def one_job() -> None:
+        job, now = _job("flush"), utcnow()
+        timed("insert", lambda: repo.add(job) is None)
+        timed("claim", lambda: repo.transition(job.id, RUNNING, now=now, worker="w"))
+        timed("heartbeat", lambda: repo.record_progress(job.id, progress=5, stage="s", now=now))
+        timed("outcome", lambda: repo.transition(job.id, FAILED, now=now, error=_BOOM))
+
+    try:
+        for _ in range(3):
+            one_job()
+    finally:
+        engine.dispose()
+    fastest = {name: min(values) for name, values in timings.items()}
+    for waits_not in ("claim", "heartbeat"):
+        assert fastest[waits_not] < 50, timings
+    for waits in ("insert", "outcome"):
+        assert fastest[waits] >= 100, timings
+
+
+RUNNING, FAILED, _BOOM = JobStatus.RUNNING, JobStatus.FAILED, JobError("BOOM", "it broke")

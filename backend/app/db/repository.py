@@ -67,14 +67,14 @@ class SqlJobRepository:
     ``queued``, before the publish (the row exists before its message); the claim (the
     attempt becomes visible: cancellation, progress and fencing act on it, a duplicate
     delivery is refused); the outcome. Heartbeats add one a ``PROGRESS_INTERVAL`` while a
-    render lasts, committed without waiting for the WAL flush (see ``record_progress``).
+    render lasts. On PostgreSQL the claim and the heartbeats commit without waiting for
+    the WAL flush (see :data:`_NO_FLUSH_WAIT`); the insert and the outcome wait for it.
     """
 
     def __init__(self, engine: Engine) -> None:
-        # Every call but a heartbeat is one statement: in autocommit it is its own
-        # transaction, one round trip, where BEGIN … COMMIT would take three.
+        # Every call is one statement: in autocommit it is its own transaction, one round
+        # trip, where BEGIN … COMMIT would take three.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._transactional = engine
         self._postgres = engine.dialect.name == "postgresql"
 
     def ping(self) -> None:
@@ -190,13 +190,8 @@ class SqlJobRepository:
             "now": now,
             "expected_worker": worker,
         }
-        with self._transactional.begin() as conn:
-            if self._postgres:
-                # A heartbeat lost in a database crash costs nothing: the next one, or the
-                # final write (synchronous), replaces it. So this commit does not wait for
-                # the WAL flush; the claim and the outcome still do.
-                conn.execute(_ASYNC_COMMIT)
-            stmt = _PROGRESS if worker is None else _PROGRESS_FENCED
+        stmt = _progress_statement(fenced=worker is not None, postgres=self._postgres)
+        with self._engine.connect() as conn:
             return bool(conn.execute(stmt, params).rowcount)
 
     def unfinished(self, *, backend: Backend | None = None) -> Sequence[ReportJob]:
@@ -286,13 +281,30 @@ _BY_ID = select(_T).where(_T.c.id == bindparam("job_id"))
 _BY_IDEMPOTENCY_KEY = select(_T).where(
     _T.c.owner == bindparam("owner"), _T.c.idempotency_key == bindparam("key")
 )
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
-_PROGRESS = (
-    update(_T)
-    .where(_T.c.id == bindparam("job_id"), _T.c.status == JobStatus.RUNNING.value)
-    .values(progress=bindparam("new_progress"), stage=bindparam("new_stage"), updated_at=_NOW)
-)
-_PROGRESS_FENCED = _PROGRESS.where(_T.c.worker == bindparam("expected_worker"))
+#: Part of a statement's WHERE on PostgreSQL: the one-statement transaction it runs in
+#: commits without waiting for the WAL flush (``SET LOCAL synchronous_commit = off``, in
+#: the same round trip). The write is visible to every session at once, so the
+#: conditional claim, cancellation and fencing are unchanged; only a crash of PostgreSQL
+#: itself can lose it, within ~3 × ``wal_writer_delay``. Used where such a loss costs no
+#: job: a heartbeat (the next one, or the outcome, replaces it) and the claim (lost, the
+#: row is back where it was; the worker running it is fenced out at its next write and
+#: the job runs again, at least once as after any crash). The insert and the outcome
+#: wait for the flush: a client may have seen them.
+_NO_FLUSH_WAIT = text("set_config('synchronous_commit', 'off', true) = 'off'")
+
+
+@functools.cache
+def _progress_statement(*, fenced: bool, postgres: bool) -> Update:
+    stmt = (
+        update(_T)
+        .where(_T.c.id == bindparam("job_id"), _T.c.status == JobStatus.RUNNING.value)
+        .values(progress=bindparam("new_progress"), stage=bindparam("new_stage"), updated_at=_NOW)
+    )
+    if fenced:
+        stmt = stmt.where(_T.c.worker == bindparam("expected_worker"))
+    return stmt.where(_NO_FLUSH_WAIT) if postgres else stmt
+
+
 _DOCUMENT = (
     update(_T)
     .where(
@@ -381,6 +393,8 @@ def _transition_statement(shape: _Shape) -> Update:
         claimable = or_(claimable, lost)
     if shape.fenced:  # still this worker's: not reclaimed meanwhile
         claimable = and_(claimable, _T.c.worker == bindparam("expected_worker"))
+    if shape.postgres and shape.target is JobStatus.RUNNING:
+        claimable = and_(claimable, _NO_FLUSH_WAIT)
     return (
         update(_T).where(_T.c.id == bindparam("job_id"), claimable).values(values).returning(*_T.c)
     )
