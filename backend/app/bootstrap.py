@@ -11,8 +11,9 @@ from datetime import timedelta
 from functools import cached_property, partial
 from typing import Any
 
+import redis
 from celery import Celery
-from redis import Redis
+from redis import DriverInfo, Redis
 from sqlalchemy import Engine
 
 from app.api.ratelimit import RateLimiter
@@ -85,8 +86,17 @@ class Container:
 
     @cached_property
     def rq_connection(self) -> Redis:
-        """An RQ worker's connection: no socket timeout, its dequeue blocks for a while."""
-        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
+        """An RQ worker's connection: no socket timeout, its dequeue blocks for a while.
+
+        Its driver info is given, not looked up: redis-py otherwise reads its own version
+        from the installed package's metadata for every new connection, and each work
+        horse opens one (~7 ms a job under cProfile, benchmarks/profiles/rq_horse_before.txt).
+        """
+        return Redis.from_url(
+            self.settings.redis_url,
+            socket_connect_timeout=5,
+            driver_info=DriverInfo(lib_version=redis.__version__),
+        )
 
     @cached_property
     def console(self) -> SqlConsoleRepository:

@@ -23,12 +23,14 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server, values
 from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
@@ -102,14 +104,96 @@ def children_in_turn_values(master: int) -> Callable[..., Any]:
         pid = os.getpid()
         return str(pid) if pid == master else f"{master}h"
 
-    shared = values.MultiProcessValue(process_identifier=in_turn)  # type: ignore[no-untyped-call]
-    own = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    shared = read_on_first_use(in_turn)
+    own = read_on_first_use(lambda: str(os.getpid()))
 
     def value(*params: Any, multiprocess_mode: str = "", **kwargs: Any) -> Any:
         chosen = own if multiprocess_mode.startswith("live") else shared
         return chosen(*params, multiprocess_mode=multiprocess_mode, **kwargs)
 
     return value
+
+
+def read_on_first_use(process_identifier: Callable[[], str]) -> type:
+    """A multiprocess value class like prometheus-client's ``MultiProcessValue``, except
+    after a fork: each value goes back to its file (the new process's) on its own first
+    use there, instead of every value of the process at the first use of any. A worker
+    registers hundreds of series (each exists at 0 from the first scrape); a work horse
+    touches a few, and the eager way read them all again in every horse (~10 ms a job
+    under cProfile, benchmarks/profiles/rq_horse_before.txt).
+    """
+    files: dict[str, Any] = {}  # prefix -> MmapedDict (untyped) of this process
+    lock = threading.Lock()
+
+    class Current:
+        process = process_identifier()
+        generation = 0  # how many forks this class has seen
+
+    class ReadOnFirstUse:
+        _multiprocess = True
+
+        def __init__(
+            self,
+            typ: str,
+            metric_name: str,
+            name: str,
+            labelnames: Sequence[str],
+            labelvalues: Sequence[str],
+            help_text: str,
+            multiprocess_mode: str = "",
+            **_: Any,
+        ) -> None:
+            self._prefix = f"{typ}_{multiprocess_mode}" if typ == "gauge" else typ
+            self._key: str = mmap_key(
+                metric_name, name, list(labelnames), list(labelvalues), help_text
+            )
+            self._generation = -1
+            self._file: Any = None
+            self._value = self._timestamp = 0.0
+            with lock:
+                self._sync()
+
+        def _sync(self) -> None:
+            """Under ``lock``: after a fork, this process's files; this value, read once."""
+            process = process_identifier()
+            if process != Current.process:
+                for file in files.values():
+                    file.close()  # this process's copy of the mapping only
+                files.clear()
+                Current.process, Current.generation = process, Current.generation + 1
+            if self._generation != Current.generation:
+                if self._prefix not in files:
+                    path = Path(os.environ[ENV]) / f"{self._prefix}_{process}.db"
+                    files[self._prefix] = MmapedDict(str(path))  # type: ignore[no-untyped-call]
+                self._file = files[self._prefix]
+                self._value, self._timestamp = self._file.read_value(self._key)
+                self._generation = Current.generation
+
+        def inc(self, amount: float) -> None:
+            with lock:
+                self._sync()
+                self._value += amount
+                self._timestamp = 0.0
+                self._file.write_value(self._key, self._value, self._timestamp)
+
+        def set(self, value: float, timestamp: float | None = None) -> None:
+            with lock:
+                self._sync()
+                self._value, self._timestamp = value, timestamp or 0.0
+                self._file.write_value(self._key, self._value, self._timestamp)
+
+        def get(self) -> float:
+            with lock:
+                self._sync()
+                return self._value
+
+        def set_exemplar(self, exemplar: Any) -> None:
+            """Exemplars are not kept in multiprocess mode (as in prometheus-client)."""
+
+        def get_exemplar(self) -> None:
+            return None
+
+    return ReadOnFirstUse
 
 
 def forget_process(pid: int | None = None) -> None:

@@ -12,10 +12,12 @@ from sqlalchemy import (
     Engine,
     Row,
     Select,
+    String,
     Table,
     Text,
     Update,
     and_,
+    any_,
     bindparam,
     case,
     func,
@@ -31,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     cast as sql_cast,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -384,7 +387,12 @@ def _transition_statement(shape: _Shape) -> Update:
         values.update({c: bindparam(f"new_{c}") for c in _ARTIFACT_COLUMNS})
     if shape.target is JobStatus.RUNNING or JobStatus.RUNNING in sources_of(shape.target):
         values["attempt_log"] = _logged_attempts(shape)
-    claimable: ColumnElement[bool] = _T.c.status.in_(bindparam("sources", expanding=True))
+    claimable: ColumnElement[bool] = (
+        # One array parameter: an expanding IN is re-rendered at every execution.
+        _T.c.status == any_(bindparam("sources", type_=ARRAY(String)))
+        if shape.postgres
+        else _T.c.status.in_(bindparam("sources", expanding=True))
+    )
     if shape.stale:  # a running row whose heartbeat is older: its worker is gone
         lost = and_(
             _T.c.status == JobStatus.RUNNING.value,
