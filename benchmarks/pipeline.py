@@ -60,10 +60,11 @@ import raw_tasks  # noqa: E402
 from app import bootstrap  # noqa: E402
 from app.core.config import Settings  # noqa: E402
 from app.core.logging import JsonFormatter  # noqa: E402
-from app.domain.jobs import ReportType  # noqa: E402
+from app.domain.jobs import Backend, ReportType  # noqa: E402
 from app.services.deps import Deps  # noqa: E402
 from app.services.enqueue import enqueue_report  # noqa: E402
 from bench_support import load, process, scratch_dir, wait_results, wait_until  # noqa: E402
+from profile_ledger import parallel_rate  # noqa: E402
 
 from tests.e2e.server import free_port, running  # noqa: E402
 
@@ -279,6 +280,24 @@ def celery_drain(b: Bench) -> None:
     Celery("tables", backend=backend, set_as_current=False).backend  # noqa: B018 (creates them)
     b.figures["celery_drain.pg"] = raw_celery_drain(b, f"{b.prefix}rawpg", jobs, backend)
     b.figures["celery_drain.platform"] = platform_drain(b, "celery", jobs)
+    b.figures["celery_drain.ceiling"] = ledger_ceiling(b, jobs)
+
+
+def ledger_ceiling(b: Bench, jobs: int) -> float:
+    """``run_report`` of ``jobs`` queued dummy jobs in two forked processes with no
+    broker: what the ledger alone lets a pool of that size drain, whatever carries the jobs."""
+    with platform_deps(b, "celery") as deps:
+        ids = enqueue_dummies(deps, jobs, CLIENTS)
+    purge_celery(*(f"{b.prefix}{q}" for q in ("reports", "documents", "notifications", "celery")))
+    worker = bootstrap.build_worker(Backend.CELERY, b.settings("celery"))
+    try:
+        return rate(
+            "ledger alone (run_report, no broker)",
+            jobs,
+            jobs / parallel_rate(worker, ids, CONCURRENCY),
+        )
+    finally:
+        worker.close()
 
 
 def raw_celery_drain(b: Bench, queue: str, jobs: int, result_backend: str | None) -> float:
@@ -572,6 +591,12 @@ ROWS = [
         lambda p, q: p / q >= 2,
     ),
     Row(
+        "Ledger alone: run_report in 2 processes, no broker, jobs/s — vs raw Celery",
+        "celery_drain.ceiling",
+        "celery_drain.raw",
+        "{:.0f}",
+    ),
+    Row(
         "RQ drain, jobs/s — vs raw RQ, same worker class",
         "rq_drain.platform",
         "rq_drain.raw",
@@ -631,7 +656,10 @@ brokers on Redis; ledger and result tables on PostgreSQL):
   `celery_taskmeta`. Platform (dummy jobs: claim, render, artifact written and fsynced,
   outcome committed): ledger `max(finished_at) − min(started_at)`. Raw RQ runs the
   platform's `ReportWorker` class (fork per job, JSON, scheduler on) without the
-  platform's container. RQ sizes are `--jobs` / {RQ_SHARE}.
+  platform's container. RQ sizes are `--jobs` / {RQ_SHARE}. Ledger alone: the same dummy
+  jobs, queued, then `run_report` in {CONCURRENCY} forked processes with no broker
+  (`benchmarks/profile_ledger.py`'s `parallel_rate`): the most any {CONCURRENCY}-process
+  worker could drain while every job keeps its claim and outcome commits.
 - **Live end to end**: workers consuming first, {WARMUP_JOBS} warm-up jobs, then the jobs
   enqueued in-process from {CLIENTS} threads; span = first enqueue (raw: send time;
   platform: ledger `created_at`) → last end (raw: recorded end; platform: `finished_at`).

@@ -9,7 +9,11 @@ times each. For each drain it prints the median of:
   ``task_prerun`` to ``task_postrun``);
 - **between**: from one task's end to the next one's start in the same process: the ack,
   the next message fetched and handed to the child by the worker's main process;
-- **ledger**: the platform's claim-to-outcome span (``finished_at - started_at``).
+- **ledger**: the platform's claim-to-outcome span (``finished_at - started_at``);
+
+and the CPU a job costs each process of the machine that takes part (the worker's main
+process, its pool process, PostgreSQL's processes, Redis; from ``/proc``, from the tenth job
+done to the last). Both drains are CPU-bound on this machine: jobs a second ≈ cores ÷ CPU a job.
 
 With ``--profile FILE``, the platform's pool process of the last round runs under cProfile
 and the top of its profile goes to FILE.
@@ -82,10 +86,50 @@ def medians(spans: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.median(task), statistics.median(between)
 
 
-def drain(cmd: list[str], env: dict[str, str], done: Callable[[], bool], log: Path) -> None:
-    """Run the worker ``cmd`` (its output to ``log``) until ``done()``, then stop it warmly."""
+def cpu_seconds(worker: int) -> dict[str, float]:
+    """CPU seconds used so far by the worker's main process, its pool processes, every
+    PostgreSQL process and Redis, read from ``/proc``."""
+    roles: dict[str, float] = dict.fromkeys(ROLES, 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        pid, rest = int(stat.parent.name), text[text.rindex(")") + 2 :].split()
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        role = (
+            "worker main"
+            if pid == worker
+            else "pool process"
+            if int(rest[1]) == worker
+            else "postgres"
+            if comm.startswith("postgres")
+            else "redis"
+            if comm.startswith("redis-server")
+            else None
+        )
+        if role is not None:
+            roles[role] += (int(rest[11]) + int(rest[12])) / tick
+    return roles
+
+
+ROLES = ("worker main", "pool process", "postgres", "redis")
+
+
+def drain(
+    cmd: list[str], env: dict[str, str], done: Callable[[], int], jobs: int, log: Path
+) -> str:
+    """Run the worker ``cmd`` (its output to ``log``) until ``done()`` reaches ``jobs``, then
+    stop it warmly; return the CPU a job cost each role from the tenth job done to the last."""
     with process(cmd, env, log, ready=lambda: True) as worker:
-        wait_until(done, 300, f"drain by {cmd}", every=0.2, watch=[worker])
+        wait_until(lambda: done() >= jobs // 10, 300, f"{cmd} starts", every=0.05, watch=[worker])
+        first, before = done(), cpu_seconds(worker.pid)
+        wait_until(lambda: done() >= jobs, 300, f"drain by {cmd}", every=0.2, watch=[worker])
+        after = cpu_seconds(worker.pid)
+    per_job = {r: (after[r] - before[r]) * 1000 / (jobs - first) for r in ROLES}
+    parts = ", ".join(f"{r} {ms:.2f}" for r, ms in per_job.items())
+    return f"CPU ms a job: {parts}; all {sum(per_job.values()):.2f}"
 
 
 def raw_round(jobs: int, env: dict[str, str], tmp: str) -> str:
@@ -100,16 +144,17 @@ def raw_round(jobs: int, env: dict[str, str], tmp: str) -> str:
     client = Redis.from_url(REDIS_URL)
     results = f"{queue}:results"
     cmd = [PY, "-m", "celery", "-A", "raw_tasks", "worker", "-Q", queue, "-c", "1"]
-    drain(
+    cpu = drain(
         [*cmd, "-P", "prefork", "-l", "WARNING", "-n", f"{queue}@%h"],
         {**env, "RAW_REDIS_URL": REDIS_URL, "RAW_QUEUE": queue},
-        lambda: client.llen(results) >= jobs,
+        lambda: client.llen(results),
+        jobs,
         Path(tmp, f"{queue}.log"),
     )
     spans = [tuple(json.loads(r))[1:] for r in client.lrange(results, 0, -1)]
     client.delete(results)
     task, between = medians(spans)  # type: ignore[arg-type]
-    return f"raw Celery: task {task:.2f} ms, between {between:.2f} ms"
+    return f"raw Celery: task {task:.2f} ms, between {between:.2f} ms\n  {cpu}"
 
 
 def platform_round(jobs: int, env: dict[str, str], tmp: str, profile: Path | None) -> str:
@@ -125,11 +170,11 @@ def platform_round(jobs: int, env: dict[str, str], tmp: str, profile: Path | Non
     code = f"import profile_celery_worker as p; p.run_worker({marks!r}, {profile is not None})"
     sql = "SELECT count(*) FROM report_jobs WHERE status = 'completed'"
 
-    def completed() -> bool:
+    def completed() -> int:
         with api.engine.connect() as conn:
-            return int(conn.exec_driver_sql(sql).scalar_one()) >= jobs
+            return int(conn.exec_driver_sql(sql).scalar_one())
 
-    drain([PY, "-c", code], env, completed, Path(f"{marks}.log"))
+    cpu = drain([PY, "-c", code], env, completed, jobs, Path(f"{marks}.log"))
     with api.engine.begin() as conn:
         ledger = conn.exec_driver_sql(
             "SELECT percentile_cont(0.5) WITHIN GROUP "
@@ -145,7 +190,7 @@ def platform_round(jobs: int, env: dict[str, str], tmp: str, profile: Path | Non
         profile.write_text("\n".join(line for line in out.getvalue().splitlines() if line))
     return (
         f"platform:   task {task:.2f} ms, between {between:.2f} ms, "
-        f"ledger claim to outcome {float(ledger) * 1000:.2f} ms"
+        f"ledger claim to outcome {float(ledger) * 1000:.2f} ms\n  {cpu}"
     )
 
 
