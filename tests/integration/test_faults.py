@@ -42,7 +42,7 @@ from tests.integration.ops import (
 from tests.integration.workers import (
     REDIS_URL,
     WorkerProcess,
-    artifact_files,
+    assert_completed_once,
     delete_redis_keys,
     event_lines,
     parent_pid,
@@ -98,25 +98,6 @@ def fresh_db() -> Iterator[str]:
     with fresh_pg_database("faults") as url:
         upgrade(url)
         yield url
-
-
-def logs_of(*workers: WorkerProcess) -> str:
-    return "\n".join(w.logs() for w in workers)
-
-
-def assert_completed_once(
-    job: ReportJob, artifacts: Path, logs: str, *, attempts: int | None = None
-) -> None:
-    """Completed, one artifact file (the recorded one), one start per attempt, one completion."""
-    assert job.status is JobStatus.COMPLETED, job
-    assert job.artifact is not None
-    files = artifact_files(artifacts, job.id)
-    assert files == [artifacts / job.artifact.key], files
-    started = event_lines(logs, "report_job.started", job.id)
-    assert len(started) == job.attempts, started
-    assert len(event_lines(logs, "report_job.completed", job.id)) == 1
-    if attempts is not None:
-        assert job.attempts == attempts
 
 
 # --------------------------------------------------------------------------- 1. SIGTERM
@@ -182,7 +163,7 @@ def stop_mid_render(env: dict[str, str], log_dir: Path, backend: str) -> None:
         assert not event_lines(first.logs(), "report_job.completed", job.id)
 
         final = wait_for(deps.repo, job.id, timeout=30)
-        assert_completed_once(final, container.settings.artifacts, logs_of(*workers), attempts=2)
+        assert_completed_once(final, container.settings.artifacts, *workers, attempts=2)
         assert final.worker != running.worker
         assert len(event_lines(second.logs(), "report_job.started", job.id)) == 1
         assert len(event_lines(second.logs(), "report_job.completed", job.id)) == 1
@@ -270,7 +251,7 @@ def test_broker_stopped_at_enqueue_answers_fast_then_recovery_dispatches_once(
                 send_task(settings_from(env), RECOVER)
                 finals = [wait_for(repo, job_id, timeout=30) for job_id in waiting]
                 for final in finals:
-                    assert_completed_once(final, artifacts, worker.logs(), attempts=1)
+                    assert_completed_once(final, artifacts, worker, attempts=1)
                     assert len(event_lines(worker.logs(), "report_job.redispatched", final.id)) == 1
                 # Beat firing again (or a duplicate delivery) dispatches nothing twice.
                 send_task(settings_from(env), RECOVER)
@@ -280,7 +261,7 @@ def test_broker_stopped_at_enqueue_answers_fast_then_recovery_dispatches_once(
                     assert len(event_lines(worker.logs(), "report_job.started", final.id)) == 1
                 busy_final = repo.get(busy)
                 assert busy_final is not None
-                assert_completed_once(busy_final, artifacts, worker.logs(), attempts=1)
+                assert_completed_once(busy_final, artifacts, worker, attempts=1)
                 # A 503 leaves no row (the router refused before writing) or a failed one
                 # (the publish failed after the commit), never a pending one.
                 refused = [j for j in all_jobs(repo) if j.status is JobStatus.FAILED]
@@ -373,7 +354,7 @@ def test_postgres_restarted_under_running_jobs_every_job_ends_terminal(
             assert all(j.status is JobStatus.COMPLETED for j in jobs), summary
             artifacts = settings_from(env).artifacts
             for job in jobs:
-                assert_completed_once(job, artifacts, logs_of(*workers))
+                assert_completed_once(job, artifacts, *workers)
         finally:
             if api is not None:
                 stop_api(api)
@@ -431,7 +412,7 @@ def test_redelivery_after_the_visibility_timeout_is_refused_by_the_ledger_claim(
         assert not event_lines(second.logs(), "report_job.started", job.id)
         # Its next look, once the job is done, finds it completed and stops there.
         wait_until(lambda: "status=completed" in " ".join(refusals(second)), 15)
-        assert_completed_once(final, container.settings.artifacts, logs_of(*workers), attempts=1)
+        assert_completed_once(final, container.settings.artifacts, *workers, attempts=1)
     finally:
         for worker in workers:
             worker.stop()

@@ -47,6 +47,7 @@ from tests.integration.workers import (
     artifact_files,
     event_lines,
     file_sha256,
+    logged,
     own_ledger,
     pid_of,
     running_with_progress,
@@ -146,7 +147,7 @@ def test_a_paused_worker_is_refused_and_its_file_never_replaces_the_winners(
         wait_until(lambda: ended in a.logs(), timeout=10)
         assert not event_lines(a.logs(), "report_job.completed", job.id)
         assert not event_lines(a.logs(), "report_job.failed", job.id)
-        assert len(event_lines(b.logs(), "report_job.completed", job.id)) == 1
+        assert len(logged(b.logs, "report_job.completed", job.id)) == 1
         time.sleep(1)
         assert repo.get(job.id) == final
         assert artifact_files(artifacts, job.id) == [path]

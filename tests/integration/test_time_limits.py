@@ -34,6 +34,7 @@ from tests.integration.workers import (
     artifact_files,
     delete_redis_keys,
     event_lines,
+    logged,
     own_ledger,
     running_with_progress,
     send_task,
@@ -228,7 +229,7 @@ def test_the_hard_limit_of_a_reclaimed_attempt_leaves_the_winners_run_alone(
             2,
             None,
         ), final
-        assert len(event_lines(b.logs(), "report_job.completed", job.id)) == 1
+        assert len(logged(b.logs, "report_job.completed", job.id)) == 1
         assert not event_lines(a.logs(), "report_job.failed", job.id)
     finally:
         if frozen is not None:

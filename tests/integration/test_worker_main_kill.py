@@ -23,15 +23,14 @@ from uuid import UUID
 
 import pytest
 from app import bootstrap
-from app.domain.jobs import JobStatus, ReportJob, ReportType, utcnow
+from app.domain.jobs import ReportJob, ReportType, utcnow
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import RECOVER
 
 from tests.integration.ops import wait_until
 from tests.integration.workers import (
     WorkerProcess,
-    artifact_files,
-    event_lines,
+    assert_completed_once,
     own_ledger,
     pid_of,
     running_with_progress,
@@ -75,19 +74,6 @@ def kill_group(worker: WorkerProcess) -> None:
     if worker.process is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.process.pid, signal.SIGKILL)
-
-
-def assert_each_completed_once(
-    jobs: list[ReportJob], artifacts: Path, logs: str, attempts: dict[UUID, int]
-) -> None:
-    for job in jobs:
-        assert job.status is JobStatus.COMPLETED, job
-        assert job.attempts == attempts[job.id], job
-        assert job.artifact is not None
-        assert job.artifact.key.startswith(f"{job.id}/{job.attempts}/")
-        assert artifact_files(artifacts, job.id) == [artifacts / job.artifact.key]
-        assert len(event_lines(logs, "report_job.started", job.id)) == job.attempts
-        assert len(event_lines(logs, "report_job.completed", job.id)) == 1
 
 
 def enqueue_three(container: bootstrap.Container) -> list[UUID]:
@@ -141,9 +127,11 @@ def test_sigkill_of_a_celery_main_process_every_job_ends_terminal_once(
         send_task(settings_from(env), RECOVER)
 
         finals = settle(container, ids, killed_at)
-        logs = "\n".join(w.logs() for w in workers)
         attempts = dict.fromkeys(ids, 1) | {j.id: 2 for j in rendering}
-        assert_each_completed_once(finals, container.settings.artifacts, logs, attempts)
+        for job in finals:
+            assert_completed_once(
+                job, container.settings.artifacts, *workers, attempts=attempts[job.id]
+            )
         assert all(j.worker != r.worker for j in finals for r in rendering)
         took = time.monotonic() - killed_at
         print(f"celery: every job terminal {took:.1f}s after the kill")
@@ -173,10 +161,8 @@ def test_sigkill_of_an_rq_main_process_every_job_ends_terminal_once(
 
         workers.append(start_rq_worker(env, work_dir, "reports"))
         finals = settle(container, ids, killed_at)
-        logs = "\n".join(w.logs() for w in workers)
-        assert_each_completed_once(
-            finals, container.settings.artifacts, logs, dict.fromkeys(ids, 1)
-        )
+        for job in finals:
+            assert_completed_once(job, container.settings.artifacts, *workers, attempts=1)
         took = time.monotonic() - killed_at
         print(f"rq: every job terminal {took:.1f}s after the kill")
     finally:

@@ -330,6 +330,39 @@ def event_lines(text: str, event: str, job_id: UUID | str) -> list[str]:
     ]
 
 
+def logged(logs: Callable[[], str], event: str, job_id: UUID | str) -> list[str]:
+    """The lines of ``event`` about ``job_id`` in ``logs()``, waiting up to 10 s for the first.
+
+    A worker logs an outcome just after committing it: a test that has seen the row may read
+    the log a moment before the line is there. None after 10 s: the event was not logged.
+    """
+    deadline = time.monotonic() + 10.0
+    while not (lines := event_lines(logs(), event, job_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return lines
+
+
+def assert_completed_once(
+    job: ReportJob, artifacts: Path, *workers: WorkerProcess, attempts: int | None = None
+) -> None:
+    """Completed, one artifact file (the recorded one, under its attempt), one start per
+    attempt and one completion in the ``workers``' logs."""
+    assert job.status is JobStatus.COMPLETED, job
+    assert job.artifact is not None
+    assert job.artifact.key.startswith(f"{job.id}/{job.attempts}/"), job.artifact
+    files = artifact_files(artifacts, job.id)
+    assert files == [artifacts / job.artifact.key], files
+
+    def logs() -> str:
+        return "\n".join(w.logs() for w in workers)
+
+    assert len(logged(logs, "report_job.completed", job.id)) == 1
+    started = event_lines(logs(), "report_job.started", job.id)
+    assert len(started) == job.attempts, started
+    if attempts is not None:
+        assert job.attempts == attempts
+
+
 def artifact_files(artifacts: Path, job_id: UUID | str) -> list[Path]:
     """Every file published for a job under ``artifacts/<job_id>/``."""
     folder = artifacts / str(job_id)
