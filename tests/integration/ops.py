@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from sqlalchemy import make_url
 
 from tests.conftest import ADMIN_URL
 from tests.e2e.server import LiveServer, free_port, launch, stop
-from tests.integration.workers import ROOT
+from tests.integration.workers import ROOT, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -87,17 +86,6 @@ def start_api(env: Mapping[str, str], log_path: Path, *args: str) -> LiveServer:
 
 def stop_api(server: LiveServer, timeout: float = 30) -> int | None:
     return stop(server, timeout=timeout)
-
-
-def wait_until(predicate: object, timeout: float, interval: float = 0.05) -> float:
-    """Poll ``predicate()`` until true; returns the seconds it took (fails after ``timeout``)."""
-    assert callable(predicate)
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 # --------------------------------------------------------------------------- PostgreSQL

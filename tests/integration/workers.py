@@ -330,15 +330,30 @@ def event_lines(text: str, event: str, job_id: UUID | str) -> list[str]:
     ]
 
 
+def wait_until(predicate: object, timeout: float, interval: float = 0.05) -> float:
+    """Poll ``predicate()`` until true; returns the seconds it took (fails after ``timeout``)."""
+    assert callable(predicate)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
 def logged(logs: Callable[[], str], event: str, job_id: UUID | str) -> list[str]:
-    """The lines of ``event`` about ``job_id`` in ``logs()``, waiting up to 10 s for the first.
+    """The lines of ``event`` about ``job_id`` in ``logs()``, once there is one (10 s at most).
 
     A worker logs an outcome just after committing it: a test that has seen the row may read
-    the log a moment before the line is there. None after 10 s: the event was not logged.
+    the log a moment before the line is there.
     """
-    deadline = time.monotonic() + 10.0
-    while not (lines := event_lines(logs(), event, job_id)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    lines: list[str] = []
+
+    def seen() -> bool:
+        lines[:] = event_lines(logs(), event, job_id)
+        return bool(lines)
+
+    wait_until(seen, 10)
     return lines
 
 
