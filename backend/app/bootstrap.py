@@ -324,6 +324,7 @@ def _assemble(
             lost_worker_checks=settings.lost_worker_checks,
             defer_max_seconds=settings.defer_max_seconds,
             defer_budget_seconds=settings.defer_budget_seconds,
+            max_recipients=settings.email_max_recipients,
         ),
         worker_id=worker,
         stopping=stopping,

@@ -477,6 +477,83 @@ class CallbackSettings(SettingsGroup):
         return value
 
 
+class MailSettings(SettingsGroup):
+    """Email.
+
+    Reports emailed to their recipients by the notification step: through an SMTP server,
+    or written as `.eml` files (the development default); see [schedules](schedules.md).
+    """
+
+    mail_backend: Literal["files", "smtp"] = Field(
+        "files",
+        description="`files`: each message is written to MAIL_DIR as an `.eml` file (nothing is "
+        "sent); `smtp`: sent through SMTP_HOST.",
+    )
+    mail_dir: Path | None = Field(
+        None,
+        description="Where the `files` mailer writes its messages.",
+        json_schema_extra={"doc_default": "`DATA_DIR/outbox`"},
+    )
+    mail_from: str = Field(
+        "MonAssurance reports <reports@localhost>", description="The From of every message."
+    )
+    smtp_host: str = Field("localhost", description="The SMTP server (mail submission).")
+    smtp_port: int = Field(25, ge=1, le=65535, description="Its port (587 STARTTLS, 465 TLS).")
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        "none",
+        description="`starttls`: upgrade the connection; `tls`: implicit TLS from the start.",
+    )
+    smtp_user: str = Field("", description="Login, when the server asks for one.")
+    smtp_password: str = Field("", description="Password of SMTP_USER.")
+    smtp_timeout: float = Field(10.0, gt=0, le=300, description="Seconds per SMTP exchange.")
+    email_attach_max_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=0,
+        le=50 * 1024 * 1024,
+        description="Reports up to this size are attached; larger ones are sent as a link.",
+    )
+    email_max_recipients: int = Field(
+        20, ge=1, le=500, description="Recipients one job or schedule may name."
+    )
+    email_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="Attempts per recipient before a temporary SMTP failure is given up.",
+    )
+    public_base_url: str = Field(
+        "",
+        description="The API's address as email readers reach it, for download links with "
+        "local storage (`https://reports.example.com`).",
+        json_schema_extra={"doc_default": "`http://HOST:PORT`"},
+    )
+
+
+class ScheduleSettings(SettingsGroup):
+    """Schedules.
+
+    Reports on a calendar and the ticker that fires them (with the housekeeping); see
+    [schedules](schedules.md).
+    """
+
+    schedule_min_interval_seconds: int = Field(
+        3600,
+        ge=60,
+        le=31 * 86_400,
+        description="A schedule firing more often than this (its shortest gap) is refused.",
+    )
+    api_ticker: bool | None = Field(
+        None,
+        description="Run the periodic tick (due schedules, housekeeping) in the API process. "
+        "Beat or `manage.py rq-cron` do it where they run; every tick is once per slot, so "
+        "running several is safe.",
+        json_schema_extra={"doc_default": "unset: on in development only"},
+    )
+    api_ticker_seconds: float = Field(
+        20.0, gt=0, le=300, description="Seconds between two ticks of the API's ticker."
+    )
+
+
 class SecuritySettings(SettingsGroup):
     """Security and limits.
 
@@ -585,6 +662,8 @@ class Settings(
     JobSettings,
     StorageSettings,
     CallbackSettings,
+    MailSettings,
+    ScheduleSettings,
     SecuritySettings,
     OperationsSettings,
 ):
@@ -629,6 +708,22 @@ class Settings(
         if self.auth_cache_seconds is not None:
             return self.auth_cache_seconds
         return 5.0 if self.environment is Environment.PRODUCTION else 0.0
+
+    @property
+    def outbox(self) -> Path:
+        return self.mail_dir or self.data_dir / "outbox"
+
+    @property
+    def base_url(self) -> str:
+        """The API's address in links sent out (email)."""
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def ticker_in_api(self) -> bool:
+        """The API process runs the periodic tick: when asked, or by default in development."""
+        if self.api_ticker is not None:
+            return self.api_ticker
+        return self.environment is Environment.DEVELOPMENT
 
     @property
     def artifacts(self) -> Path:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -111,6 +112,10 @@ class ReportJobRow(Base):
     attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(
         ATTEMPT_LOG_TYPE, default=list, server_default="[]"
     )
+    recipients: Mapped[list[str] | None] = mapped_column(JSON)
+    attach_file: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUSES})", name="status"),
@@ -125,7 +130,53 @@ class ReportJobRow(Base):
         Index("ix_report_jobs_rerun_of", "rerun_of"),
         # One job per (owner, Idempotency-Key): a replayed POST finds it, never makes another.
         Index("uq_report_jobs_owner_idempotency", "owner", "idempotency_key", unique=True),
+        # One job per slot of a schedule, whichever ticker fired it and however many did.
+        Index("uq_report_jobs_schedule_slot", "schedule_id", "scheduled_for", unique=True),
     )
+
+
+class ScheduleRow(Base):
+    """A report on a calendar: what to run, when (cron in a time zone), who gets it."""
+
+    __tablename__ = "report_schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    report_type: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cron: Mapped[str] = mapped_column(String(120))
+    preset: Mapped[str | None] = mapped_column(String(16))
+    at: Mapped[str | None] = mapped_column(String(5))
+    timezone: Mapped[str] = mapped_column(String(64))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    attach: Mapped[bool] = mapped_column(Boolean)
+    active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_slot: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+    __table_args__ = (
+        Index("ix_report_schedules_due", "active", "next_run_at"),
+        Index("ix_report_schedules_owner_created", "owner", "created_at", "id"),
+    )
+
+
+class EmailDeliveryRow(Base):
+    """One email of a finished job to one recipient: sent once, whatever redelivers the step."""
+
+    __tablename__ = "email_deliveries"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(320), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class PeriodicRunRow(Base):

@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.db.models import ReportJobRow
-from app.domain.errors import IdempotencyKeyTaken
+from app.domain.errors import IdempotencyKeyTaken, SlotTaken
 from app.domain.jobs import (
     ENTRIES,
     LOST,
@@ -53,6 +53,7 @@ from app.domain.jobs import (
     Queue,
     ReportJob,
     ReportType,
+    Slot,
     sources_of,
 )
 from app.domain.ports import Cursor, JobFilter, JobPage, StatusCount
@@ -93,6 +94,11 @@ class SqlJobRepository:
             earlier = self.find_idempotent(job.owner, key) if key is not None else None
             if earlier is not None:
                 raise IdempotencyKeyTaken(earlier) from exc
+            if job.slot is not None:
+                slot = job.slot
+                ran = self._one(_BY_SLOT, {"schedule_id": slot.schedule_id, "at": slot.at})
+                if ran is not None:
+                    raise SlotTaken(ran) from exc
             raise
 
     def warm_up(self) -> None:
@@ -133,6 +139,7 @@ class SqlJobRepository:
             (_T.c.report_type, where.report_type),
             (_T.c.backend, where.backend),
             (_T.c.owner, where.owner),
+            (_T.c.schedule_id, where.schedule_id),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
@@ -281,6 +288,10 @@ _UNFINISHED = [s.value for s in JobStatus if s not in TERMINAL]
 _PING = select(literal(1))
 _INSERT = insert(_T)
 _BY_ID = select(_T).where(_T.c.id == bindparam("job_id"))
+_BY_SLOT = select(_T).where(
+    _T.c.schedule_id == bindparam("schedule_id"),
+    _T.c.scheduled_for == bindparam("at", type_=_T.c.scheduled_for.type),
+)
 _BY_IDEMPOTENCY_KEY = select(_T).where(
     _T.c.owner == bindparam("owner"), _T.c.idempotency_key == bindparam("key")
 )
@@ -522,6 +533,10 @@ def _to_values(job: ReportJob) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "callback_url": job.callback_url,
         "rerun_of": job.rerun_of,
+        "recipients": list(job.recipients) or None,
+        "attach_file": job.attach_file,
+        "schedule_id": job.slot.schedule_id if job.slot else None,
+        "scheduled_for": job.slot.at if job.slot else None,
         "attempt_log": [_attempt_json(a) for a in job.attempt_log],
         "document_key": job.document.key if job.document else None,
         "document_size": job.document.size_bytes if job.document else None,
@@ -570,6 +585,11 @@ def to_job(row: Row[Any] | ReportJobRow) -> ReportJob:
         callback_url=row.callback_url,
         rerun_of=row.rerun_of,
         attempt_log=tuple(_attempt(a) for a in row.attempt_log or ()),
+        recipients=tuple(row.recipients or ()),
+        attach_file=row.attach_file,
+        slot=Slot(row.schedule_id, row.scheduled_for)
+        if row.schedule_id is not None and row.scheduled_for is not None
+        else None,
         document=_document(row),
         notification=_notification(row),
     )

@@ -103,6 +103,16 @@ class IdempotencyKeyTaken(Conflict):
         self.earlier = earlier
 
 
+class SlotTaken(Conflict):
+    """A schedule's slot already has its job (another ticker fired it first)."""
+
+    code = "SLOT_TAKEN"
+
+    def __init__(self, earlier: ReportJob) -> None:
+        super().__init__(f"This slot already ran as job {earlier.id}.")
+        self.earlier = earlier
+
+
 class Unavailable(AppError):
     """A dependency the request needs cannot be reached right now (503)."""
 

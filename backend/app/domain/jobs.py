@@ -60,7 +60,7 @@ _QUEUE_PRIORITY = {Queue.REPORTS: 5, Queue.DOCUMENTS: 7, Queue.NOTIFICATIONS: 3,
 
 class Step(StrEnum):
     """A job's pipeline, declared once: render, then (for a job with a callback) package
-    on ``documents`` and notify on ``notifications``.
+    on ``documents``, and notify (the callback, the emails) on ``notifications``.
 
     Each backend translates :attr:`ReportJob.pipeline` its own way (a Celery chain, RQ
     ``depends_on``, a loop in the inline pool); every step is idempotent, so a retry may
@@ -359,6 +359,14 @@ class Notification:
 
 
 @dataclass(frozen=True, slots=True)
+class Slot:
+    """The run of a schedule a job is: the ledger holds one job per (schedule, slot)."""
+
+    schedule_id: UUID
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ReportJob:
     """A snapshot of one job's ledger row. Changes go through the repository."""
 
@@ -389,6 +397,9 @@ class ReportJob:
     notification: Notification | None = None
     rerun_of: UUID | None = None  # the job this one runs again (the console's "Run again")
     attempt_log: tuple[Attempt, ...] = ()  # each attempt's run, oldest first
+    recipients: tuple[str, ...] = ()  # emailed once the job ends (the notify step)
+    attach_file: bool = True  # the email carries the report (under the size limit) or a link
+    slot: Slot | None = None  # the schedule and slot this job runs, if a schedule made it
 
     QUEUE_FOR_TYPE: ClassVar[Queue] = Queue.REPORTS
 
@@ -404,6 +415,9 @@ class ReportJob:
         idempotency_key: str | None = None,
         callback_url: str | None = None,
         rerun_of: UUID | None = None,
+        recipients: tuple[str, ...] = (),
+        attach_file: bool = True,
+        slot: Slot | None = None,
     ) -> ReportJob:
         queue = cls.QUEUE_FOR_TYPE
         return cls(
@@ -420,6 +434,9 @@ class ReportJob:
             updated_at=now,
             callback_url=callback_url,
             rerun_of=rerun_of,
+            recipients=recipients,
+            attach_file=attach_file,
+            slot=slot,
         )
 
     def typed_params(self) -> ReportParams:
@@ -430,8 +447,11 @@ class ReportJob:
 
     @property
     def pipeline(self) -> tuple[Step, ...]:
-        """The steps its backend runs: the render alone, or all three with a callback."""
-        return tuple(Step) if self.callback_url is not None else (Step.RENDER,)
+        """The steps its backend runs: the render; with a callback, the package and the
+        notification; with recipients (and no callback), the notification."""
+        if self.callback_url is not None:
+            return tuple(Step)
+        return (Step.RENDER, Step.NOTIFY) if self.recipients else (Step.RENDER,)
 
 
 @dataclass(frozen=True, slots=True)

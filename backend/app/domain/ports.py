@@ -31,6 +31,7 @@ class JobFilter:
     report_type: ReportType | None = None
     backend: Backend | None = None
     owner: str | None = None
+    schedule_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

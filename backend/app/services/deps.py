@@ -32,6 +32,7 @@ class JobPolicy:
     lost_worker_checks: int = 5
     defer_max_seconds: float = 60.0
     defer_budget_seconds: float = 600.0
+    max_recipients: int = 20
 
 
 @dataclass(frozen=True, slots=True)

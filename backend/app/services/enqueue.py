@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
@@ -15,7 +15,16 @@ from app.domain.errors import (
     IdempotencyKeyTaken,
     Unavailable,
 )
-from app.domain.jobs import JobError, JobStatus, ReportJob, ReportType, enter, parse_params
+from app.domain.jobs import (
+    JobError,
+    JobStatus,
+    ReportJob,
+    ReportType,
+    Slot,
+    enter,
+    parse_params,
+)
+from app.domain.mail import check_recipients
 from app.services.deps import Deps
 
 _QUEUED = frozenset({JobStatus.QUEUED})
@@ -38,20 +47,27 @@ def enqueue_report(
     idempotency_key: str | None = None,
     callback_url: str | None = None,
     rerun_of: UUID | None = None,
+    recipients: Sequence[str] = (),
+    attach_file: bool = True,
+    slot: Slot | None = None,
 ) -> Enqueued:
     """Create a job and dispatch it: commit first, then send (the row exists before the message).
 
     With an ``idempotency_key``, the same owner sending the same request again gets the
     job the first call made, whatever its state; the ledger's unique (owner, key) index
-    settles concurrent first calls.
+    settles concurrent first calls. ``recipients`` are emailed once the job ends; a
+    ``slot`` makes the job a schedule's run (one per slot: the ledger refuses a second).
 
     Raises:
         InvalidParams: the parameters do not fit the report type; nothing is written.
+        InvalidRecipients: an address is invalid, or too many; nothing is written.
+        SlotTaken: the slot already has its job; nothing is written.
         CallbackNotAllowed: ``callback_url`` is not an allowed target; nothing is written.
         IdempotencyConflict: the key was used by this owner for a different request.
         Unavailable: no backend can take the job; the row is recorded ``failed`` with the code.
     """
     typed = parse_params(report_type, dict(params))
+    addresses = check_recipients(recipients, limit=deps.policy.max_recipients)
     if callback_url is not None:
         if deps.callbacks is None:
             raise CallbackNotAllowed("Callbacks are not enabled on this platform.")
@@ -65,6 +81,9 @@ def enqueue_report(
         idempotency_key=idempotency_key,
         callback_url=callback_url,
         rerun_of=rerun_of,
+        recipients=addresses,
+        attach_file=attach_file,
+        slot=slot,
     )
     if idempotency_key is not None:
         job = _with_request_hash(job)
@@ -95,10 +114,11 @@ def enqueue_report(
 
 
 def _with_request_hash(job: ReportJob) -> ReportJob:
-    """What makes two requests "the same": report type, validated params, callback."""
-    canonical = json.dumps(
-        [job.report_type.value, job.params, job.callback_url], sort_keys=True, default=str
-    )
+    """What makes two requests "the same": report type, validated params, callback, emails."""
+    request: list[Any] = [job.report_type.value, job.params, job.callback_url]
+    if job.recipients:  # (absent from the hash of a request without them, as before)
+        request += [list(job.recipients), job.attach_file]
+    canonical = json.dumps(request, sort_keys=True, default=str)
     return replace(job, request_hash=hashlib.sha256(canonical.encode()).hexdigest())
 
 
