@@ -30,9 +30,11 @@ from app.core.metrics import (
 from app.core.observers import FanOut, LoggingObserver
 from app.db.api_keys import SqlApiKeyRepository
 from app.db.console import SqlConsoleRepository
+from app.db.emails import SqlEmailDeliveryRepository
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.migrations import current_revision, head_revision
 from app.db.repository import SqlJobRepository
+from app.db.schedules import SqlScheduleRepository
 from app.db.session import adopt_connection, make_engine, make_sessions
 from app.db.traffic import SqlTrafficRepository
 from app.dispatch.base import BrokeredBackend
@@ -42,15 +44,20 @@ from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
 from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
 from app.domain.jobs import Backend, RetryPolicy, worker_name
+from app.domain.mail import Mailer
 from app.domain.ports import ArtifactStore
 from app.domain.traffic import GuardPolicy, TrafficSplit
+from app.mail.files import FileMailer
+from app.mail.smtp import SmtpMailer
 from app.reports import default_renderers
 from app.services.delivery import next_delivery
-from app.services.deps import Deps, JobPolicy
+from app.services.deps import Deps, JobPolicy, Mailing, MailPolicy
 from app.services.health import Check, HealthService
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy
 from app.services.pipeline import run_pipeline
 from app.services.recovery import RecoveryReport, recover_unfinished
+from app.services.schedules import SchedulePolicy, Scheduling
+from app.services.ticker import Ticker
 from app.services.traffic import TrafficDial
 from app.storage.local import LocalArtifactStore
 from app.webhooks import HttpCallbackSender
@@ -134,6 +141,29 @@ class Container:
             ),
             recorder=MetricsOpsRecorder(),
             probe=self.health.components,
+        )
+
+    @cached_property
+    def scheduling(self) -> Scheduling:
+        """The schedules in the ledger, and the floor and default zone of a new one."""
+        return Scheduling(
+            repo=SqlScheduleRepository(self.engine),
+            policy=SchedulePolicy(
+                min_interval=timedelta(seconds=self.settings.schedule_min_interval_seconds),
+                default_zone=self.settings.stats_timezone,
+            ),
+        )
+
+    def ticker(self) -> Ticker | None:
+        """The periodic tick on a timer in this process (the API's, see API_TICKER); None on
+        a test's ledger (no schema)."""
+        if not isinstance(self.deps.repo, SqlJobRepository):
+            return None
+        return Ticker(
+            deps=self.deps,
+            kit=self.housekeeping,
+            scheduling=self.scheduling,
+            interval=self.settings.api_ticker_seconds,
         )
 
     @cached_property
@@ -329,6 +359,8 @@ def _assemble(
         worker_id=worker,
         stopping=stopping,
         callbacks=_callbacks(settings),
+        # a test's own ledger (``repo`` given) has no deliveries table: no emails either
+        mail=None if "repo" in overrides else _mailing(settings, engine),
     )
     deps = replace(deps, **overrides)
     return Container(settings=settings, engine=engine, deps=deps, inline=inline, brokers=brokers)
@@ -389,6 +421,35 @@ def _breaker(settings: Settings, name: str) -> CircuitBreaker:
         settings.circuit_reset_seconds,
         name=name,
         listener=record_circuit,
+    )
+
+
+def mailer(settings: Settings) -> Mailer:
+    """MAIL_BACKEND: the SMTP server, or ``.eml`` files in the outbox."""
+    if settings.mail_backend == "files":
+        return FileMailer(settings.outbox)
+    return SmtpMailer(
+        settings.smtp_host,
+        settings.smtp_port,
+        security=settings.smtp_security,
+        user=settings.smtp_user,
+        password=settings.smtp_password,
+        timeout=settings.smtp_timeout,
+    )
+
+
+def _mailing(settings: Settings, engine: Engine) -> Mailing:
+    return Mailing(
+        mailer=mailer(settings),
+        deliveries=SqlEmailDeliveryRepository(engine),
+        policy=MailPolicy(
+            sender=settings.mail_from,
+            base_url=settings.base_url,
+            max_attempts=settings.email_max_attempts,
+            attach_max_bytes=settings.email_attach_max_bytes,
+            # a sender is presumed dead once its exchanges (each SMTP_TIMEOUT) are long over
+            lease=timedelta(seconds=max(60.0, 10 * settings.smtp_timeout)),
+        ),
     )
 
 

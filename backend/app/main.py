@@ -19,7 +19,16 @@ from app.api import console_web
 from app.api.errors import install_error_handlers
 from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.api.observability import HttpMetricsMiddleware
-from app.api.routes import admin, console, health, metrics, reports, stats
+from app.api.routes import (
+    admin,
+    console,
+    console_schedules,
+    health,
+    metrics,
+    reports,
+    schedules,
+    stats,
+)
 from app.api.shutdown import DrainMiddleware, install_drain
 from app.core.config import Settings, get_settings
 from app.core.logging import setup_logging
@@ -73,6 +82,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         restore_signals = install_drain(app.state, settings.drain_seconds)
         dial_loop = await run_in_threadpool(start_dial, container)
         await run_in_threadpool(container.recover)
+        ticker = container.ticker() if settings.ticker_in_api else None
+        if ticker is not None:
+            ticker.start()
         log.info(
             "api.started",
             extra={"environment": settings.environment.value, "backend": settings.dispatch_backend},
@@ -86,6 +98,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         restore_signals()
         if dial_loop is not None:
             await run_in_threadpool(dial_loop.stop)
+        if ticker is not None:
+            await run_in_threadpool(ticker.stop)
         await run_in_threadpool(container.close)
         await container.rate_limiter.aclose()
         forget_process()  # this worker's live gauges leave the merged metrics with it
@@ -106,10 +120,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(reports.router)
+    app.include_router(schedules.router)
     app.include_router(stats.router)
     app.include_router(admin.router)
     app.mount("/console/static", StaticFiles(directory=console.ROOT / "static"), name="static")
     app.include_router(console.router)
+    app.include_router(console_schedules.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -229,3 +230,140 @@ def test_daily_figures_as_charts(api: LiveServer) -> None:
         assert client.get("/console/stats?day=nonsense").status_code == 422
     with browser(api, api.create_key("dora")) as client:
         assert client.get("/console/stats").status_code == 403
+
+
+# --------------------------------------------------------------------------- schedules
+
+SCHEDULES = "/api/v1/reports/schedules"
+
+
+def new_schedule(api: LiveServer, key: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A daily schedule made over REST (``key``: whose; default the operator's)."""
+    body = {
+        "name": "Daily claims",
+        "report_type": "pdf",
+        "params": {"pages": 2},
+        "preset": "daily",
+        "at": "06:00",
+        "timezone": "UTC",
+        "recipients": ["claims@example.com"],
+        **fields,
+    }
+    with api.client(api_key=key) as http:
+        answer = http.post(SCHEDULES, json=body)
+    assert answer.status_code == 201, answer.text
+    made: dict[str, Any] = answer.json()
+    return made
+
+
+def schedule_row(html: str, schedule_id: str) -> str:
+    """The text of the list's row of ``schedule_id``, tags stripped."""
+    found = re.search(rf'<tr data-schedule="{schedule_id}">(.*?)</tr>', html, re.S)
+    assert found, html[:2000]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found.group(1))).strip()
+
+
+def test_schedules_are_listed_and_shown(api: LiveServer) -> None:
+    daily = new_schedule(api, name="Daily claims PDF", recipients=["a@example.com", "b@x.org"])
+    cron = new_schedule(api, name="Weekday mornings", preset=None, at=None, cron="30 7 * * 1-5")
+    with browser(api, api.api_key) as client:
+        page = client.get("/console/schedules")
+        assert page.status_code == 200
+        assert page.headers["x-frame-options"] == "DENY"
+        assert '<a href="/console/schedules">Schedules</a>' in page.text
+        row = schedule_row(page.text, daily["id"])
+        assert row.startswith("Daily claims PDF operations pdf daily at 06:00 (UTC)")
+        assert "a@example.com, b@x.org" in row
+        assert daily["next_run_at"][:16].replace("T", " ") + " UTC" in row
+        assert "none yet" in row
+        assert "Pause" in row
+        assert "30 7 * * 1-5 (UTC)" in schedule_row(page.text, cron["id"])
+        # Newest first.
+        assert page.text.index(cron["id"]) < page.text.index(daily["id"])
+
+        detail = client.get(f"/console/schedules/{daily['id']}")
+        assert detail.status_code == 200
+        assert "<h1>Schedule Daily claims PDF</h1>" in detail.text
+        assert '"pages": 2' in detail.text
+        assert "No run yet." in detail.text
+        assert f'action="/console/schedules/{daily["id"]}/pause"' in detail.text
+        missing = client.get("/console/schedules/00000000-0000-4000-8000-000000000000")
+        assert missing.status_code == 404
+        assert "SCHEDULE_NOT_FOUND" in missing.text
+
+
+def test_pause_and_resume_through_the_forms(api: LiveServer) -> None:
+    made = new_schedule(api, name="Pausable")
+    url = f"{SCHEDULES}/{made['id']}"
+    with browser(api, api.api_key) as client:
+        token = csrf_of(client.get("/console/schedules").text)
+        paused = client.post(
+            f"/console/schedules/{made['id']}/pause", data={"csrf": token, "back": "list"}
+        )
+        assert paused.status_code == 303
+        assert paused.headers["location"] == "/console/schedules?notice=paused"
+        with api.client() as http:
+            assert (http.get(url).json()["active"], http.get(url).json()["next_run_at"]) == (
+                False,
+                None,
+            )
+        listed = client.get(paused.headers["location"]).text
+        assert 'id="notice"' in listed
+        row = schedule_row(listed, made["id"])
+        assert "paused" in row
+        assert "Resume" in row
+
+        resumed = client.post(f"/console/schedules/{made['id']}/resume", data={"csrf": token})
+        assert resumed.status_code == 303
+        assert resumed.headers["location"] == f"/console/schedules/{made['id']}?notice=resumed"
+        with api.client() as http:
+            again = http.get(url).json()
+        assert (again["active"], again["next_run_at"]) == (True, made["next_run_at"])
+        detail = client.get(resumed.headers["location"]).text
+        assert "Resumed" in detail
+        assert made["next_run_at"][:16].replace("T", " ") + " UTC" in detail
+
+
+def test_a_schedule_form_without_its_csrf_token_is_refused(api: LiveServer) -> None:
+    made = new_schedule(api, name="Guarded")
+    with browser(api, api.api_key) as client:
+        client.get("/console/schedules")  # a live session: only the token is missing
+        for data in ({}, {"csrf": "forged"}):
+            answer = client.post(f"/console/schedules/{made['id']}/pause", data=data)
+            assert answer.status_code == 403
+            assert "CSRF_FAILED" in answer.text
+    with api.client() as http:
+        still = http.get(f"{SCHEDULES}/{made['id']}").json()
+    assert (still["active"], still["next_run_at"]) == (True, made["next_run_at"])
+    with browser(api, None) as anonymous:
+        for path in ("/console/schedules", f"/console/schedules/{made['id']}"):
+            assert anonymous.get(path).status_code == 303
+        answer = anonymous.post(f"/console/schedules/{made['id']}/pause", data={"csrf": "x"})
+        assert answer.status_code == 303
+        assert answer.headers["location"].startswith("/console/sign-in")
+
+
+def test_submitters_see_and_pause_their_own_schedules_only(api: LiveServer) -> None:
+    erin, fred = api.create_key("erin"), api.create_key("fred")
+    hers = new_schedule(api, erin, name="Erin's weekly", preset="weekly")
+    his = new_schedule(api, fred, name="Fred's daily")
+    with browser(api, fred) as client:
+        listed = client.get("/console/schedules")
+        assert hers["id"] not in listed.text
+        assert "Erin&#39;s weekly" not in listed.text
+        assert his["id"] in listed.text
+        token = csrf_of(listed.text)
+        for answer in (
+            client.get(f"/console/schedules/{hers['id']}"),
+            client.post(f"/console/schedules/{hers['id']}/pause", data={"csrf": token}),
+        ):
+            assert answer.status_code == 404
+            assert "SCHEDULE_NOT_FOUND" in answer.text
+    with api.client(api_key=erin) as http:
+        assert http.get(f"{SCHEDULES}/{hers['id']}").json()["active"] is True
+    with browser(api, erin) as client:
+        assert hers["id"] in client.get("/console/schedules").text
+    with browser(api, api.api_key) as client:  # an operator sees every owner's
+        everyone = client.get("/console/schedules").text
+        assert hers["id"] in everyone
+        assert his["id"] in everyone

@@ -3,9 +3,10 @@ process with a real Celery worker and a real RQ worker on PostgreSQL.
 
 Sign in, filter, watch a running job's progress advance and cancel it, download a report
 and check its sha256, run a job again, move the traffic dial and see the next job land on
-the other backend, then watch the guard roll it back when Celery jobs fail; the pages log
-no JavaScript error (a CSP violation would be one). A
-screenshot of each page is saved in the test's temporary directory.
+the other backend, then watch the guard roll it back when Celery jobs fail; pause and
+resume a schedule and follow its run to its job (on an API of its own that ticks every
+second); the pages log no JavaScript error (a CSP violation would be one). A screenshot of
+each page is saved in the test's temporary directory.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from app.domain.jobs import utcnow
 from app.services.daily_stats import daily_figures, day_bounds
 
 from tests.e2e.fleet import migration_fleet
-from tests.e2e.server import LiveServer, wait_for
+from tests.e2e.server import LiveServer, running, wait_for
+from tests.e2e.test_console import SCHEDULES, new_schedule
 from tests.integration.ops import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -193,3 +195,76 @@ def test_an_operator_runs_the_console_in_a_browser(
         "queues.png",
         "stats.png",
     ]
+
+
+@pytest.fixture
+def ticking(tmp_path: Path) -> Iterator[LiveServer]:
+    """An API (inline jobs, SQLite) that fires due schedules every second, with a floor of
+    one minute: a ``* * * * *`` schedule runs within a minute. Its own process, so that the
+    migration walk's job counts (the guard's judgement, "RQ idle") see no scheduled job."""
+    assert shutil.which("chromium"), "chromium missing: run `bash scripts/ensure-services.sh`"
+    data = tmp_path / "ticking"
+    with running(
+        data,
+        f"sqlite:///{data / 'reports.db'}",
+        API_TICKER="true",
+        API_TICKER_SECONDS="1",
+        SCHEDULE_MIN_INTERVAL_SECONDS="60",
+    ) as live:
+        yield live
+
+
+def test_an_operator_pauses_a_schedule_and_follows_its_runs(
+    ticking: LiveServer, page: Any, errors: list[str], tmp_path: Path
+) -> None:
+    shots = tmp_path
+    # First, so that its minute runs out while the rest of the walk goes on.
+    minutely = new_schedule(ticking, name="Every minute", preset=None, at=None, cron="* * * * *")
+    daily = new_schedule(ticking)
+
+    page.goto(f"{ticking.url}/console/schedules")
+    page.fill("#api_key", ticking.api_key)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/console/jobs")
+    page.click("nav >> text=Schedules")
+    page.wait_for_url("**/console/schedules")
+    row = page.locator(f'tr[data-schedule="{daily["id"]}"]')
+    assert "daily at 06:00 (UTC)" in row.inner_text()
+    page.screenshot(path=str(shots / "schedules.png"), full_page=True)
+
+    # Pause: the page and the ledger say paused; Resume: the next run is back.
+    row.locator("button.pause").click()
+    page.wait_for_url("**/console/schedules?notice=paused")
+    assert row.locator(".next-run").inner_text() == "paused"
+    with ticking.client() as http:
+        assert http.get(f"{SCHEDULES}/{daily['id']}").json()["next_run_at"] is None
+    row.locator("button.resume").click()
+    page.wait_for_url("**/console/schedules?notice=resumed")
+    shown = daily["next_run_at"][:16].replace("T", " ") + " UTC"
+    assert row.locator(".next-run").inner_text() == shown
+    assert "Resumed" in page.inner_text("#notice")
+
+    # The minutely schedule runs at its next minute: its page lists the run, linked to its job.
+    page.goto(f"{ticking.url}/console/schedules/{minutely['id']}")
+    assert page.locator(".next-run").inner_text().endswith(" UTC")
+
+    def ran() -> bool:
+        page.reload()
+        return bool(page.locator("#runs tr.run").count() >= 1)
+
+    wait_until(ran, 90, interval=1)
+    run = page.locator("#runs tr.run").first
+    job_id = run.get_attribute("data-job")
+    assert job_id
+    assert wait_for(ticking.client(), job_id)["status"] == "completed"
+    page.reload()
+    assert page.inner_text("#runs tr.run:first-child .status") == "completed"
+    page.screenshot(path=str(shots / "schedule.png"), full_page=True)
+    page.goto(f"{ticking.url}/console/schedules")
+    last = page.locator(f'tr[data-schedule="{minutely["id"]}"] .last-run')
+    assert "completed" in last.inner_text()
+    last.locator("a").click()
+    page.wait_for_url(f"**/console/jobs/{job_id}")
+    assert page.inner_text(".facts .status") == "completed"
+
+    assert errors == []

@@ -24,6 +24,7 @@ from tests.integration.workers import (
     settings_from,
     worker_env,
 )
+from tests.smtp import SmtpServer
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +53,26 @@ def log_dir(session_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def backend_env(pg_url: str, session_dir: Path) -> Iterator[dict[str, str]]:
+def smtp_server() -> Iterator[SmtpServer]:
+    """The session's SMTP server (aiosmtpd on loopback): the workers' mail goes there."""
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def backend_env(
+    pg_url: str, session_dir: Path, smtp_server: SmtpServer
+) -> Iterator[dict[str, str]]:
     """Environment shared by the session's workers and containers (own queue prefix)."""
     prefix = f"t{secrets.token_hex(3)}-"
-    env = worker_env(base_env(pg_url, session_dir / "data", prefix))
+    mail = {
+        "MAIL_BACKEND": "smtp",
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_TIMEOUT": "5",
+    }
+    env = worker_env(base_env(pg_url, session_dir / "data", prefix), **mail)
     yield env
     delete_redis_keys(prefix)
 

@@ -22,6 +22,7 @@ from app import bootstrap
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.domain.jobs import JobStatus
 from app.services.housekeeping import CLEANUP, DAILY, HEALTH, PERIODS, RECOVER
+from app.workers.beat_schedule import SCHEDULES
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 
@@ -158,20 +159,22 @@ def test_two_beats_run_each_task_once_per_slot_and_housekeeping_does_its_work(
 
 
 def test_the_beat_schedule_is_the_documented_cadence() -> None:
-    """Hourly cleanup at :00, health every 5 minutes, recovery every minute, daily figures
-    at midnight, in Europe/Paris: the entries the ``beat`` command's app is given."""
+    """Hourly cleanup at :00, health every 5 minutes, recovery and report schedules every
+    minute, daily figures at midnight, in Europe/Paris: the entries the ``beat`` command's
+    app is given."""
     from app.bootstrap import celery_worker_app
 
     app = celery_worker_app()
 
     entries = {entry["task"]: entry for entry in app.conf.beat_schedule.values()}
-    assert set(entries) == {CLEANUP, HEALTH, RECOVER, DAILY}
+    assert set(entries) == {CLEANUP, HEALTH, RECOVER, DAILY, SCHEDULES}
     every_hour, every_day = set(range(24)), set(range(1, 32))
     expected = {
         CLEANUP: ({0}, every_hour),
         HEALTH: (set(range(0, 60, 5)), every_hour),
         RECOVER: (set(range(60)), every_hour),
         DAILY: ({0}, {0}),
+        SCHEDULES: (set(range(60)), every_hour),
     }
     for task, (minutes, hours) in expected.items():
         schedule = entries[task]["schedule"]
@@ -182,7 +185,9 @@ def test_the_beat_schedule_is_the_documented_cadence() -> None:
         assert schedule.day_of_week == set(range(7)), task
         assert (
             entries[task]["options"]["expires"]
-            < PERIODS.get(task, timedelta(days=1)).total_seconds()
+            < {**PERIODS, DAILY: timedelta(days=1), SCHEDULES: timedelta(minutes=1)}[
+                task
+            ].total_seconds()
         ), task  # a late delivery expires before the next one is due
     assert app.conf.timezone == "Europe/Paris"
     # The slots a run is recorded under are these periods.

@@ -7,11 +7,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from app.domain.errors import BackendUnavailable, IdempotencyKeyTaken
+from app.domain.errors import BackendUnavailable, IdempotencyKeyTaken, SlotTaken
 from app.domain.jobs import (
     TERMINAL,
     Artifact,
@@ -26,6 +27,7 @@ from app.domain.jobs import (
     enter,
     sources_of,
 )
+from app.domain.mail import DeliveryStatus, EmailDelivery
 from app.domain.ports import Cursor, JobFilter, JobPage, Renderer, StatusCount, WorkerCount
 from app.domain.progress import Progress
 from app.domain.traffic import ChangeKind, DialChange, DialState, TrafficSplit, WindowJob
@@ -47,6 +49,9 @@ class MemoryRepository:
         earlier = self.find_idempotent(job.owner, key) if key is not None else None
         if earlier is not None:
             raise IdempotencyKeyTaken(earlier)
+        ran = next((j for j in self.jobs.values() if job.slot and j.slot == job.slot), None)
+        if ran is not None:
+            raise SlotTaken(ran)
         self.jobs[job.id] = job
 
     def get(self, job_id: UUID) -> ReportJob | None:
@@ -71,6 +76,7 @@ class MemoryRepository:
             and (where.report_type is None or j.report_type == where.report_type)
             and (where.backend is None or j.backend == where.backend)
             and (where.owner is None or j.owner == where.owner)
+            and (where.schedule_id is None or (j.slot and j.slot.schedule_id == where.schedule_id))
             and (after is None or (j.created_at, j.id) < (after.created_at, after.id))
         ]
         page = items[:limit]
@@ -306,3 +312,77 @@ class RecordingTrafficRecorder:
 
     def changed(self, kind: ChangeKind, cause: str | None = None) -> None:
         self.changes.append((kind, cause))
+
+
+class MemoryEmailDeliveries:
+    """The ledger's ``email_deliveries`` in memory, with the SQL repository's conditions."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[UUID, str], EmailDelivery] = {}
+
+    def create(self, job_id: UUID, recipients: Sequence[str], *, now: datetime) -> None:
+        for r in recipients:
+            self.rows.setdefault(
+                (job_id, r), EmailDelivery(job_id, r, DeliveryStatus.PENDING, 0, now, now)
+            )
+
+    def claim(
+        self, job_id: UUID, recipient: str, *, now: datetime, stale_before: datetime
+    ) -> EmailDelivery | None:
+        row = self.rows.get((job_id, recipient))
+        stale = row is not None and row.status is DeliveryStatus.SENDING
+        if row is None or not (
+            row.status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+            or (stale and row.updated_at < stale_before)
+        ):
+            return None
+        claimed = replace(
+            row, status=DeliveryStatus.SENDING, attempts=row.attempts + 1, updated_at=now
+        )
+        self.rows[(job_id, recipient)] = claimed
+        return claimed
+
+    def finish(
+        self,
+        job_id: UUID,
+        recipient: str,
+        *,
+        attempt: int,
+        status: DeliveryStatus,
+        reply: str | None,
+        now: datetime,
+    ) -> EmailDelivery | None:
+        row = self.rows.get((job_id, recipient))
+        if row is None or row.status is not DeliveryStatus.SENDING or row.attempts != attempt:
+            return None
+        sent_at = now if status is DeliveryStatus.SENT else row.sent_at
+        done = replace(row, status=status, last_reply=reply, updated_at=now, sent_at=sent_at)
+        self.rows[(job_id, recipient)] = done
+        return done
+
+    def for_job(self, job_id: UUID) -> Sequence[EmailDelivery]:
+        return sorted(
+            (r for r in self.rows.values() if r.job_id == job_id), key=lambda r: r.recipient
+        )
+
+
+class ScriptedMailer:
+    """Keeps each message; raises the errors scripted for a recipient, one per send."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[Exception]] = {}
+        self.sent: list[tuple[str, EmailMessage]] = []
+
+    def fail(self, recipient: str, *errors: Exception) -> ScriptedMailer:
+        self.errors.setdefault(recipient, []).extend(errors)
+        return self
+
+    def send(self, message: EmailMessage, *, recipient: str) -> str:
+        pending = self.errors.get(recipient)
+        if pending:
+            raise pending.pop(0)
+        self.sent.append((recipient, message))
+        return f"250 OK queued as {len(self.sent)}"
+
+    def to(self, recipient: str) -> list[EmailMessage]:
+        return [m for r, m in self.sent if r == recipient]

@@ -156,5 +156,7 @@ def test_the_openapi_security_scheme_is_unchanged(sqlite_url: str, tmp_path: Pat
         "seed",
         "simulate_failures",
         "callback_url",
+        "recipients",
+        "attach",
         "Idempotency-Key",
     ]

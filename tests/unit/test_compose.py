@@ -21,7 +21,7 @@ CELERY_STACK = ROOT / "docker-compose.celery.yml"
 STACKS = [RQ_STACK, CELERY_STACK]
 
 EXPECTED = {
-    RQ_STACK: {"backend", "rq-worker", "redis", "db", "objects", "migrate"},
+    RQ_STACK: {"backend", "rq-worker", "rq-cron", "redis", "db", "objects", "migrate"},
     CELERY_STACK: {
         "backend",
         "rq-worker",
@@ -115,7 +115,7 @@ def test_start_order_waits_for_health(path: Path) -> None:
             else:
                 assert condition == "service_healthy", (name, dependency)
                 assert "healthcheck" in stack[dependency], dependency
-    long_running = set(stack) - {"migrate", "celery-beat"}
+    long_running = set(stack) - {"migrate", "celery-beat", "rq-cron"}  # schedulers: no port
     assert all("healthcheck" in stack[name] for name in long_running)
 
 

@@ -11,11 +11,12 @@ def test_every_domain_parameter_is_in_the_body_and_its_routes_query_form() -> No
         query = HeavyQuery if report_type in HEAVY else DummyQuery
         for form in (query, ReportRequest):
             assert set(model.model_fields) <= set(form.model_fields), (report_type, form)
-    extra = {"report_type", "callback_url"}
+    delivery = {"callback_url", "recipients", "attach"}
+    extra = {"report_type", *delivery}
     assert set(HeavyQuery.model_fields) == extra | {
         name for t in HEAVY for name in PARAMS_MODELS[t].model_fields
     }
-    assert set(DummyQuery.model_fields) == {"callback_url"} | set(
+    assert set(DummyQuery.model_fields) == delivery | set(
         PARAMS_MODELS[ReportType.DUMMY].model_fields
     )
 

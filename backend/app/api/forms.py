@@ -20,6 +20,8 @@ from app.domain.jobs import PARAMS_MODELS, ReportType
 
 HEAVY = (ReportType.PDF, ReportType.EXCEL, ReportType.ANALYSIS)
 _CALLBACK = "Optional: the finished job is POSTed here (HMAC-signed; allowed hosts only)."
+_RECIPIENTS = "Optional: email addresses the finished (or failed) report is sent to, once each."
+_ATTACH = "With recipients: attach the file (default; a link above the size limit) or link it."
 
 
 class RequestForm(BaseModel):
@@ -87,6 +89,8 @@ def _form(
         )
         fields[param] = (annotation | None, Field(None, description=_describe(param, types)))
     fields["callback_url"] = (str | None, Field(None, max_length=2048, description=_CALLBACK))
+    fields["recipients"] = (list[str] | None, Field(None, max_length=500, description=_RECIPIENTS))
+    fields["attach"] = (bool | None, Field(None, description=_ATTACH))
     return create_model(name, __base__=base, __doc__=doc, **fields)
 
 

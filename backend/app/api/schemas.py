@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -9,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain.jobs import Backend, JobStatus, Queue, ReportJob, ReportType
+from app.domain.mail import DeliveryStatus, EmailDelivery
 from app.services.queries import QueueStatus
 
 
@@ -28,6 +30,30 @@ class ArtifactOut(BaseModel):
     content_type: str = Field(examples=["application/pdf"])
     size_bytes: int
     sha256: str
+
+
+class EmailOut(BaseModel):
+    """The job's email to one recipient."""
+
+    recipient: str = Field(examples=["claims@example.com"])
+    status: DeliveryStatus = Field(
+        description="pending, sending, retrying (a temporary failure), sent or failed."
+    )
+    attempts: int
+    last_reply: str | None = Field(
+        description="The mail server's last reply (or error).", examples=["250 OK queued"]
+    )
+    sent_at: datetime | None
+
+    @classmethod
+    def of(cls, row: EmailDelivery) -> EmailOut:
+        return cls(
+            recipient=row.recipient,
+            status=row.status,
+            attempts=row.attempts,
+            last_reply=row.last_reply,
+            sent_at=row.sent_at,
+        )
 
 
 _JOB_EXAMPLE: dict[str, Any] = {
@@ -80,9 +106,14 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    emails: list[EmailOut] = Field(
+        default_factory=list,
+        description="One per recipient once the job is notified; given by GET of the job "
+        "alone (empty in lists).",
+    )
 
     @classmethod
-    def of(cls, job: ReportJob) -> JobOut:
+    def of(cls, job: ReportJob, emails: Sequence[EmailDelivery] = ()) -> JobOut:
         a = job.artifact
         return cls(
             id=job.id,
@@ -112,6 +143,7 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             updated_at=job.updated_at,
+            emails=[EmailOut.of(row) for row in emails],
         )
 
 

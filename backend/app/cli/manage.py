@@ -13,6 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from app.core.config import Settings, get_settings
+from app.domain.jobs import Backend
 
 if TYPE_CHECKING:
     from app.domain.ports import ApiKeyRepository
@@ -98,6 +99,22 @@ def _rq_worker(args: argparse.Namespace) -> int:
     prepare_multiprocess_dir(children_in_turn=True)
     start_worker_metrics()
     return run_rq_worker(queues, name=args.name, burst=args.burst)
+
+
+def _rq_cron(args: argparse.Namespace) -> int:
+    """RQ's cron scheduler sending the periodic tick (schedules, housekeeping) every minute."""
+    from app.bootstrap import build_worker
+    from app.core.logging import setup_logging
+    from app.workers.rq_cron import cron_scheduler
+
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    container = build_worker(Backend.RQ, settings)
+    try:
+        cron_scheduler(container.rq_connection, settings).start()  # type: ignore[no-untyped-call]
+    finally:
+        container.close()
+    return 0
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
@@ -200,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--name", help="worker name (default: RQ's)")
     rq.add_argument("--burst", action="store_true", help="stop when the queues are empty")
     rq.set_defaults(func=_rq_worker)
+
+    sub.add_parser(
+        "rq-cron", help="run RQ's cron scheduler: the periodic tick every minute (RQ-era stack)"
+    ).set_defaults(func=_rq_cron)
 
     keys = sub.add_parser("api-key", help="manage API keys: create, list, revoke")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -131,6 +131,13 @@ TRAFFIC_ROLLBACKS = Counter(
     "Automatic rollbacks of the traffic dial by the guard, by cause.",
     ["cause"],
 )
+EMAILS = Counter(
+    "report_emails_total",
+    "Emails of finished jobs, one per recipient and attempt: sent, retrying (a temporary "
+    "failure, tried again) or failed (refused for good, or out of attempts).",
+    ["status"],
+)
+EMAIL_STATUSES = ("sent", "retrying", "failed")
 
 _FINAL = {"completed", "failed", "cancelled", "dispatch_failed"}
 
@@ -179,6 +186,9 @@ class MetricsObserver:
     """:class:`~app.domain.ports.JobObserver` feeding the job metrics."""
 
     def job_event(self, event: str, job: ReportJob, **fields: Any) -> None:
+        if event.startswith("email_"):  # one recipient's email (services.emails)
+            EMAILS.labels(event.removeprefix("email_")).inc()
+            return
         labels = job_labels(job)
         if event == "started":
             first = _ACTIVE.start(job.id, labels) and job.attempts == 1
@@ -295,8 +305,9 @@ def initialise_series() -> None:
     panel on it showed nothing rather than 0. Created here: the job metrics for every
     report type x backend (and final status), the fallbacks for every preferred → chosen
     backend and reason, the periodic runs for every task and outcome, the traffic dial's
-    changes and rollbacks. Not the health gauges (``report_component_*``): 0 would read
-    "down" before the first check; nor the applied traffic share: 0 would read "all RQ".
+    changes and rollbacks, the emails by status. Not the health gauges
+    (``report_component_*``): 0 would read "down" before the first check; nor the applied
+    traffic share: 0 would read "all RQ".
 
     Call it once the value class is final (:func:`app.core.metrics_export.enable_multiprocess`
     does): a series created before multiprocess mode is on would never reach the files.
@@ -325,5 +336,7 @@ def initialise_series() -> None:
             PERIODIC_RUNS.labels(task, outcome)
     for kind in ChangeKind:
         TRAFFIC_CHANGES.labels(kind.value)
+    for status in EMAIL_STATUSES:
+        EMAILS.labels(status)
     for cause in GUARD_CAUSES:
         TRAFFIC_ROLLBACKS.labels(cause)

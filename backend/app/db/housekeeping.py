@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import DailyStatsRow, PeriodicRunRow, ReportJobRow
+from app.db.models import DailyStatsRow, EmailDeliveryRow, PeriodicRunRow, ReportJobRow
 from app.db.repository import to_job
 from app.domain.jobs import TERMINAL, Backend, JobStatus, ReportJob, ReportType
 from app.domain.ports import DailyStats, JobTiming
@@ -72,13 +72,18 @@ class SqlHousekeepingRepository:
     def delete_finished(self, job_ids: Sequence[UUID]) -> int:
         if not job_ids:
             return 0
-        t = ReportJobRow
+        t, e = ReportJobRow, EmailDeliveryRow
+        finished = select(t.id).where(t.id.in_(list(job_ids)), t.status.in_(_FINISHED))
+        emails = (
+            delete(e).where(e.job_id.in_(finished)).execution_options(synchronize_session=False)
+        )
         stmt = (
             delete(t)
             .where(t.id.in_(list(job_ids)), t.status.in_(_FINISHED))
             .execution_options(synchronize_session=False)
         )
-        with self._sessions.begin() as session:
+        with self._sessions.begin() as session:  # the job's email ledger goes with it
+            session.execute(emails)
             return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
     def stale_waiting(self, before: datetime, *, limit: int) -> Sequence[ReportJob]:

@@ -116,7 +116,7 @@ class RqDispatcher(BrokeredBackend):
             )
 
     def _options(self, step: Step, job: ReportJob) -> dict[str, Any]:
-        """Time limit and retries of one step; RQ retries the render and the callback."""
+        """Time limit and retries of one step; RQ retries the render and the notify step."""
         if step is Step.RENDER:
             retries = max(1, job.max_attempts)
             return {
@@ -128,7 +128,8 @@ class RqDispatcher(BrokeredBackend):
             }
         if step is Step.DOCUMENT:
             return {"timeout": 600}
-        attempts = self._settings.callback_max_attempts
+        settings = self._settings  # notify: the callback's attempts, or each email's
+        attempts = max(settings.callback_max_attempts, settings.email_max_attempts)
         return {
             "timeout": 120,
             "retry": Retry(max=attempts, interval=retry_intervals(self._retry, attempts)),

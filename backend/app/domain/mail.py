@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import EmailMessage
 from enum import StrEnum
+from typing import Protocol
 from uuid import UUID
 
 from email_validator import EmailNotValidError, validate_email
@@ -46,6 +48,11 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
 
+    @property
+    def final(self) -> bool:
+        """Sent or failed: never sent again."""
+        return self in (DeliveryStatus.SENT, DeliveryStatus.FAILED)
+
 
 @dataclass(frozen=True, slots=True)
 class EmailDelivery:
@@ -69,3 +76,56 @@ class MailFailed(AppError):
     def __init__(self, message: str, *, permanent: bool) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class Mailer(Protocol):
+    """Hands one message to the mail system (an SMTP server, a directory of files)."""
+
+    def send(self, message: EmailMessage, *, recipient: str) -> str:
+        """Deliver ``message`` to ``recipient`` (the envelope's only recipient).
+
+        Returns:
+            The server's reply (or where the message went), for the ledger.
+
+        Raises:
+            MailFailed: not taken; ``permanent`` when the server refused it for good (5xx).
+        """
+        ...
+
+
+class EmailDeliveryRepository(Protocol):
+    """The ledger's ``email_deliveries``: one row per (job, recipient); one transaction a call."""
+
+    def create(self, job_id: UUID, recipients: Sequence[str], *, now: datetime) -> None:
+        """A ``pending`` row for each recipient that has none yet (a second call adds nothing)."""
+        ...
+
+    def claim(
+        self, job_id: UUID, recipient: str, *, now: datetime, stale_before: datetime
+    ) -> EmailDelivery | None:
+        """Move the row to ``sending`` and count an attempt, if it is ``pending`` or
+        ``retrying``, or ``sending`` since before ``stale_before`` (its sender died).
+
+        Returns:
+            The claimed row, or None: sent, failed, or being sent by someone else.
+        """
+        ...
+
+    def finish(
+        self,
+        job_id: UUID,
+        recipient: str,
+        *,
+        attempt: int,
+        status: DeliveryStatus,
+        reply: str | None,
+        now: datetime,
+    ) -> EmailDelivery | None:
+        """Record the outcome of claimed attempt ``attempt`` (``sent``, ``retrying`` or
+        ``failed``) with the server's last reply; None when the row is no longer that
+        attempt's (another sender reclaimed it)."""
+        ...
+
+    def for_job(self, job_id: UUID) -> Sequence[EmailDelivery]:
+        """The job's deliveries, by recipient."""
+        ...

@@ -16,18 +16,20 @@ recent slot it missed (the catch-up rule); the earlier missed slots are counted,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from itertools import pairwise
-from typing import Any
-from uuid import UUID, uuid4
+from typing import Any, Protocol
+from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
 from app.domain.errors import InvalidInput
 from app.domain.jobs import ReportType
+from app.domain.ports import Cursor
 
 #: How far the catch-up rule counts missed slots before it says "at least this many".
 MAX_COUNTED_MISSES = 1000
@@ -41,7 +43,7 @@ class InvalidSchedule(InvalidInput):
     code = "INVALID_SCHEDULE"
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message, code=self.code)
+        super().__init__(f"{field}: {message}", code=self.code)
         self.field = field
 
 
@@ -59,7 +61,7 @@ class Preset(StrEnum):
         except ValueError:
             hour = minute = -1
         if not (0 <= hour <= 23 and 0 <= minute <= 59) or len(at) != 5:
-            raise InvalidSchedule("at", f"at must be a time of day as HH:MM, not {at!r}.")
+            raise InvalidSchedule("at", f"a time of day as HH:MM, not {at!r}.")
         day = {Preset.DAILY: "* * *", Preset.WEEKLY: "* * 1", Preset.MONTHLY: "1 * *"}[self]
         return f"{minute} {hour} {day}"
 
@@ -73,7 +75,9 @@ def zone_of(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidSchedule("timezone", f"Unknown time zone {name!r} (IANA name).") from exc
+        raise InvalidSchedule(
+            "timezone", f"unknown time zone {name!r} (an IANA name, such as Europe/Paris)."
+        ) from exc
 
 
 def check_cron(expression: str) -> str:
@@ -86,13 +90,13 @@ def check_cron(expression: str) -> str:
     if len(fields) != 5:
         raise InvalidSchedule(
             "cron",
-            f"cron must have 5 fields (minute hour day month weekday), not {len(fields)}.",
+            f"5 fields (minute hour day month weekday), not {len(fields)}.",
         )
     normal = " ".join(fields)
     try:
         croniter(normal, datetime(2026, 1, 1))
     except (CroniterError, ValueError, KeyError) as exc:
-        raise InvalidSchedule("cron", f"Invalid cron expression {normal!r}: {exc}.") from exc
+        raise InvalidSchedule("cron", f"invalid expression {normal!r}: {exc}.") from exc
     return normal
 
 
@@ -188,10 +192,37 @@ class Schedule:
         return next_slot(self.cron, self.zone, instant)
 
 
-def new_schedule_id() -> UUID:
-    return uuid4()
+class ScheduleRepository(Protocol):
+    """The ledger's schedules; every call is its own transaction."""
 
+    def add(self, schedule: Schedule) -> None: ...
 
-@dataclass(frozen=True, slots=True)
-class ScheduleFilter:
-    owner: str | None = None
+    def get(self, schedule_id: UUID) -> Schedule | None: ...
+
+    def page(
+        self, owner: str | None, *, limit: int, after: Cursor | None
+    ) -> tuple[list[Schedule], Cursor | None]:
+        """One page of ``owner``'s schedules (everyone's for None), newest first."""
+        ...
+
+    def replace(self, schedule: Schedule) -> Schedule | None:
+        """Write every field over the row; None when the row is gone."""
+        ...
+
+    def delete(self, schedule_id: UUID) -> bool: ...
+
+    def due(self, now: datetime, *, limit: int) -> Sequence[Schedule]:
+        """Active schedules whose next slot is at or before ``now``, earliest first."""
+        ...
+
+    def advance(
+        self,
+        schedule_id: UUID,
+        *,
+        expected: datetime,
+        next_run_at: datetime,
+        last_slot: datetime,
+        last_job_id: UUID | None,
+    ) -> bool:
+        """Move to ``next_run_at`` if the row's is still ``expected``; False otherwise."""
+        ...

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.domain.jobs import ReportType, RetryPolicy, utcnow
+from app.domain.mail import EmailDeliveryRepository, Mailer
 from app.domain.ports import (
     ArtifactStore,
     CallbackSender,
@@ -36,6 +37,37 @@ class JobPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class MailPolicy:
+    """How the notify step emails a finished job.
+
+    Attributes:
+        sender: The From of every message.
+        base_url: The API's address, for download links when the store gives none.
+        max_attempts: Attempts per recipient before a temporary failure is given up.
+        attach_max_bytes: Reports up to this size are attached; larger ones are linked.
+        link_seconds: How long a link the store signs (S3) stays valid.
+        lease: A recipient ``sending`` for longer than this is claimed again (its sender
+            died mid-send).
+    """
+
+    sender: str = "reports@localhost"
+    base_url: str = "http://127.0.0.1:8000"
+    max_attempts: int = 5
+    attach_max_bytes: int = 10 * 1024 * 1024
+    link_seconds: int = 7 * 86_400
+    lease: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Mailing:
+    """What the email part of the notify step needs: the mailer, the deliveries' ledger."""
+
+    mailer: Mailer
+    deliveries: EmailDeliveryRepository
+    policy: MailPolicy = field(default_factory=MailPolicy)
+
+
+@dataclass(frozen=True, slots=True)
 class Deps:
     """The service layer's view of the world: ports only."""
 
@@ -49,3 +81,4 @@ class Deps:
     worker_id: str = "local"
     stopping: Callable[[], bool] = _never
     callbacks: CallbackSender | None = None
+    mail: Mailing | None = None  # None: jobs' recipients are not emailed (a test's fakes)

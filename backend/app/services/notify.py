@@ -1,4 +1,5 @@
-"""Notifications queue: POST a finished job to its ``callback_url``, retried with backoff.
+"""Notifications queue: POST a finished job to its ``callback_url``, retried with backoff;
+email it to its recipients (:mod:`app.services.emails`). :func:`notify` is the step.
 
 Callbacks go out for jobs that ended ``completed`` or ``failed`` (a cancel is the
 caller's own act). The ledger counts attempts and records the last status, so a
@@ -16,6 +17,7 @@ from uuid import UUID
 from app.domain.errors import AppError, CallbackFailed
 from app.domain.jobs import Artifact, JobStatus, NotifyStatus, ReportJob
 from app.services.deps import Deps
+from app.services.emails import send_emails
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,27 @@ class NotifyOutcome:
     kind: NotifyKind
     job: ReportJob | None
     retry_in: float | None = None
+
+
+def notify(*, deps: Deps, job_id: UUID) -> NotifyOutcome:
+    """The notify step, on every backend: the callback (if any), then the emails (if any).
+
+    Each part keeps its own ledger, so a retried step redoes only what is left. The step
+    is delivered again (``retry``) when either part asks, at the sooner of the two;
+    otherwise it is ``failed`` if a part failed now, ``sent`` if one sent now, else
+    ``skipped``.
+    """
+    parts = (
+        notify_callback(deps=deps, job_id=job_id),
+        send_emails(deps=deps, job_id=job_id),
+    )
+    job = parts[1].job or parts[0].job  # the emails' read came after the callback's write
+    waits = [p.retry_in or 1.0 for p in parts if p.kind == "retry"]
+    if waits:
+        return NotifyOutcome("retry", job, retry_in=min(waits))
+    kinds = {p.kind for p in parts}
+    kind: NotifyKind = next((k for k in ("failed", "sent") if k in kinds), "skipped")
+    return NotifyOutcome(kind, job)
 
 
 def notify_callback(*, deps: Deps, job_id: UUID) -> NotifyOutcome:

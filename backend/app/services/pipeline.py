@@ -13,14 +13,14 @@ from uuid import UUID
 
 from app.domain.jobs import JobError, JobStatus, ReportJob, Step
 from app.services.deps import Deps
-from app.services.notify import NotifyOutcome, notify_callback
+from app.services.notify import NotifyOutcome, notify
 from app.services.postprocess import PostprocessOutcome, postprocess_report
 from app.services.run_report import RunOutcome, run_report
 
 #: The service of each step after the render.
 FOLLOW_UPS: dict[Step, Callable[..., PostprocessOutcome | NotifyOutcome]] = {
     Step.DOCUMENT: postprocess_report,
-    Step.NOTIFY: notify_callback,
+    Step.NOTIFY: notify,
 }
 
 

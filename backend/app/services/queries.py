@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 from app.domain.errors import JobNotCompleted, JobNotFound
 from app.domain.jobs import Artifact, Backend, JobStatus, Queue, ReportJob
+from app.domain.mail import EmailDelivery
 from app.domain.ports import Cursor, JobFilter, JobPage
 from app.services.deps import Deps
 
@@ -20,6 +22,17 @@ def get_job(*, deps: Deps, job_id: UUID, owner: str | None = None) -> ReportJob:
     if job is None or (owner is not None and job.owner != owner):
         raise JobNotFound(job_id)
     return job
+
+
+def get_job_with_emails(
+    *, deps: Deps, job_id: UUID, owner: str | None = None
+) -> tuple[ReportJob, Sequence[EmailDelivery]]:
+    """The job (as :func:`get_job`) and its emails' deliveries, by recipient (none yet
+    before its notify step, and none at all without recipients)."""
+    job = get_job(deps=deps, job_id=job_id, owner=owner)
+    if not job.recipients or deps.mail is None:
+        return job, ()
+    return job, deps.mail.deliveries.for_job(job.id)
 
 
 def list_jobs(*, deps: Deps, where: JobFilter, limit: int, after: Cursor | None) -> JobPage:

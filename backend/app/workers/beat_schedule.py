@@ -2,6 +2,7 @@
 
 Crontab entries fire at the same wall-clock times in every Beat, and each task records its
 run under (task, slot) before doing anything: two Beats started by mistake double nothing.
+Report schedules are looked at every minute; each of their slots is one job, whoever fires it.
 Times are in the Celery app's time zone, ``STATS_TIMEZONE`` (Europe/Paris by default).
 """
 
@@ -27,7 +28,11 @@ from app.services.housekeeping import (
     record_health,
     recover_stuck,
 )
+from app.services.schedules import fire_due
 from app.workers import worker_container
+
+#: Beat's task that turns due schedule slots into jobs (each slot once, see services.schedules).
+SCHEDULES = "system.run_schedules"
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "cleanup-jobs-hourly": {
@@ -47,6 +52,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
     "recover-jobs-every-minute": {
         "task": RECOVER,
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 50},
+    },
+    "report-schedules-every-minute": {
+        "task": SCHEDULES,
         "schedule": crontab(minute="*"),
         "options": {"expires": 50},
     },
@@ -86,3 +96,8 @@ def register_system_tasks(app: Celery) -> None:
     @app.task(name=RECOVER, shared=False)
     def recover_jobs() -> dict[str, Any]:
         return run(recover_stuck)
+
+    @app.task(name=SCHEDULES, shared=False)
+    def run_schedules() -> dict[str, int]:
+        container = worker_container(Backend.CELERY)
+        return fire_due(deps=container.deps, kit=container.scheduling)

@@ -23,7 +23,7 @@ from app.core.logging import setup_logging
 from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import Backend, JobError, worker_name
 from app.services.delivery import next_delivery
-from app.services.notify import notify_callback
+from app.services.notify import notify
 from app.services.pipeline import fail_lost_attempt
 from app.services.postprocess import postprocess_report
 from app.services.run_report import run_report
@@ -96,7 +96,7 @@ def register_report_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=NOTIFY, max_retries=None, shared=False, **delivery, **ledger_retry)
     def notify_task(self: Task[[str], str], job_id: str) -> str:
         with job_context(job_id) as uid:
-            outcome = notify_callback(deps=worker_deps(Backend.CELERY), job_id=uid)
+            outcome = notify(deps=worker_deps(Backend.CELERY), job_id=uid)
         if outcome.kind == "retry":
             raise self.retry(countdown=outcome.retry_in or 1.0)
         return outcome.kind

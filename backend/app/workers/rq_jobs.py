@@ -11,7 +11,7 @@ import time
 from app.domain.errors import AppError
 from app.domain.jobs import Backend
 from app.services.delivery import next_delivery
-from app.services.notify import notify_callback
+from app.services.notify import notify
 from app.services.postprocess import postprocess_report
 from app.services.run_report import run_report
 from app.workers import job_context, worker_deps
@@ -50,7 +50,7 @@ def postprocess_job(job_id: str) -> str:
 
 def notify_job(job_id: str) -> str:
     with job_context(job_id) as uid:
-        outcome = notify_callback(deps=worker_deps(Backend.RQ), job_id=uid)
+        outcome = notify(deps=worker_deps(Backend.RQ), job_id=uid)
     if outcome.kind == "retry":
-        raise RetryRequested("callback delivery failed; RQ retries it")
+        raise RetryRequested("callback or email delivery failed; RQ retries it")
     return outcome.kind

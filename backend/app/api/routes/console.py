@@ -25,7 +25,7 @@ from app.domain.jobs import Backend, JobStatus, Queue, ReportType
 from app.services import console as svc
 from app.services.auth import require_operator
 from app.services.cancel import cancel_job
-from app.services.queries import artifact_of, get_job
+from app.services.queries import artifact_of, get_job_with_emails
 
 ROOT = web.ROOT
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -132,8 +132,8 @@ async def job(request: Request, session: web.Session, job_id: UUID) -> Response:
     container = get_container(request)
     caller = session.principal
     try:
-        found = await run_in_threadpool(
-            get_job, deps=container.deps, job_id=job_id, owner=caller.scope
+        found, emails = await run_in_threadpool(
+            get_job_with_emails, deps=container.deps, job_id=job_id, owner=caller.scope
         )
     except AppError as exc:
         return web.page(request, "error.html", 404, session=session, error=exc)
@@ -141,7 +141,13 @@ async def job(request: Request, session: web.Session, job_id: UUID) -> Response:
         svc.reruns_of, console=container.console, caller=caller, job_id=job_id
     )
     return web.page(
-        request, "job.html", session=session, job=found, done=found.status.terminal, reruns=reruns
+        request,
+        "job.html",
+        session=session,
+        job=found,
+        done=found.status.terminal,
+        reruns=reruns,
+        emails=emails,
     )
 
 

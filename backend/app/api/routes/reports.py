@@ -31,7 +31,7 @@ from app.domain.ports import JobFilter
 from app.reports import MEDIA_TYPES
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
-from app.services.queries import artifact_of, get_job, list_jobs, queue_status
+from app.services.queries import artifact_of, get_job_with_emails, list_jobs, queue_status
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"], route_class=TrackedRoute)
 
@@ -140,6 +140,8 @@ async def _submit(
     the GIL; the others wait on the event loop, which costs nothing.
     """
     callback_url = params.pop("callback_url", None)
+    recipients = params.pop("recipients", ())
+    attach_file = params.pop("attach", True)
     call = partial(
         enqueue_report,
         deps=get_container(request).deps,
@@ -148,6 +150,8 @@ async def _submit(
         owner=caller.owner,
         idempotency_key=idempotency_key,
         callback_url=callback_url,
+        recipients=recipients,
+        attach_file=attach_file,
     )
     result = await to_thread.run_sync(call, limiter=request.app.state.enqueue_limiter)
     if not result.created:
@@ -195,8 +199,11 @@ async def jobs(
     summary="One job: status, progress, stage, artifact",
 )
 async def job(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
-    """Another owner's job answers 404, as an unknown one does."""
-    return JobOut.of(await run_in_threadpool(get_job, deps=deps, job_id=job_id, owner=caller.scope))
+    """Another owner's job answers 404, as an unknown one does. With its emails."""
+    found, emails = await run_in_threadpool(
+        get_job_with_emails, deps=deps, job_id=job_id, owner=caller.scope
+    )
+    return JobOut.of(found, emails)
 
 
 @router.delete(

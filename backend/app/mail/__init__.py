@@ -1,0 +1,1 @@
+"""Mailers: adapters of :class:`~app.domain.mail.Mailer` (SMTP, ``.eml`` files)."""
