@@ -12,7 +12,8 @@ run: migrate ## Set up and run the API on the embedded default (SQLite + inline 
 	$(BIN)/python manage.py serve
 
 test: install-test services lint ## Set up and run every test (needs PostgreSQL, Redis, RabbitMQ)
-	$(BIN)/pytest
+	rm -f .coverage .coverage.*
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=80
 
 test-unit: install-test ## Unit tests only: fakes, no services (about 30 s)
 	$(BIN)/pytest tests/unit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -37,11 +38,13 @@ from app.db.repository import SqlJobRepository
 from app.db.schedules import SqlScheduleRepository
 from app.db.session import adopt_connection, make_engine, make_sessions
 from app.db.traffic import SqlTrafficRepository
-from app.dispatch.base import BrokeredBackend
+from app.dispatch.asyncio_dispatcher import AsyncioDispatcher
+from app.dispatch.base import BrokeredBackend, InProcessBackend
 from app.dispatch.celery_dispatcher import CeleryDispatcher
 from app.dispatch.inline_dispatcher import InlineDispatcher, inline_worker_alive
-from app.dispatch.router import Router, RoutingPolicy
+from app.dispatch.router import Router, RoutingPolicy, set_celery_available
 from app.dispatch.rq_dispatcher import RqDispatcher, redis_client
+from app.dispatch.sync_dispatcher import SyncDispatcher
 from app.domain.errors import AppError, LedgerUnavailable, Misconfigured
 from app.domain.jobs import Backend, RetryPolicy, worker_name
 from app.domain.mail import Mailer
@@ -74,7 +77,7 @@ class Container:
     settings: Settings
     engine: Engine
     deps: Deps
-    inline: InlineDispatcher | None
+    inline: InProcessBackend | None  # the inline pool, or the sync or asyncio backend
     brokers: list[BrokeredBackend] = field(default_factory=list)
     pid: int = field(default_factory=os.getpid)
 
@@ -84,11 +87,13 @@ class Container:
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
-        """The API's enqueue limit: RATE_LIMIT_REQUESTS per RATE_LIMIT_WINDOW, in Redis."""
+        """The API's limit per caller: RATE_LIMIT_REQUESTS per RATE_LIMIT_WINDOW, in Redis
+        (under QUEUE_PREFIX, as the queues: environments sharing a Redis keep apart)."""
         return RateLimiter(
             capacity=self.settings.rate_limit_requests,
             window=self.settings.rate_limit_window,
             redis_url=self.settings.redis_url or None,
+            prefix=f"ratelimit:{self.settings.queue_prefix}",
         )
 
     @cached_property
@@ -212,11 +217,12 @@ class Container:
             )
 
     def recover(self) -> RecoveryReport | None:
-        """Re-run or fail the inline jobs a previous process of this host left unfinished."""
+        """Re-run or fail the jobs a previous process of this host left unfinished on its
+        in-process backend (inline, sync or asyncio: whichever this process runs)."""
         if self.inline is None:
             return None
         return recover_unfinished(
-            deps=self.deps, backend=Backend.INLINE, worker_alive=inline_worker_alive
+            deps=self.deps, backend=self.inline.backend, worker_alive=inline_worker_alive
         )
 
     def after_fork(self, backend: Backend, lent: tuple[Any, float] | None = None) -> None:
@@ -241,27 +247,32 @@ class Container:
 @contextmanager
 def api_key_repository(settings: Settings) -> Iterator[SqlApiKeyRepository]:
     """The API keys, for the CLI: one connection, no backends."""
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0, metered=False)
     try:
         yield SqlApiKeyRepository(make_sessions(engine))
     finally:
         engine.dispose()
 
 
-def build(settings: Settings | None = None, **overrides: Any) -> Container:
+def build(
+    settings: Settings | None = None,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    **overrides: Any,
+) -> Container:
     """The API's container: the router over every enabled backend, probes started.
 
-    ``overrides`` replace any port of the services' :class:`Deps` (``repo``,
-    ``dispatcher``, ``store``, ``renderers``, ``observer``, ``callbacks``, ``clock``), so
-    the API and its wiring run on a test's fakes; with ``dispatcher`` given, no broker is
-    built.
+    ``loop`` is the API's event loop (the asyncio backend's tasks run on it). ``overrides``
+    replace any port of the services' :class:`Deps` (``repo``, ``dispatcher``, ``store``,
+    ``renderers``, ``observer``, ``callbacks``, ``clock``), so the API and its wiring run
+    on a test's fakes; with ``dispatcher`` given, no broker is built.
     """
     settings = settings or get_settings()
-    inline = InlineDispatcher(settings.inline_workers) if settings.inline_allowed else None
+    inline = _in_process(settings, loop)
     container = _assemble(
         settings,
         inline=inline,
-        worker=worker_name(Backend.INLINE),
+        worker=worker_name(inline.backend if inline else Backend.INLINE),
         stopping=inline.stopping if inline else (lambda: False),
         overrides=overrides,
         verify_store=True,
@@ -315,7 +326,7 @@ def celery_worker_app(settings: Settings | None = None) -> Celery:
 def _assemble(
     settings: Settings,
     *,
-    inline: InlineDispatcher | None,
+    inline: InProcessBackend | None,
     worker: str,
     stopping: Callable[[], bool],
     overrides: Mapping[str, Any] | None = None,
@@ -333,6 +344,7 @@ def _assemble(
     retry = RetryPolicy(settings.retry_backoff_base, settings.retry_backoff_max)
     brokers = [] if "dispatcher" in overrides else _brokers(settings, retry)
     forced = None if settings.dispatch_backend == "auto" else Backend(settings.dispatch_backend)
+    set_celery_available(settings.celery_available)
     policy = RoutingPolicy(
         split=settings.traffic_split,
         inline_allowed=settings.inline_allowed,
@@ -396,6 +408,20 @@ def artifact_store(settings: Settings, *, verify: bool = False) -> ArtifactStore
     if verify:
         store.verify()
     return store
+
+
+def _in_process(
+    settings: Settings, loop: asyncio.AbstractEventLoop | None
+) -> InProcessBackend | None:
+    """The backend running jobs in the API process: forced sync or asyncio, else the
+    inline pool where allowed."""
+    if settings.dispatch_backend == "sync":
+        return SyncDispatcher(
+            slots=settings.enqueue_slots, wait_budget=settings.defer_budget_seconds
+        )
+    if settings.dispatch_backend == "asyncio":
+        return AsyncioDispatcher(settings.inline_workers, loop)
+    return InlineDispatcher(settings.inline_workers) if settings.inline_allowed else None
 
 
 def _brokers(settings: Settings, retry: RetryPolicy) -> list[BrokeredBackend]:

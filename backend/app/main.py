@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+# anyio imports its event-loop backend on first use; done here, at import, it never races
+# another thread's import at start-up (seen once: KeyError 'anyio._backends' in the lifespan).
+import anyio._backends._asyncio  # noqa: F401
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -64,7 +68,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = bootstrap.build(settings, **overrides)
+        container = bootstrap.build(settings, loop=asyncio.get_running_loop(), **overrides)
         try:
             container.check_schema()
         except Exception:

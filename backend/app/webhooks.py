@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.core.circuit import CircuitBreaker, CircuitListener
+from app.core.logging import correlation_id_var
 from app.domain.errors import CallbackFailed, CallbackNotAllowed
 
 MAX_URL = 2048
@@ -120,6 +121,13 @@ class HttpCallbackSender:
         return host
 
     def send(self, url: str, body: bytes, *, delivery_id: str) -> None:
+        """POST ``body`` to ``url`` (signed when a secret is set) through the host's breaker.
+
+        Raises:
+            CallbackNotAllowed: the host is no longer allowed (checked again at each send).
+            CallbackFailed: the circuit is open or the request failed (retryable), or the
+                answer was not a 2xx (retryable for a 5xx, 408, 425 or 429).
+        """
         host = self._allowed_host(url)  # the allow-list may have changed since the enqueue
         breaker = self.breaker(host)
         if not breaker.allow():
@@ -136,6 +144,9 @@ class HttpCallbackSender:
         }
         if self._secret:
             headers["X-Report-Signature"] = signature(self._secret, timestamp, body)
+        correlation_id = correlation_id_var.get()  # the job's: its worker bound it
+        if correlation_id is not None:
+            headers["X-Correlation-ID"] = correlation_id
         try:
             response = httpx.post(
                 url, content=body, headers=headers, timeout=self._timeout, follow_redirects=False

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 from uuid import UUID
 
+import pytest
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
 from app.domain.jobs import JobStatus, ReportJob
@@ -44,9 +45,13 @@ def logged(server: LiveServer, event: str, job_id: str | None = None) -> list[di
     return records
 
 
-def test_killed_api_leaves_nothing_stuck(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["inline", "asyncio"])
+def test_killed_api_leaves_nothing_stuck(tmp_path: Path, backend: str) -> None:
+    """The same on the inline pool and on asyncio tasks (both in-process, one job at a
+    time); sync has no job waiting behind another to leave (each runs in its request)."""
     url = f"sqlite:///{tmp_path / 'reports.db'}"
-    with running(tmp_path, url, INLINE_WORKERS="1") as first, first.client() as client:
+    one = {"INLINE_WORKERS": "1", "DISPATCH_BACKEND": backend}
+    with running(tmp_path, url, **one) as first, first.client() as client:
         interrupted = client.post(f"{API}/heavy?report_type=pdf&pages=3&processing_time=30")
         waiting = client.post(f"{API}/dummy")
         interrupted_id, waiting_id = interrupted.json()["id"], waiting.json()["id"]
@@ -60,7 +65,7 @@ def test_killed_api_leaves_nothing_stuck(tmp_path: Path) -> None:
     assert not logged(first, "report_job.run.interrupted", interrupted_id)
     assert ledger_row(url, waiting_id).status is JobStatus.QUEUED
 
-    with running(tmp_path, url, INLINE_WORKERS="1") as second, second.client() as client:
+    with running(tmp_path, url, **one) as second, second.client() as client:
         # The job whose process died runs again (attempt 2), oldest first...
         rerun = wait_for(client, interrupted_id, {"running"}, timeout=15)
         assert rerun["attempts"] == 2

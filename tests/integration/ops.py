@@ -79,8 +79,12 @@ def migrate(env: Mapping[str, str]) -> None:
 
 
 def start_api(env: Mapping[str, str], log_path: Path, *args: str) -> LiveServer:
-    """``manage.py serve ARGS`` on a free port; returns once ``/health/live`` answers."""
-    full = {**env, "HOST": "127.0.0.1", "PORT": str(free_port())}
+    """``manage.py serve ARGS`` on a free port; returns once ``/health/live`` answers.
+
+    Every API route is rate limited and tests poll in loops: the budget is out of reach
+    unless ``env`` sets one.
+    """
+    full = {"RATE_LIMIT_REQUESTS": "1000000", **env, "HOST": "127.0.0.1", "PORT": str(free_port())}
     return launch(full, log_path, *args, probe="/health/live", timeout=40)
 
 

@@ -1,10 +1,14 @@
-"""The contract: the same scenario through inline, Celery (on Redis and on RabbitMQ) and RQ
-gives the same ledger rows and byte-identical artifacts — backends only carry ids;
-``run_report`` does the work."""
+"""The contract: the same scenario through inline, sync, asyncio, Celery (on Redis and on
+RabbitMQ) and RQ gives the same ledger rows and byte-identical artifacts — backends only
+carry ids; ``run_report`` does the work. Every scenario applies to every backend: sync
+carries out each later delivery (a retry, a wait for the ledger) in the dispatching thread,
+so here that thread is not the one that ends the ledger outage."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -77,7 +81,24 @@ def rabbitmq_platform(rabbitmq_env: dict[str, str], log_dir: Path) -> Iterator[b
             container.close()
 
 
-@pytest.fixture(params=["inline", "celery", "rq", "celery-rabbitmq"])
+@pytest.fixture(scope="module")
+def asyncio_platform(backend_env: dict[str, str]) -> Iterator[bootstrap.Container]:
+    """An API-side container on the asyncio backend, its loop running in a thread of its
+    own (as uvicorn's loop runs beside the threads that enqueue)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
+    thread.start()
+    container = bootstrap.build(settings_from(backend_env, dispatch_backend="asyncio"), loop=loop)
+    try:
+        yield container
+    finally:
+        container.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture(params=["inline", "sync", "asyncio", "celery", "rq", "celery-rabbitmq"])
 def platform(
     request: pytest.FixtureRequest, containers: dict[str, bootstrap.Container]
 ) -> tuple[str, bootstrap.Container]:
@@ -85,7 +106,9 @@ def platform(
     if request.param == "celery-rabbitmq":
         rabbitmq: bootstrap.Container = request.getfixturevalue("rabbitmq_platform")
         return "celery", rabbitmq
-    if request.param != "inline":  # the real worker for this backend must be running
+    if request.param == "asyncio":
+        return "asyncio", request.getfixturevalue("asyncio_platform")
+    if not Backend(request.param).in_process:  # the real worker for this backend must run
         request.getfixturevalue(f"{request.param}_session_worker")
     backend: str = request.param
     return backend, containers[backend]
@@ -139,6 +162,16 @@ def test_same_scenario_same_rows_and_artifacts(
         )
 
     retried_done = wait_for(deps.repo, retried.id, timeout=60)
+    if Backend(backend).in_request:  # sync: each enqueue answered with the finished row
+        for answer in [*jobs, retried, doomed]:
+            final = deps.repo.get(answer.id)
+            assert final is not None
+            assert (answer.status, answer.attempts, answer.artifact, answer.notification) == (
+                final.status,
+                final.attempts,
+                final.artifact,
+                final.notification,
+            )
     assert (retried_done.status, retried_done.attempts, retried_done.error) == (
         JobStatus.COMPLETED,
         3,
@@ -147,7 +180,7 @@ def test_same_scenario_same_rows_and_artifacts(
     doomed_done = wait_for(deps.repo, doomed.id, timeout=60)
     assert (doomed_done.status, doomed_done.attempts, doomed_done.artifact) == (
         JobStatus.FAILED,
-        3,
+        4,  # MAX_ATTEMPTS's default: the spec's max_retries=3
         None,
     )
     assert doomed_done.error is not None
@@ -159,6 +192,7 @@ def test_same_scenario_same_rows_and_artifacts(
         (3, "completed"),
     ]
     assert [(a.outcome, a.error_code) for a in doomed_done.attempt_log] == [
+        ("retrying", "SIMULATED_FAILURE"),
         ("retrying", "SIMULATED_FAILURE"),
         ("retrying", "SIMULATED_FAILURE"),
         ("failed", "SIMULATED_FAILURE"),
@@ -210,8 +244,10 @@ def test_a_delivery_while_the_ledger_is_down_waits_for_it_and_runs_once(
     platform: tuple[str, bootstrap.Container], log_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same deferral on every backend: a job delivered while PostgreSQL refuses the
-    ledger's connections is delivered again (Celery's countdown, RQ's wait in place, the
-    inline timer) until the ledger answers, then runs once, its attempts untouched."""
+    ledger's connections is delivered again (Celery's countdown, RQ's and sync's wait in
+    place, the inline timer, the asyncio task's sleep) until the ledger answers, then runs
+    once, its attempts untouched. The dispatch runs in a thread of its own: on sync it
+    returns only once the job ran, after the outage this thread ends."""
     backend, container = platform
     deps = container.deps
     now = utcnow()
@@ -224,10 +260,12 @@ def test_a_delivery_while_the_ledger_is_down_waits_for_it_and_runs_once(
     job = enter(job, JobStatus.QUEUED, now=now)
     deps.repo.add(job)  # committed, then sent while the ledger is down
     caplog.handler.setFormatter(TextFormatter())  # the inline pool's lines, with their job id
+    sender = threading.Thread(target=deps.dispatcher.dispatch, args=(job,))
     with ledger_refused(container.settings.database_url), caplog.at_level(logging.WARNING):
-        deps.dispatcher.dispatch(job)
+        sender.start()
         time.sleep(4)
         still_down = utcnow()
+    sender.join(60)
     done = wait_for(deps.repo, job.id, timeout=60)
     assert (done.status, done.attempts, done.error) == (JobStatus.COMPLETED, 1, None)
     assert done.started_at is not None

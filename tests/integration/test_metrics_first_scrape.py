@@ -39,7 +39,7 @@ from tests.integration.workers import (
 
 pytestmark = pytest.mark.timeout(180)
 
-_SELECTOR = re.compile(r"\b((?:report|http)_[a-z_]+)(?:\{([^}]*)\})?")
+_SELECTOR = re.compile(r"\b((?:report|http|db)_[a-z_]+)(?:\{([^}]*)\})?")
 _MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 _GROUPING = re.compile(r"\b(?:by|on|ignoring)\s*\(([^)]*)\)")
 _SUFFIXES = ("_bucket", "_count", "_sum")
@@ -55,6 +55,7 @@ VOCABULARY: dict[str, set[str]] = {
     "reason": {"circuit_open", "broker_unreachable", "no_worker", "not_enabled", "other"},
     "task": {CLEANUP, HEALTH, RECOVER, DAILY},
     "outcome": {"done", "skipped", "failed"},
+    "operation": {"select", "insert", "update", "delete", "other"},
 }
 #: The API's queue gauges: every queue, for each broker enabled here (no inline: it is off).
 QUEUE_GAUGES: dict[str, set[str]] = {
@@ -68,9 +69,15 @@ API_ONLY = {
     "report_queue_workers",
     "report_circuit_state",
 }
-#: Made by requests (the route and status are the request's): present from the second
+#: Made by requests (the endpoint and status are the request's): present from the second
 #: scrape, the first one being a request; rate() needs two samples anyway.
-PER_REQUEST = {"http_requests_total", "http_request_duration_seconds", "http_requests_in_progress"}
+PER_REQUEST = {
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "http_request_size_bytes",
+    "http_response_size_bytes",
+    "http_requests_in_progress",
+}
 #: Set by the 5-minute health check only: a 0 before it would read "down".
 NOT_BEFORE_A_CHECK = {"report_component_up"}
 
@@ -169,6 +176,9 @@ def test_the_shipped_queries_read_these_series() -> None:
             "report_dispatch_fallbacks_total",
             "report_periodic_runs_total",
             "report_traffic_rollbacks_total",
+            "db_query_duration_seconds",
+            "db_connection_pool_size",
+            "db_connection_pool_available",
         }
     )
     assert metrics <= known, metrics - known  # a new metric in a query: say where it lives

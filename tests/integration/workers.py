@@ -68,6 +68,7 @@ def base_env(database_url: str, data_dir: Path, prefix: str) -> dict[str, str]:
         "RETRY_BACKOFF_MAX": "2",
         "AVAILABILITY_CACHE_SECONDS": "1",
         "CANCEL_GRACE_SECONDS": "1",
+        "RATE_LIMIT_REQUESTS": "1000000",  # every API route is limited; tests poll in loops
         "CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
         "CALLBACK_SECRET": CALLBACK_SECRET,
         "LOG_FORMAT": "text",

@@ -75,11 +75,11 @@ def test_an_enqueue_with_a_cached_key_makes_one_hop(
     client, key = secured
     hops = Hops(monkeypatch)
     first, first_hops = hops.during(lambda: client.post(DUMMY, headers=key))
-    assert first.status_code == 202, first.text
+    assert first.status_code == 200, first.text
     assert first_hops == 2, "a key not cached yet: the ledger look-up, then the enqueue"
     for _ in range(3):
         answer, count = hops.during(lambda: client.post(DUMMY, headers=key))
-        assert answer.status_code == 202
+        assert answer.status_code == 200
         assert count == 1
     job_id = first.json()["id"]
     answer, count = hops.during(lambda: client.get(f"/api/v1/reports/jobs/{job_id}", headers=key))
@@ -113,7 +113,7 @@ def test_development_enqueue_makes_one_hop(
         hops = Hops(monkeypatch)
         for _ in range(3):
             answer, count = hops.during(lambda: client.post(DUMMY))
-            assert answer.status_code == 202, answer.text
+            assert answer.status_code == 200, answer.text
             assert count == 1
 
 
@@ -123,7 +123,7 @@ def test_the_rate_limit_still_answers_429_with_retry_after(sqlite_url: str, tmp_
     ) as client:
         codes = [client.post(DUMMY).status_code for _ in range(3)]
         refused = client.post(DUMMY)
-    assert codes == [202, 202, 429]
+    assert codes == [200, 200, 429]
     assert refused.json()["error"] == "RATE_LIMITED"
     assert int(refused.headers["retry-after"]) >= 1
 
@@ -160,3 +160,14 @@ def test_the_openapi_security_scheme_is_unchanged(sqlite_url: str, tmp_path: Pat
         "attach",
         "Idempotency-Key",
     ]
+
+
+def test_an_enqueue_answers_200_and_a_replay_says_so_in_its_header(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    with app_client(sqlite_url, tmp_path, environment="development") as client:
+        key = {"Idempotency-Key": "spec-200"}
+        first, again = client.post(DUMMY, headers=key), client.post(DUMMY, headers=key)
+    assert (first.status_code, first.headers["idempotent-replayed"]) == (200, "false")
+    assert (again.status_code, again.headers["idempotent-replayed"]) == (200, "true")
+    assert again.json()["id"] == first.json()["id"]

@@ -3,12 +3,14 @@ settings of the migration phases, the Celery app configuration, callbacks, CLI h
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from app.cli import celery_manager
 from app.cli.celery_manager import parse_queues, redact
 from app.core.celery_app import check_visibility_timeout, create_celery_app
 from app.core.circuit import CircuitBreaker, CircuitState
@@ -177,13 +179,11 @@ def test_visibility_timeout_must_exceed_the_longest_hard_limit() -> None:
 
 
 def test_rq_retry_intervals_follow_the_backoff_policy_in_whole_seconds() -> None:
-    policy = RetryPolicy(2.0, 300.0, random.Random(3))
+    policy = RetryPolicy(60.0, 300.0, random.Random(3))  # the defaults: 60, 120, 240 s
     intervals = retry_intervals(policy, 3)
-    assert len(intervals) == 3
     assert all(isinstance(i, int) for i in intervals)
-    assert intervals == sorted(intervals)
-    assert 1 <= intervals[0] <= 2
-    assert 4 <= intervals[2] <= 8
+    for interval, nominal in zip(intervals, (60, 120, 240), strict=True):
+        assert nominal <= interval <= math.ceil(nominal * 1.1)
 
 
 # --------------------------------------------------------------------------- CLI helpers
@@ -199,6 +199,26 @@ def test_queues_parse_in_priority_order_and_unknown_ones_are_refused() -> None:
     assert parse_queues(["notifications,reports"]) == [Queue.REPORTS, Queue.NOTIFICATIONS]
     with pytest.raises(InvalidInput, match="invoices"):
         parse_queues("invoices")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["reports"], 2),
+        (["documents"], 1),
+        (["notifications"], 1),
+        (["celery"], 1),
+        (["documents,reports"], 2),
+        (["reports", "4"], 4),
+    ],
+)
+def test_a_worker_without_a_count_runs_the_seeds_concurrency(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: int
+) -> None:
+    started: list[int] = []
+    monkeypatch.setattr(celery_manager, "run_worker", lambda queues, n, **_: started.append(n) or 0)
+    assert celery_manager.main(["worker", *argv]) == 0
+    assert started == [expected]
 
 
 def test_status_never_prints_a_broker_password() -> None:

@@ -104,6 +104,20 @@ def test_reports_workers_run_twice() -> None:
     assert services(CELERY_STACK)["celery-worker-reports"]["deploy"]["replicas"] == 2
 
 
+def test_each_queue_gets_the_seeds_worker_count_in_all() -> None:
+    """Replicas x processes per replica: reports 2, documents, notifications, celery 1."""
+    stack = services(CELERY_STACK)
+    table = {"reports": 2, "documents": 1, "notifications": 1, "celery": 1}
+    for name, service in stack.items():
+        command = service.get("command") or []
+        if command[1:3] != ["celery_manager.py", "worker"]:
+            continue
+        queue, processes = command[3], int(command[4])
+        replicas = (service.get("deploy") or {}).get("replicas", 1)
+        assert replicas * processes == table.pop(queue), name
+    assert not table, f"no worker for {sorted(table)}"
+
+
 @pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
 def test_start_order_waits_for_health(path: Path) -> None:
     stack = services(path)

@@ -32,7 +32,10 @@ def test_computed_defaults_are_stated_in_words() -> None:
     text = render()
     assert "| `ENQUEUE_CONCURRENCY` | `DB_POOL_SIZE` |" in text
     assert "| `AUTH_CACHE_SECONDS` | `5` in production, else `0` |" in text
-    assert "| `DISPATCH_BACKEND` | `auto` | `auto`, `celery`, `rq`, `inline` |" in text
+    assert (
+        "| `DISPATCH_BACKEND` | `auto` | `auto`, `celery`, `rq`, `inline`, `sync`, `asyncio` |"
+        in text
+    )
 
 
 def test_check_mode_says_how_to_regenerate(

@@ -6,6 +6,7 @@ import random
 from datetime import timedelta
 
 import pytest
+from app.core.config import Settings
 from app.domain.errors import IllegalTransition, InvalidParams
 from app.domain.jobs import (
     LOST,
@@ -141,10 +142,22 @@ def test_queue_priorities_follow_the_seed_table() -> None:
 
 def test_retry_delay_grows_exponentially_within_jitter_and_cap() -> None:
     policy = RetryPolicy(base_seconds=2, cap_seconds=20, rng=random.Random(7))
-    for attempt, ceiling in [(1, 2), (2, 4), (3, 8), (4, 16), (5, 20), (9, 20)]:
-        for _ in range(50):
-            delay = policy.delay(attempt)
-            assert ceiling / 2 <= delay <= ceiling
+    for attempt, nominal in [(1, 2), (2, 4), (3, 8), (4, 16), (5, 20), (9, 20)]:
+        delays = [policy.delay(attempt) for _ in range(50)]
+        assert all(nominal <= d <= min(20, nominal * 1.1) for d in delays), (attempt, delays)
+
+
+def test_the_default_retries_are_the_specs_60_120_240_seconds_plus_a_little_jitter() -> None:
+    """``max_retries=3`` and ``countdown=60 * 2 ** retries``: attempts 1-3 fail, 4 is last."""
+    policy = RetryPolicy(rng=random.Random(11))
+    assert [policy.nominal(n) for n in (1, 2, 3)] == [60, 120, 240]
+    for attempt, nominal in [(1, 60), (2, 120), (3, 240)]:
+        delays = [policy.delay(attempt) for _ in range(200)]
+        assert all(nominal <= d <= nominal * 1.1 for d in delays)
+        assert max(delays) > nominal  # jittered: a burst of failures does not retry at once
+    defaults = {name: f.default for name, f in Settings.model_fields.items()}
+    assert (defaults["max_attempts"], defaults["retry_backoff_base"]) == (4, 60.0)
+    assert (defaults["callback_max_attempts"], defaults["email_max_attempts"]) == (4, 4)
 
 
 def test_the_timeline_keeps_each_attempt_with_its_worker_and_outcome() -> None:

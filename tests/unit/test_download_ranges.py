@@ -79,3 +79,28 @@ def test_head_and_if_range(served: tuple[TestClient, Artifact]) -> None:
     assert (fresh.status_code, fresh.content) == (206, BODY[:10])
     stale = client.get("/r", headers={"Range": "bytes=0-9", "If-Range": '"other"'})
     assert (stale.status_code, stale.content) == (200, BODY)
+
+
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        (None, "application/pdf"),
+        ("*/*", "application/pdf"),
+        ("application/*", "application/pdf"),
+        ("application/pdf, application/octet-stream", "application/pdf"),
+        ("application/octet-stream", "application/octet-stream"),
+        ("application/octet-stream, */*;q=0.8", "application/octet-stream"),
+        ("application/pdf;q=0.5, application/octet-stream", "application/octet-stream"),
+        ("application/octet-stream;q=0", "application/pdf"),
+        ("application/octet-stream;q=zero, text/html", "application/pdf"),
+    ],
+)
+def test_the_file_keeps_its_media_type_unless_accept_prefers_bytes(
+    served: tuple[TestClient, Artifact], accept: str | None, media_type: str
+) -> None:
+    client, _ = served
+    headers = {"Accept": accept} if accept is not None else {}
+    for answer in (client.get("/r", headers=headers), client.head("/r", headers=headers)):
+        assert answer.headers["content-type"] == media_type
+        assert answer.headers["vary"] == "Accept"
+    assert client.get("/r", headers=headers).content == BODY

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from app.api.dependencies import get_container
+from app.api.dependencies import get_container, spend
 from app.bootstrap import Container
 from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.errors import Forbidden, InvalidInput, Unauthenticated
@@ -50,9 +50,14 @@ def redirect(url: str) -> Response:
 
 
 async def session_of(request: Request) -> ConsoleSession:
-    """The caller's session; with keys off (development), a new one is made on the fly."""
+    """The caller's session, once its key's token bucket (the API's) allows one more request.
+
+    Raises:
+        Unauthenticated: no valid session.
+        RateLimited: the key spent its budget.
+    """
     container = get_container(request)
-    return await run_in_threadpool(
+    session = await run_in_threadpool(
         svc.resolve_session,
         console=container.console,
         token=request.cookies.get(COOKIE),
@@ -60,6 +65,13 @@ async def session_of(request: Request) -> ConsoleSession:
         keys_required=container.settings.auth_required,
         idle=idle_timeout(container),
     )
+    await spend(request, session.key_id)
+    return session
+
+
+async def by_address(request: Request) -> None:
+    """Rate limit a request that has no caller yet (the sign-in pages) by its address."""
+    await spend(request, f"addr:{request.client.host if request.client else 'unknown'}")
 
 
 def idle_timeout(container: Container) -> timedelta:

@@ -5,7 +5,8 @@ runs it on the event loop instead of sending it to the thread pool: a request's 
 the pool is its route's blocking work. A key that is not in the :class:`ApiKeyCache` (the
 first request of a key in ``AUTH_CACHE_SECONDS``, or every request when the cache is off)
 costs one more hop, for the ledger lookup. The rate limit is one Redis round trip made
-from the event loop.
+from the event loop, on every route that knows its caller (the console's pages too, see
+:mod:`app.api.console_web`); probes and ``/metrics`` know none and are never limited.
 """
 
 from __future__ import annotations
@@ -41,9 +42,27 @@ async def get_deps(request: Request) -> Deps:
     return get_container(request).deps
 
 
+async def spend(request: Request, bucket: str) -> None:
+    """Take one token of ``bucket`` (a caller's key id, or an address).
+
+    Raises:
+        RateLimited: the bucket is empty (429 with ``Retry-After``).
+    """
+    wait = await get_container(request).rate_limiter.hit_async(bucket)
+    if wait is not None:
+        raise RateLimited(wait)
+
+
 async def get_principal(
     request: Request, key: Annotated[str | None, Security(_api_key)]
 ) -> Principal:
+    """The caller, once its key's token bucket allows one more request."""
+    principal = await _authenticate(request, key)
+    await spend(request, principal.key_id)
+    return principal
+
+
+async def _authenticate(request: Request, key: str | None) -> Principal:
     """The caller: from the key cache on the event loop, else from the ledger (one hop)."""
     container = get_container(request)
     if not container.settings.auth_required:
@@ -59,22 +78,6 @@ async def get_operator(principal: Annotated[Principal, Depends(get_principal)]) 
     return require_operator(principal)
 
 
-async def get_rate_limited_caller(
-    request: Request, key: Annotated[str | None, Security(_api_key)]
-) -> Principal:
-    """The caller of an enqueue route, once its key's token bucket allows one more job.
-
-    It authenticates itself (as :func:`get_principal` does) rather than depending on it:
-    each dependency FastAPI solves costs tens of microseconds on the busiest route.
-    """
-    principal = await get_principal(request, key)
-    wait = await get_container(request).rate_limiter.hit_async(principal.key_id)
-    if wait is not None:
-        raise RateLimited(wait)
-    return principal
-
-
 ServiceDeps = Annotated[Deps, Depends(get_deps)]
 Caller = Annotated[Principal, Depends(get_principal)]
 Operator = Annotated[Principal, Depends(get_operator)]
-RateLimitedCaller = Annotated[Principal, Depends(get_rate_limited_caller)]

@@ -3,11 +3,21 @@
 The store is asked before the status line is sent, so a store that does not answer gives
 503 ``STORAGE_UNAVAILABLE``, never a half-sent 200. ``HEAD`` answers from the ledger row
 (size, type, name, sha256 as the ETag) without touching the store.
+
+Every report file is a download, never an API object. The OpenAPI document declares
+``application/octet-stream`` first, then each media type a file may have: a binary string,
+except the dummy's JSON file, described as the JSON document it is (under a JSON media type a
+schema describes the parsed document; a string there would be false, and schemathesis says
+so). A client that picks one parser per response takes the first type it knows:
+openapi-python-client reads the bytes of every report. The file goes out with its own media
+type unless the request's ``Accept`` prefers ``application/octet-stream``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
@@ -17,6 +27,32 @@ from app.domain.jobs import Artifact
 from app.domain.ports import ArtifactStore
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+BYTES = "application/octet-stream"
+_FILE = {"type": "string", "format": "binary"}
+_JSON_FILE = {
+    "type": "object",
+    "description": "A report file that is a JSON document (the dummy report); "
+    "its bytes as application/octet-stream",
+}
+
+
+def file_content(media_types: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The OpenAPI ``content`` of a report file: ``application/octet-stream``, then each type.
+
+    Args:
+        media_types: Every media type a report file may have.
+
+    Returns:
+        Each media type with its schema: a binary string, or for JSON the document.
+    """
+    return {
+        media: {"schema": dict(_JSON_FILE if _is_json(media) else _FILE)}
+        for media in dict.fromkeys((BYTES, *media_types))
+    }
+
+
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
 
 
 def artifact_response(
@@ -29,10 +65,12 @@ def artifact_response(
         if url is not None:
             return RedirectResponse(url, status_code=307)
     size = artifact.size_bytes
+    media_type = _media_type(request.headers.get("accept"), artifact.content_type)
     headers = {
         "accept-ranges": "bytes",
         "etag": f'"{artifact.sha256}"',
         "content-disposition": _disposition(artifact.filename),
+        "vary": "Accept",
     }
     try:
         wanted = _range(request, artifact, size)
@@ -44,11 +82,36 @@ def artifact_response(
         headers["content-range"] = f"bytes {start}-{end}/{size}"
     headers["content-length"] = str(max(end - start + 1, 0))
     if request.method == "HEAD" or size == 0:
-        return Response(status_code=status, headers=headers, media_type=artifact.content_type)
+        return Response(status_code=status, headers=headers, media_type=media_type)
     chunks = store.read(artifact, start, end)
-    return StreamingResponse(
-        chunks, status_code=status, headers=headers, media_type=artifact.content_type
-    )
+    return StreamingResponse(chunks, status_code=status, headers=headers, media_type=media_type)
+
+
+def _media_type(accept: str | None, own: str) -> str:
+    """``own``, or ``application/octet-stream`` when ``accept`` ranks that strictly higher."""
+    if not accept:
+        return own
+    ranks: dict[str, float] = {}
+    for item in accept.split(","):
+        name, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranks[name.lower()] = quality
+
+    def rank(media: str) -> float:
+        family = media.split("/", 1)[0] + "/*"
+        for wanted in (media, family, "*/*"):  # the most specific range decides (RFC 9110)
+            if wanted in ranks:
+                return ranks[wanted]
+        return 0.0
+
+    return BYTES if rank(BYTES) > rank(own.lower()) else own
 
 
 class _Unsatisfiable(Exception):

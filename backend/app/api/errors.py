@@ -1,9 +1,14 @@
-"""Every error answers ``{"error": CODE, "message": ..., "timestamp": ...}``."""
+"""Every error answers ``{"error": CODE, "message": ..., "timestamp": ..., "correlation_id": ...}``.
+
+``correlation_id`` is the request's (see :class:`~app.api.middleware.RequestIdMiddleware`):
+quoted by a caller, it finds the request's log lines, and those of the job it created.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app.api.schemas import ErrorBody
+from app.core.logging import Trace, correlation_id_var
 from app.domain.errors import (
     AppError,
     Conflict,
@@ -52,6 +58,9 @@ def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     body = {"error": code, "message": message, "timestamp": utcnow().isoformat()}
+    correlation_id = correlation_id_var.get()
+    if correlation_id is not None:
+        body["correlation_id"] = correlation_id
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -106,9 +115,23 @@ def _allowed_methods(request: Request) -> list[str]:
     ]
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.error("http.unhandled", exc_info=exc)
-    return error_response(500, "INTERNAL_ERROR", "Internal server error; it has been logged.")
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """500 without the traceback; the stack goes to the log, under the request's ids.
+
+    Starlette runs this handler outside every middleware: the request's ids come back from
+    its scope, and the answer carries their headers itself.
+    """
+    trace = request.scope.get("state", {}).get("trace")
+    if not isinstance(trace, Trace):
+        trace = Trace(uuid.uuid4().hex)
+    with trace.bound():
+        log.error("http.unhandled", exc_info=exc)
+        headers = {"X-Correlation-ID": trace.correlation_id}
+        if trace.request_id is not None:
+            headers["X-Request-ID"] = trace.request_id
+        return error_response(
+            500, "INTERNAL_ERROR", "Internal server error; it has been logged.", headers=headers
+        )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -119,7 +142,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error answers a route may give."""
+    """OpenAPI entries for the error answers a route may give.
+
+    A route that knows its caller (401) is rate limited too: 429 comes with 401.
+    """
+    if 401 in statuses and 429 not in statuses:
+        statuses = (*statuses, 429)
     described = {
         400: "Malformed request body",
         401: "Missing or unknown API key",

@@ -1,4 +1,4 @@
-"""Request id (accepted from ``X-Request-ID`` or generated, logged, echoed); body size limit."""
+"""Request and correlation ids (accepted or generated, logged, echoed); body size limit."""
 
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.core.logging import request_id_var
+from app.core.logging import Trace
 
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIdMiddleware:
+    """Give each request its ids, tag its log lines with them and echo them on the answer.
+
+    ``request_id``: ``X-Request-ID`` when valid, else a new one. ``correlation_id``:
+    ``X-Correlation-ID`` when valid, else the request id. Both are echoed (``X-Request-ID``,
+    ``X-Correlation-ID``) and kept in ``scope["state"]`` for the error handler that runs
+    outside this middleware (the one of unexpected exceptions).
+    """
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -21,23 +29,29 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _VALID.match(given) else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
+        trace = request_trace(scope)
+        scope.setdefault("state", {})["trace"] = trace
+        echoed = [
+            (b"x-request-id", (trace.request_id or "").encode("latin-1")),
+            (b"x-correlation-id", trace.correlation_id.encode("latin-1")),
+        ]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
+                message["headers"] = [*message.get("headers", []), *echoed]
             await send(message)
 
-        try:
+        with trace.bound():
             await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
+
+
+def request_trace(scope: Scope) -> Trace:
+    """The ids of a request, from its headers when they are valid."""
+    headers = dict(scope["headers"])
+    given = headers.get(b"x-request-id", b"").decode("latin-1")
+    request_id = given if _VALID.match(given) else uuid.uuid4().hex
+    given = headers.get(b"x-correlation-id", b"").decode("latin-1")
+    return Trace(given if _VALID.match(given) else request_id, request_id)
 
 
 class _BodyTooLarge(Exception):

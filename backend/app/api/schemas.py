@@ -18,6 +18,11 @@ class ErrorBody(BaseModel):
     error: str = Field(examples=["JOB_NOT_FOUND"], description="Stable error code.")
     message: str = Field(examples=["No report job with id 3f0c…"])
     timestamp: datetime
+    correlation_id: str | None = Field(
+        None,
+        examples=["abc-123"],
+        description="The request's correlation id (X-Correlation-ID): quote it to find its logs.",
+    )
 
 
 class JobErrorOut(BaseModel):
@@ -67,7 +72,7 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "progress": 100,
     "stage": "done",
     "attempts": 1,
-    "max_attempts": 3,
+    "max_attempts": 4,
     "error": None,
     "artifact": {
         "filename": "pdf-5f0c3a8e-1d2b-4c1e-9a57-0f1e2d3c4b5a.pdf",

@@ -1,4 +1,4 @@
-"""``celery_manager.py``: worker QUEUE N | beat | flower [PORT] | status.
+"""``celery_manager.py``: worker QUEUE [N] | beat | flower [PORT] | status.
 
 Workers run in this process through Celery's own command line (prefork pool); ``status``
 asks Celery and RQ who is alive and exits non-zero when no worker answers.
@@ -40,6 +40,12 @@ def parse_queues(spec: Sequence[str] | str) -> list[Queue]:
             )
         chosen = [Queue(p) for p in dict.fromkeys(parts)]
     return sorted(chosen, key=lambda q: -q.priority)
+
+
+def default_concurrency(queues: Sequence[Queue]) -> int:
+    """The seed's table (reports 2, documents, notifications and celery 1); the largest for
+    a worker of several queues."""
+    return max(q.concurrency for q in queues)
 
 
 def redact(url: str) -> str:
@@ -170,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="celery_manager.py", description="Run and inspect the Celery side of report jobs."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    worker = sub.add_parser("worker", help="run a Celery worker: worker QUEUE N")
+    worker = sub.add_parser("worker", help="run a Celery worker: worker QUEUE [N]")
     add_worker_arguments(worker)
     sub.add_parser("beat", help="run the Celery Beat scheduler")
     flower = sub.add_parser("flower", help="run the Flower web UI")
@@ -181,7 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("queue", help="reports, documents, notifications, celery, a,b or all")
-    parser.add_argument("concurrency", type=int, nargs="?", default=1, help="processes")
+    parser.add_argument(
+        "concurrency",
+        type=int,
+        nargs="?",
+        default=None,
+        help="processes (default: reports 2, documents, notifications, celery 1)",
+    )
     parser.add_argument("--name", help="node name (default: <queues>@<host>)")
 
 
@@ -195,7 +207,10 @@ def dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         if command == "worker":
             queues = parse_queues(args.queue)
-            return run_worker(queues, args.concurrency, name=args.name, extra=extra)
+            concurrency = args.concurrency
+            if concurrency is None:
+                concurrency = default_concurrency(queues)
+            return run_worker(queues, concurrency, name=args.name, extra=extra)
         if command == "beat":
             return run_beat(extra)
         if command == "flower":

@@ -29,6 +29,7 @@ from app.core.config import Settings, get_settings
 from app.dispatch.rq_dispatcher import rq_queue
 from app.domain.jobs import Backend, Queue
 from app.workers import lend_to_next_child, shutdown, worker_container
+from app.workers.observability import rq_trace
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class ReportWorker(Worker):
 
     def perform_job(self, job: Job, queue: RqQueue) -> bool:
         try:
-            return super().perform_job(job, queue)
+            with rq_trace(job):  # the horse's lines carry the ids of the job's meta
+                return super().perform_job(job, queue)
         finally:
             if self.loan is not None:  # in the horse: perform_job runs there
                 self.loan.give_back()

@@ -73,12 +73,17 @@ class ProcessSettings(SettingsGroup):
         json_schema_extra={"doc_default": "`DB_POOL_SIZE`"},
     )
     inline_workers: int = Field(
-        2, ge=1, le=64, description="Threads running inline jobs in the API process."
+        2,
+        ge=1,
+        le=64,
+        description="Threads running inline jobs in the API process (the inline pool; the "
+        "asyncio backend's renders).",
     )
     log_level: str = Field("INFO", description="Log level of the API and the workers.")
     log_format: Literal["json", "text"] = Field(
         "json",
-        description="`json`: one object a line, with request_id and job_id; `text`: for humans.",
+        description="`json`: one object a line (python-json-logger), with request_id, "
+        "correlation_id and job_id; `text`: for humans.",
     )
 
 
@@ -164,13 +169,23 @@ class RoutingSettings(SettingsGroup):
     [migration](migration.md).
     """
 
-    dispatch_backend: Literal["auto", "celery", "rq", "inline"] = Field(
-        "auto", description="`auto`: the router chooses; otherwise force that one backend."
+    dispatch_backend: Literal["auto", "celery", "rq", "inline", "sync", "asyncio"] = Field(
+        "auto",
+        description="`auto`: the router chooses; otherwise force that one backend. `sync` "
+        "runs the job in the enqueue request, `asyncio` as a task of the API's event loop: "
+        "never chosen by `auto` ([trade-offs](tradeoffs.md)).",
     )
     celery_enabled: bool = Field(
         True, description="Offer the Celery backend (auto mode); phase 0: off."
     )
     rq_enabled: bool = Field(True, description="Offer the RQ backend (auto mode); phase 3: off.")
+    celery_available: bool | None = Field(
+        None,
+        description="The router's Celery switch: `false` takes Celery out of routing without "
+        "stopping it (its queued jobs still run; new ones go to RQ); `true` assumes Celery "
+        "available without probing it. Seeds `app.dispatch.router.CELERY_AVAILABLE`.",
+        json_schema_extra={"doc_default": "unset: detected (broker and workers probed)"},
+    )
     celery_traffic_percent: int = Field(
         100, ge=0, le=100, description="Share of jobs preferring Celery over RQ, by job id."
     )
@@ -281,13 +296,19 @@ class JobSettings(SettingsGroup):
     see [reliability](reliability.md).
     """
 
-    max_attempts: int = Field(3, ge=1, le=10, description="Attempts per job, first one included.")
+    max_attempts: int = Field(
+        4,
+        ge=1,
+        le=10,
+        description="Attempts per job, first one included (4: the spec's max_retries=3).",
+    )
     retry_backoff_base: float = Field(
-        2.0,
+        60.0,
         gt=0,
         le=600,
-        description="Seconds: attempt n waits about base·2ⁿ⁻¹ (with jitter), capped by "
-        "RETRY_BACKOFF_MAX.",
+        description="Seconds: after attempt n fails, the next waits base·2ⁿ⁻¹ plus up to 10 % "
+        "jitter (60, 120, 240 s by default), capped by RETRY_BACKOFF_MAX. Callbacks and emails "
+        "follow it too.",
     )
     retry_backoff_max: float = Field(
         300.0, gt=0, le=3600, description="Seconds: the longest wait between two attempts."
@@ -328,7 +349,8 @@ class JobSettings(SettingsGroup):
         le=86400,
         description="How long one delivery may hold a worker waiting for the ledger. Celery "
         "and inline wait off the worker (a countdown, a timer) and never reach it; an RQ work "
-        "horse waits in place, then hands the job to RQ's retry.",
+        "horse waits in place, then hands the job to RQ's retry. The `sync` backend waits in "
+        "the request as long for every later delivery (retries included), then answers.",
     )
     report_time_limits: dict[str, float] = Field(
         default_factory=dict,
@@ -466,7 +488,7 @@ class CallbackSettings(SettingsGroup):
     )
     callback_timeout: float = Field(5.0, gt=0, le=60, description="Seconds per callback POST.")
     callback_max_attempts: int = Field(
-        5, ge=1, le=20, description="Attempts before a callback is given up."
+        4, ge=1, le=20, description="Attempts before a callback is given up (3 retries)."
     )
 
     @field_validator("callback_allowed_hosts", mode="before")
@@ -516,10 +538,11 @@ class MailSettings(SettingsGroup):
         20, ge=1, le=500, description="Recipients one job or schedule may name."
     )
     email_max_attempts: int = Field(
-        5,
+        4,
         ge=1,
         le=20,
-        description="Attempts per recipient before a temporary SMTP failure is given up.",
+        description="Attempts per recipient before a temporary SMTP failure is given up (3 "
+        "retries).",
     )
     public_base_url: str = Field(
         "",
@@ -582,8 +605,9 @@ class SecuritySettings(SettingsGroup):
         100,
         ge=1,
         le=1_000_000,
-        description="Enqueue requests allowed per key per window (a token bucket in Redis, "
-        "shared by replicas).",
+        description="Requests allowed per caller (API key; console session: its key) per "
+        "window on every API and console route, probes and /metrics excepted (a token bucket "
+        "in Redis, shared by replicas).",
     )
     rate_limit_window: float = Field(60.0, gt=0, le=86_400, description="Rate-limit window (s).")
     max_body_bytes: int = Field(

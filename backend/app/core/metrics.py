@@ -1,4 +1,4 @@
-"""Prometheus metrics: jobs (fed by the observer port), fallbacks, HTTP, housekeeping, circuits.
+"""Prometheus metrics: jobs (fed by the observer port), fallbacks, HTTP, database, circuits.
 
 Every process that runs jobs or serves HTTP records into these module-level metrics. In a
 process started by the CLIs, prometheus-client runs in multiprocess mode (see
@@ -44,6 +44,11 @@ DURATION_BUCKETS = (
 )
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: Body sizes, 64 B to 64 MiB by factors of 4: a JSON request is under the body limit (64 KiB
+#: by default), a report download may weigh tens of MiB.
+SIZE_BUCKETS = tuple(float(64 * 4**i) for i in range(11))
+#: One ledger statement: well under a millisecond warm, up to seconds for a big cleanup.
+QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 JOBS_TOTAL = Counter(
     "report_jobs_total",
@@ -71,20 +76,39 @@ FALLBACKS = Counter(
     "Jobs sent to another backend than the preferred one.",
     ["from", "to", "reason"],
 )
-HTTP_REQUESTS = Counter(
-    "http_requests_total", "HTTP requests answered.", ["method", "route", "status"]
-)
+#: ``endpoint`` is the route template (``/api/v1/reports/jobs/{job_id}``), never the path.
+HTTP_LABELS = ("method", "endpoint")
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests answered.", [*HTTP_LABELS, "status"])
 HTTP_DURATION = Histogram(
     "http_request_duration_seconds",
     "HTTP request latency.",
-    ["method", "route"],
+    HTTP_LABELS,
     buckets=HTTP_BUCKETS,
+)
+HTTP_REQUEST_SIZE = Histogram(
+    "http_request_size_bytes",
+    "HTTP request body size: its Content-Length, or the bytes read of a chunked body.",
+    HTTP_LABELS,
+    buckets=SIZE_BUCKETS,
+)
+HTTP_RESPONSE_SIZE = Histogram(
+    "http_response_size_bytes",
+    "HTTP response body size: the bytes sent.",
+    HTTP_LABELS,
+    buckets=SIZE_BUCKETS,
 )
 HTTP_IN_PROGRESS = Gauge(
     "http_requests_in_progress",
     "HTTP requests being served.",
-    ["method", "route"],
+    HTTP_LABELS,
     multiprocess_mode="livesum",
+)
+DB_OPERATIONS = ("select", "insert", "update", "delete", "other")
+DB_QUERY_DURATION = Histogram(
+    "db_query_duration_seconds",
+    "Time of one database statement (a cursor execute), by operation.",
+    ["operation"],
+    buckets=QUERY_BUCKETS,
 )
 PERIODIC_RUNS = Counter(
     "report_periodic_runs_total",
@@ -140,6 +164,36 @@ EMAILS = Counter(
 EMAIL_STATUSES = ("sent", "retrying", "failed")
 
 _FINAL = {"completed", "failed", "cancelled", "dispatch_failed"}
+
+_pool_gauges: tuple[Gauge, Gauge] | None = None
+_pool_lock = threading.Lock()
+
+
+def pool_gauges() -> tuple[Gauge, Gauge]:
+    """``db_connection_pool_size`` and ``db_connection_pool_available``, made on first use.
+
+    Both are per process: a pool belongs to one process (each uvicorn worker, Celery child
+    and RQ work horse has its own). Merged, the size is the largest pool of a live process
+    (``livemax``) and the available connections the fewest any live process has left
+    (``livemin``): 0 means some process waits for a connection. Unlabelled, a metric makes
+    its value when it is made, so these are made by the first engine, once the CLIs have
+    switched multiprocess mode on, never at import.
+    """
+    global _pool_gauges
+    with _pool_lock:
+        if _pool_gauges is None:
+            size = Gauge(
+                "db_connection_pool_size",
+                "Connections the database pool may hold at once (pool size + max overflow).",
+                multiprocess_mode="livemax",
+            )
+            available = Gauge(
+                "db_connection_pool_available",
+                "Connections the pool can hand out without waiting (size - checked out).",
+                multiprocess_mode="livemin",
+            )
+            _pool_gauges = (size, available)
+        return _pool_gauges
 
 
 def job_labels(job: ReportJob) -> tuple[str, str, str]:
@@ -305,9 +359,10 @@ def initialise_series() -> None:
     panel on it showed nothing rather than 0. Created here: the job metrics for every
     report type x backend (and final status), the fallbacks for every preferred → chosen
     backend and reason, the periodic runs for every task and outcome, the traffic dial's
-    changes and rollbacks, the emails by status. Not the health gauges
-    (``report_component_*``): 0 would read "down" before the first check; nor the applied
-    traffic share: 0 would read "all RQ".
+    changes and rollbacks, the emails by status, the statement times by operation. Not the
+    health gauges (``report_component_*``): 0 would read "down" before the first check; nor
+    the applied traffic share: 0 would read "all RQ"; nor the pool gauges (see
+    :func:`pool_gauges`), which a process has once it has an engine.
 
     Call it once the value class is final (:func:`app.core.metrics_export.enable_multiprocess`
     does): a series created before multiprocess mode is on would never reach the files.
@@ -340,3 +395,5 @@ def initialise_series() -> None:
         EMAILS.labels(status)
     for cause in GUARD_CAUSES:
         TRAFFIC_ROLLBACKS.labels(cause)
+    for operation in DB_OPERATIONS:
+        DB_QUERY_DURATION.labels(operation)

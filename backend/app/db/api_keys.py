@@ -19,6 +19,7 @@ class SqlApiKeyRepository:
         self._sessions = sessions
 
     def add(self, key: ApiKey, secret_hash: str) -> None:
+        """Insert the key's public record with the hash of its secret."""
         with self._sessions.begin() as session:
             session.add(
                 ApiKeyRow(
@@ -32,16 +33,19 @@ class SqlApiKeyRepository:
             )
 
     def find(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key and its secret hash, revoked or not; None for an unknown id."""
         with self._sessions() as session:
             row = session.get(ApiKeyRow, key_id)
             return (_to_key(row), row.secret_hash) if row else None
 
     def list_keys(self) -> Sequence[ApiKey]:
+        """Every key, revoked or not, by owner then creation time."""
         stmt = select(ApiKeyRow).order_by(ApiKeyRow.owner, ApiKeyRow.created_at)
         with self._sessions() as session:
             return [_to_key(row) for row in session.scalars(stmt)]
 
     def revoke(self, key_id: str, *, now: datetime) -> ApiKey | None:
+        """Revoke an active key; None when no active key has this id."""
         t = ApiKeyRow
         stmt = (
             update(t)

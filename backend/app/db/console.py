@@ -29,22 +29,26 @@ class SqlConsoleRepository:
         self._sessions = sessions
 
     def jobs(self, where: ConsoleFilter, *, limit: int, after: Cursor | None) -> JobPage:
+        """Newest first, keyset-paginated, by every filter of the jobs page."""
         stmt = _filtered(select(_J), where, with_status=True)
         return keyset_page(self._engine, stmt, limit=limit, after=after)
 
     def count_by_status(self, where: ConsoleFilter) -> Mapping[JobStatus, int]:
+        """How many jobs per status match ``where`` (its status aside); every status, 0 included."""
         stmt = _filtered(select(_J.c.status, func.count()), where, with_status=False)
         with self._engine.connect() as conn:
             counted = {JobStatus(s): n for s, n in conn.execute(stmt.group_by(_J.c.status))}
         return {status: counted.get(status, 0) for status in JobStatus}
 
     def last_activity(self, backend: Backend) -> datetime | None:
+        """The newest ``updated_at`` of ``backend``'s jobs; None when it has none."""
         stmt = select(func.max(_J.c.updated_at)).where(_J.c.backend == backend.value)
         with self._engine.connect() as conn:
             last: datetime | None = conn.execute(stmt).scalar()  # typed: aware UTC
         return last
 
     def add_session(self, session: ConsoleSession) -> None:
+        """Store a new sign-in session."""
         with self._sessions.begin() as db:
             db.add(
                 ConsoleSessionRow(
@@ -59,6 +63,7 @@ class SqlConsoleRepository:
             )
 
     def find_session(self, token_hash: str) -> tuple[ConsoleSession, bool] | None:
+        """The session of ``token_hash`` and whether its API key is active (one query)."""
         s, k = _S.c, _K.c
         active = (k.key_id.is_not(None) & k.revoked_at.is_(None)).label("key_active")
         stmt = (
@@ -82,16 +87,19 @@ class SqlConsoleRepository:
         return session, bool(row.key_active)
 
     def touch_session(self, token_hash: str, *, now: datetime) -> None:
+        """Set the session's ``last_seen`` to ``now``, so it does not count as idle."""
         t = ConsoleSessionRow
         with self._sessions.begin() as db:
             db.execute(update(t).where(t.token_hash == token_hash).values(last_seen=now))
 
     def delete_session(self, token_hash: str) -> None:
+        """Forget the session (sign-out); nothing happens if it is already gone."""
         t = ConsoleSessionRow
         with self._sessions.begin() as db:
             db.execute(delete(t).where(t.token_hash == token_hash))
 
     def delete_idle_sessions(self, before: datetime) -> int:
+        """Forget the sessions last seen before ``before``; returns how many."""
         t = ConsoleSessionRow
         with self._engine.begin() as conn:
             return conn.execute(delete(t).where(t.last_seen < before)).rowcount or 0

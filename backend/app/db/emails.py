@@ -24,14 +24,17 @@ _CLAIMABLE = [DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value]
 
 
 class SqlEmailDeliveryRepository:
-    """:class:`~app.domain.mail.EmailDeliveryRepository` in SQLAlchemy Core (PostgreSQL,
-    SQLite); each call is one statement in autocommit."""
+    """:class:`~app.domain.mail.EmailDeliveryRepository` in SQLAlchemy Core.
+
+    For PostgreSQL or SQLite; each call is one statement in autocommit.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def create(self, job_id: UUID, recipients: Sequence[str], *, now: datetime) -> None:
+        """A ``pending`` row for each recipient that has none yet (a second call adds nothing)."""
         if not recipients:
             return
         rows = [
@@ -52,6 +55,10 @@ class SqlEmailDeliveryRepository:
     def claim(
         self, job_id: UUID, recipient: str, *, now: datetime, stale_before: datetime
     ) -> EmailDelivery | None:
+        """Move the row to ``sending`` and count an attempt, if claimable; None otherwise.
+
+        Claimable: ``pending``, ``retrying``, or ``sending`` since before ``stale_before``.
+        """
         stmt = (
             update(_E)
             .where(
@@ -80,6 +87,10 @@ class SqlEmailDeliveryRepository:
         reply: str | None,
         now: datetime,
     ) -> EmailDelivery | None:
+        """Record claimed attempt ``attempt``'s outcome and reply (and ``sent_at`` once sent).
+
+        None when the row is no longer that attempt's (another sender reclaimed it).
+        """
         values: dict[str, Any] = {"status": status.value, "last_reply": reply, "updated_at": now}
         if status is DeliveryStatus.SENT:
             values["sent_at"] = now
@@ -97,6 +108,7 @@ class SqlEmailDeliveryRepository:
         return self._returned(stmt)
 
     def for_job(self, job_id: UUID) -> Sequence[EmailDelivery]:
+        """The job's deliveries, by recipient."""
         stmt = select(_E).where(_E.c.job_id == job_id).order_by(_E.c.recipient)
         with self._engine.connect() as conn:
             return [to_delivery(row) for row in conn.execute(stmt)]
@@ -108,6 +120,7 @@ class SqlEmailDeliveryRepository:
 
 
 def to_delivery(row: Row[Any]) -> EmailDelivery:
+    """The :class:`EmailDelivery` of an ``email_deliveries`` row."""
     return EmailDelivery(
         job_id=row.job_id,
         recipient=row.recipient,

@@ -29,6 +29,7 @@ class SqlHousekeepingRepository:
         self._sessions = sessions
 
     def claim_run(self, task: str, slot: datetime, *, now: datetime) -> bool:
+        """Record the run of ``task`` for ``slot``; False when it was already recorded."""
         try:
             with self._sessions.begin() as session:
                 session.add(
@@ -41,6 +42,7 @@ class SqlHousekeepingRepository:
     def finish_run(
         self, task: str, slot: datetime, *, now: datetime, status: str, result: Mapping[str, Any]
     ) -> None:
+        """Record how the run of ``task`` for ``slot`` ended: its status and result."""
         t = PeriodicRunRow
         stmt = (
             update(t)
@@ -59,6 +61,7 @@ class SqlHousekeepingRepository:
         return [(slot, status, result) for slot, status, result in rows]
 
     def expired(self, before: datetime, *, limit: int) -> Sequence[ReportJob]:
+        """Finished jobs created before ``before``, oldest first, at most ``limit``."""
         t = ReportJobRow
         stmt = (
             select(t)
@@ -70,6 +73,11 @@ class SqlHousekeepingRepository:
             return [to_job(row) for row in session.scalars(stmt)]
 
     def delete_finished(self, job_ids: Sequence[UUID]) -> int:
+        """Delete those of ``job_ids`` that are finished, with their email rows.
+
+        Returns:
+            How many jobs were deleted.
+        """
         if not job_ids:
             return 0
         t, e = ReportJobRow, EmailDeliveryRow
@@ -87,6 +95,7 @@ class SqlHousekeepingRepository:
             return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
     def stale_waiting(self, before: datetime, *, limit: int) -> Sequence[ReportJob]:
+        """Celery/RQ jobs pending or queued since before ``before``, never re-dispatched."""
         t = ReportJobRow
         stmt = (
             select(t)
@@ -103,6 +112,7 @@ class SqlHousekeepingRepository:
             return [to_job(row) for row in session.scalars(stmt)]
 
     def mark_redispatched(self, job_id: UUID, *, now: datetime) -> bool:
+        """Stamp ``redispatched_at``; False when it was already set (one re-dispatch a job)."""
         t = ReportJobRow
         stmt = (
             update(t)
@@ -114,6 +124,7 @@ class SqlHousekeepingRepository:
             return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
     def running_since(self, before: datetime) -> Sequence[ReportJob]:
+        """Celery/RQ jobs running since before ``before``, longest running first."""
         t = ReportJobRow
         stmt = (
             select(t)
@@ -128,6 +139,7 @@ class SqlHousekeepingRepository:
             return [to_job(row) for row in session.scalars(stmt)]
 
     def timings(self, start: datetime, end: datetime) -> Sequence[JobTiming]:
+        """What the daily figures need of each job created in ``[start, end)``."""
         t = ReportJobRow
         stmt = select(t.report_type, t.backend, t.status, t.started_at, t.finished_at).where(
             t.created_at >= start, t.created_at < end
@@ -145,10 +157,12 @@ class SqlHousekeepingRepository:
             ]
 
     def save_daily_stats(self, day: date, figures: Mapping[str, Any], *, now: datetime) -> None:
+        """Store (or replace) the figures of ``day``."""
         with self._sessions.begin() as session:
             session.merge(DailyStatsRow(day=day, computed_at=now, figures=dict(figures)))
 
     def daily_stats(self, day: date | None = None) -> DailyStats | None:
+        """The figures of ``day``, or the latest stored when ``day`` is None; None if absent."""
         t = DailyStatsRow
         stmt = select(t).order_by(t.day.desc()).limit(1)
         if day is not None:

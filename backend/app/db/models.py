@@ -46,6 +46,11 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The value to store: in UTC, naive for SQLite.
+
+        Raises:
+            ValueError: ``value`` is naive (a bug: the ledger only takes aware times).
+        """
         if value is None:
             return None
         if value.tzinfo is None:
@@ -54,12 +59,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The stored value as an aware UTC datetime."""
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
+    """The declarative base; its metadata names constraints and indexes by ``NAMING``."""
+
     metadata = MetaData(naming_convention=NAMING)
 
 
@@ -68,6 +76,8 @@ _STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
 
 
 class ReportJobRow(Base):
+    """One report job: the ledger's row, source of truth for its status and artifacts."""
+
     __tablename__ = "report_jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

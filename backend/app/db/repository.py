@@ -82,10 +82,19 @@ class SqlJobRepository:
         self._postgres = engine.dialect.name == "postgresql"
 
     def ping(self) -> None:
+        """Raise unless the database answers."""
         with self._engine.connect() as conn:
             conn.execute(_PING)
 
     def add(self, job: ReportJob) -> None:
+        """Insert a new job.
+
+        Raises:
+            IdempotencyKeyTaken: its owner already used its Idempotency-Key (carries that
+                job).
+            SlotTaken: its schedule's slot already has a job (carries that job).
+            IntegrityError: the insert broke another constraint.
+        """
         try:
             with self._engine.connect() as conn:
                 conn.execute(_INSERT, _to_values(job))
@@ -102,9 +111,11 @@ class SqlJobRepository:
             raise
 
     def warm_up(self) -> None:
-        """Run each statement of a worker's path once, on no row, so that SQLAlchemy has
-        compiled them: a process forked from this one (an RQ work horse) inherits the cache
-        and pays only its own connection, not ~20 ms of compiling per job."""
+        """Have SQLAlchemy compile a worker's statements: run each once, on no row.
+
+        A process forked from this one (an RQ work horse) inherits the cache and pays only
+        its own connection, not ~20 ms of compiling per job.
+        """
         nobody, now, me = UUID(int=0), datetime.now(UTC), "-"
         running = frozenset({JobStatus.RUNNING})
         self.get(nobody)
@@ -127,12 +138,15 @@ class SqlJobRepository:
         self.record_progress(nobody, progress=0, stage=None, now=now, worker=me)
 
     def find_idempotent(self, owner: str | None, idempotency_key: str) -> ReportJob | None:
+        """The job ``owner`` created with this Idempotency-Key, if any."""
         return self._one(_BY_IDEMPOTENCY_KEY, {"owner": owner, "key": idempotency_key})
 
     def get(self, job_id: UUID) -> ReportJob | None:
+        """The job, whoever owns it; None when no row has this id."""
         return self._one(_BY_ID, {"job_id": job_id})
 
     def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage:
+        """One page of the jobs matching ``where``, newest first, starting after ``after``."""
         stmt = select(_T)
         for column, value in (
             (_T.c.status, where.status),
@@ -158,6 +172,7 @@ class SqlJobRepository:
         stale_before: datetime | None = None,
         expected_worker: str | None = None,
     ) -> ReportJob | None:
+        """Move the job to ``target`` in one conditional UPDATE; None when it did not qualify."""
         shape = _Shape(
             target,
             error is not None,
@@ -193,6 +208,10 @@ class SqlJobRepository:
         now: datetime,
         worker: str | None = None,
     ) -> bool:
+        """Store progress (clamped to 0..100) and stage; False when no longer running.
+
+        With ``worker``, also False when the job is no longer that worker's.
+        """
         params = {
             "job_id": job_id,
             "new_progress": max(0, min(progress, 100)),
@@ -205,6 +224,7 @@ class SqlJobRepository:
             return bool(conn.execute(stmt, params).rowcount)
 
     def unfinished(self, *, backend: Backend | None = None) -> Sequence[ReportJob]:
+        """Jobs not in a terminal status (only ``backend``'s when given), oldest first."""
         stmt = select(_T).where(_T.c.status.in_(_UNFINISHED)).order_by(_T.c.created_at)
         if backend is not None:
             stmt = stmt.where(_T.c.backend == backend.value)
@@ -212,6 +232,7 @@ class SqlJobRepository:
             return [to_job(r) for r in conn.execute(stmt)]
 
     def status_counts(self) -> Sequence[StatusCount]:
+        """Count of unfinished jobs per (queue, backend, status)."""
         stmt = (
             select(_T.c.queue, _T.c.backend, _T.c.status, func.count())
             .where(_T.c.status.in_(_UNFINISHED))
@@ -229,6 +250,7 @@ class SqlJobRepository:
             ]
 
     def record_document(self, job_id: UUID, document: Artifact, *, now: datetime) -> bool:
+        """Attach the package to a completed job that has none yet; False otherwise."""
         params = {
             "job_id": job_id,
             "now": now,
@@ -242,6 +264,12 @@ class SqlJobRepository:
     def record_notification(
         self, job_id: UUID, *, status: NotifyStatus, now: datetime, error: str | None = None
     ) -> ReportJob | None:
+        """Count one callback attempt with its status.
+
+        Returns:
+            The updated job; None when its callback was already sent or given up (or no
+            row has this id).
+        """
         params = {
             "job_id": job_id,
             "now": now,
@@ -427,9 +455,11 @@ def _transition_statement(shape: _Shape) -> Update:
 
 
 def _logged_attempts(shape: _Shape) -> ColumnElement[Any]:
-    """The domain's :func:`~app.domain.jobs.log_attempts` in SQL: a job leaving ``running``
-    ends its last attempt; entering it appends the next. Part of the transition's one
-    UPDATE, so the timeline costs no statement of its own."""
+    """The domain's :func:`~app.domain.jobs.log_attempts` in SQL.
+
+    A job leaving ``running`` ends its last attempt; entering it appends the next. Part of
+    the transition's one UPDATE, so the timeline costs no statement of its own.
+    """
     log = _T.c.attempt_log
     outcome = LOST if shape.target is JobStatus.RUNNING else shape.target.value
     ended: dict[str, ColumnElement[Any]] = {
@@ -491,8 +521,11 @@ def _attempt(value: dict[str, Any]) -> Attempt:
 
 
 def _utc(text_: str) -> datetime:
-    """A time the database wrote into JSON: ISO 8601, with an offset (PostgreSQL, per its
-    session's TimeZone) or without one (SQLite, UTC)."""
+    """A time the database wrote into JSON, as an aware UTC datetime.
+
+    The text is ISO 8601, with an offset (PostgreSQL, per its session's TimeZone) or
+    without one (SQLite, UTC).
+    """
     moment = datetime.fromisoformat(text_)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 

@@ -27,10 +27,12 @@ class SqlScheduleRepository:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def add(self, schedule: Schedule) -> None:
+        """Insert a new schedule row."""
         with self._engine.connect() as conn:
             conn.execute(insert(_S), _to_values(schedule))
 
     def get(self, schedule_id: UUID) -> Schedule | None:
+        """The schedule, whoever owns it; None when no row has this id."""
         with self._engine.connect() as conn:
             row = conn.execute(select(_S).where(_S.c.id == schedule_id)).first()
         return _to_schedule(row) if row is not None else None
@@ -38,6 +40,11 @@ class SqlScheduleRepository:
     def page(
         self, owner: str | None, *, limit: int, after: Cursor | None
     ) -> tuple[list[Schedule], Cursor | None]:
+        """One page of ``owner``'s schedules (everyone's for None), newest first.
+
+        Returns:
+            The page, and the cursor of the next one (None on the last page).
+        """
         stmt = select(_S)
         if owner is not None:
             stmt = stmt.where(_S.c.owner == owner)
@@ -54,10 +61,12 @@ class SqlScheduleRepository:
         return _to_schedule(row) if row is not None else None
 
     def delete(self, schedule_id: UUID) -> bool:
+        """Delete the row; False when no schedule had this id."""
         with self._engine.connect() as conn:
             return conn.execute(delete(_S).where(_S.c.id == schedule_id)).rowcount > 0
 
     def due(self, now: datetime, *, limit: int) -> Sequence[Schedule]:
+        """Active schedules whose next slot is at or before ``now``, earliest first."""
         stmt = (
             select(_S)
             .where(_S.c.active.is_(True), _S.c.next_run_at <= now)

@@ -30,11 +30,17 @@ class SqlTrafficRepository:
         self._sessions = sessions
 
     def current(self) -> DialState | None:
+        """The dial, or None before it was first seeded."""
         with self._sessions() as session:
             row = session.get(TrafficDialRow, _DIAL_ID)
             return _to_state(row) if row else None
 
     def seed(self, split: TrafficSplit, *, now: datetime) -> tuple[DialState, bool]:
+        """Create the dial at ``split`` (audited as a seed) unless it exists.
+
+        Returns:
+            The dial, and whether this call created it (False when another process did).
+        """
         created = False
         try:
             with self._sessions.begin() as session:
@@ -75,6 +81,11 @@ class SqlTrafficRepository:
         expected_version: int | None = None,
         healthy: TrafficSplit | None = None,
     ) -> tuple[DialState, DialChange] | None:
+        """Move the dial and audit the change in one transaction, with the row locked.
+
+        ``healthy`` also replaces the last healthy value. None when the dial is no longer at
+        ``expected_version`` (another replica's guard or an operator got there first).
+        """
         with self._sessions.begin() as session:
             stmt = select(TrafficDialRow).where(TrafficDialRow.id == _DIAL_ID).with_for_update()
             row = session.scalars(stmt).first()
@@ -94,6 +105,7 @@ class SqlTrafficRepository:
             return _to_state(row), _to_change(change)
 
     def mark_healthy(self, split: TrafficSplit, *, version: int) -> bool:
+        """Remember ``split`` as the last healthy value if the dial is still at ``version``."""
         t = TrafficDialRow
         stmt = (
             update(t)
@@ -105,12 +117,14 @@ class SqlTrafficRepository:
             return session.execute(stmt).first() is not None
 
     def history(self, *, limit: int) -> Sequence[DialChange]:
+        """The latest ``limit`` changes, newest first."""
         t = TrafficChangeRow
         stmt = select(t).order_by(t.id.desc()).limit(limit)
         with self._sessions() as session:
             return [_to_change(row) for row in session.scalars(stmt)]
 
     def window_jobs(self, since: datetime, *, limit: int) -> Sequence[WindowJob]:
+        """Celery and RQ jobs created since ``since``, newest first, at most ``limit``."""
         t = ReportJobRow
         stmt = (
             select(t.backend, t.status, t.created_at, t.queued_at, t.started_at)

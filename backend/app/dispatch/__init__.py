@@ -1,0 +1,1 @@
+"""Adapters of the dispatch port: the router and the backends it chooses among."""

@@ -42,6 +42,7 @@ class BackendState:
 
     @property
     def ready(self) -> bool:
+        """Reachable, with at least one worker for the queue."""
         return self.reachable and self.workers > 0
 
 
@@ -110,6 +111,7 @@ class AvailabilityMonitor:
         self._wake.set()
 
     def stop(self) -> None:
+        """Stop probing; wait up to 5 seconds for the probe thread to end."""
         self._stop.set()
         self._wake.set()
         thread = self._thread

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from app.core.circuit import CircuitBreaker
 from app.dispatch.availability import Availability, AvailabilityMonitor, BackendState
+from app.dispatch.inline_dispatcher import Runner
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount
@@ -18,17 +19,45 @@ log = logging.getLogger(__name__)
 
 
 class BackendAdapter(Protocol):
+    """One backend as the router sees it: whether it can take a job, and the job's sending."""
+
     backend: Backend
 
     def available(self, queue: Queue) -> bool:
         """Fast (cached) answer: can this backend run a job of ``queue`` now?"""
         ...
 
-    def dispatch(self, job: ReportJob) -> None: ...
+    def dispatch(self, job: ReportJob) -> None:
+        """Hand the (committed) job to this backend.
 
-    def cancel(self, job: ReportJob) -> None: ...
+        Raises:
+            BackendUnavailable: the backend did not take the job.
+        """
+        ...
 
-    def workers(self) -> Sequence[WorkerCount]: ...
+    def cancel(self, job: ReportJob) -> None:
+        """Best-effort backstop after the ledger says cancelled (revoke, stop command)."""
+        ...
+
+    def workers(self) -> Sequence[WorkerCount]:
+        """Live workers per queue, as far as this backend can tell."""
+        ...
+
+
+class InProcessBackend(BackendAdapter, Protocol):
+    """A backend that runs jobs inside the API process (inline pool, sync, asyncio)."""
+
+    def bind(self, runner: Runner) -> None:
+        """Give it the service that runs one delivery of a job."""
+        ...
+
+    def stopping(self) -> bool:
+        """Whether it is shutting down (renders stop at their next checkpoint)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; wait for running ones to stop."""
+        ...
 
 
 class BrokeredBackend(ABC):
@@ -96,9 +125,16 @@ class BrokeredBackend(ABC):
         return BackendState(True, workers, "" if workers else f"no worker consumes {queue}")
 
     def available(self, queue: Queue) -> bool:
+        """Whether the circuit lets publishes through and a worker consumes ``queue`` (cached)."""
         return self.state(queue).ready
 
     def dispatch(self, job: ReportJob) -> None:
+        """Publish the job, unless the circuit is open.
+
+        Raises:
+            BackendUnavailable: the circuit is open, or the publish failed (the breaker
+                counts the failure and the broker is probed again).
+        """
         if not self._breaker.allow():
             raise BackendUnavailable(f"The {self.backend} broker is failing; try again shortly.")
         try:
@@ -122,13 +158,16 @@ class BrokeredBackend(ABC):
             self._later(self._cancel_grace, self.stop_running, job)
 
     def workers(self) -> Sequence[WorkerCount]:
+        """Live workers per queue, from the last probe."""
         seen = self.monitor.get(self._probe_wait)
         return [WorkerCount(self.backend, q, seen.workers.get(q, 0)) for q in Queue]
 
     def start(self) -> None:
+        """Start probing the broker in the background."""
         self.monitor.start()
 
     def close(self) -> None:
+        """Stop probing the broker."""
         self.monitor.stop()
 
     def _later(self, delay: float, action: Callable[[ReportJob], None], job: ReportJob) -> None:

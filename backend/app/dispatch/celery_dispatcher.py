@@ -20,6 +20,7 @@ from kombu.exceptions import LimitExceeded
 from app.core.celery_app import NOTIFY, POSTPROCESS, RUN_REPORT, message_priority, queue_name
 from app.core.circuit import CircuitBreaker
 from app.core.config import Settings
+from app.core.logging import Trace
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
 from app.domain.jobs import Backend, Queue, ReportJob, Step
@@ -93,6 +94,11 @@ class CeleryDispatcher(BrokeredBackend):
         )
 
     def probe(self) -> Availability:
+        """Inspect the workers: how many consume each of our queues.
+
+        While every producer of the publish pool is busy, the last answer stands (the
+        broker is taking our messages, so it is not called unreachable).
+        """
         connection = self.app.connection_for_write()
         try:
             workers = inspect_workers(
@@ -111,6 +117,7 @@ class CeleryDispatcher(BrokeredBackend):
         return Availability(True, dict(consumers))
 
     def ping(self, timeout: float) -> None:
+        """Raise unless a connection to the broker opens within ``timeout`` seconds."""
         connection = self.app.connection_for_write()
         try:
             _connect(connection, timeout)
@@ -137,6 +144,8 @@ class CeleryDispatcher(BrokeredBackend):
             "queue": queue,
             "routing_key": queue,
             "priority": message_priority(self._settings, step.queue(job)),
+            # every step's message carries the ids; a retry's message copies them
+            "headers": Trace.current(job.id).fields(),
         }
         if step is Step.RENDER:
             options["time_limit"] = self._settings.hard_time_limit(job.report_type.value)

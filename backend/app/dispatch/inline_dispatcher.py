@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
 
-from app.core.logging import job_id_var
+from app.core.logging import Trace, job_id_var
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import HOST, Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount
@@ -21,12 +21,18 @@ log = logging.getLogger(__name__)
 #: seconds until it is delivered again, or None (the delivery policy of the services).
 Runner = Callable[[UUID, int], float | None]
 
+#: Names that in-process workers sign their claims with.
+IN_PROCESS = frozenset(b.value for b in Backend if b.in_process)
+
 
 def inline_worker_alive(worker: str) -> bool:
-    """Whether the inline worker that claimed a job still runs (unknown hosts count as alive)."""
+    """Whether the in-process worker (inline, sync, asyncio) that claimed a job still runs.
+
+    Unknown hosts count as alive, and so does any other worker name.
+    """
     name, _, rest = worker.partition("@")
     host, _, pid = rest.rpartition(":")
-    if name != "inline" or host != HOST or not pid.isdigit():
+    if name not in IN_PROCESS or host != HOST or not pid.isdigit():
         return True
     if int(pid) == os.getpid():
         return False  # we are a new process with the same pid: the old one is gone
@@ -53,21 +59,30 @@ class InlineDispatcher:
         self._lock = threading.Lock()
 
     def bind(self, runner: Runner) -> None:
+        """Give it the service that runs one delivery of a job."""
         self._runner = runner
 
     def stopping(self) -> bool:
+        """Whether it is shutting down (renders stop at their next checkpoint)."""
         return self._stopping.is_set()
 
     def available(self, queue: Queue) -> bool:
+        """Only for ``reports``, until shutdown begins."""
         return queue is Queue.REPORTS and not self._stopping.is_set()
 
     def dispatch(self, job: ReportJob) -> None:
-        self._submit(job.id)
+        """Submit the job to the pool and return at once.
+
+        Raises:
+            BackendUnavailable: the pool is shutting down.
+        """
+        self._submit(job.id, Trace.current(job.id))
 
     def cancel(self, job: ReportJob) -> None:
         """Nothing to do: the claim and the checkpoints read the ledger."""
 
     def workers(self) -> Sequence[WorkerCount]:
+        """``size`` workers on ``reports``, none once shutdown began."""
         return [WorkerCount(Backend.INLINE, Queue.REPORTS, 0 if self.stopping() else self.size)]
 
     def shutdown(self) -> None:
@@ -79,33 +94,35 @@ class InlineDispatcher:
             self._timers.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self, job_id: UUID, deliveries: int = 0) -> None:
+    def _submit(self, job_id: UUID, trace: Trace, deliveries: int = 0) -> None:
         if self._stopping.is_set():
             raise BackendUnavailable("The inline backend is shutting down.")
         try:
-            self._pool.submit(self._run, job_id, deliveries)
+            self._pool.submit(self._run, job_id, trace, deliveries)
         except RuntimeError as exc:  # pool already shut down
             raise BackendUnavailable("The inline backend is shutting down.") from exc
 
-    def _run(self, job_id: UUID, deliveries: int = 0) -> None:
+    def _run(self, job_id: UUID, trace: Trace, deliveries: int = 0) -> None:
         assert self._runner is not None, "InlineDispatcher.bind() was not called"
         token = job_id_var.set(str(job_id))
         try:
-            delay = self._runner(job_id, deliveries)
+            with trace.bound():  # the pool's threads do not inherit the request's context
+                delay = self._runner(job_id, deliveries)
         except Exception:
-            log.exception("report_job.inline.crashed")
+            with trace.bound():
+                log.exception("report_job.inline.crashed")
             return
         finally:
             job_id_var.reset(token)
         if delay is not None:
-            self._later(delay, job_id, deliveries + 1)
+            self._later(delay, job_id, trace, deliveries + 1)
 
-    def _later(self, delay: float, job_id: UUID, deliveries: int) -> None:
+    def _later(self, delay: float, job_id: UUID, trace: Trace, deliveries: int) -> None:
         def fire() -> None:
             with self._lock:
                 self._timers.discard(timer)
             try:
-                self._submit(job_id, deliveries)
+                self._submit(job_id, trace, deliveries)
             except BackendUnavailable:
                 log.info("report_job.inline.retry_dropped", extra={"job_id": str(job_id)})
 

@@ -4,10 +4,14 @@ For each job, in order:
 
 1. the preferred broker backend (Celery or RQ, by the traffic split) when its broker
    answers and a worker consumes the job's queue; then the other one;
-2. inline, where the settings allow it (the development default);
+2. inline, where the settings allow it (the development default), or the in-process
+   backend forced (``sync``, ``asyncio``: never chosen otherwise);
 3. the preferred broker that answers, even with no worker: the job waits durably and
    queue status shows the missing worker;
 4. otherwise :class:`~app.domain.errors.BackendUnavailable` (503).
+
+:data:`CELERY_AVAILABLE` is the operator's Celery switch, read at each choice: ``None``
+detects (the probes), ``False`` takes Celery out of routing, ``True`` assumes it ready.
 
 Every answer comes from cached probes: choosing never waits on a broker for more than
 the first probe (about a second), and never hangs.
@@ -30,6 +34,21 @@ from app.domain.ports import WorkerCount
 from app.domain.traffic import TrafficSplit
 
 log = logging.getLogger(__name__)
+
+#: The Celery switch, seeded from ``CELERY_AVAILABLE`` (:func:`set_celery_available`) and
+#: read at every choice, so patching it in-process reroutes the next job: ``None``: detected
+#: by the probes; ``False``: Celery takes no new job (it keeps running what it holds);
+#: ``True``: Celery is taken as ready without a probe (an open circuit still counts).
+CELERY_AVAILABLE: bool | None = None
+
+_ASSUMED = BackendState(True, 1, "")
+_SWITCHED_OFF = BackendState(False, 0, "switched off (CELERY_AVAILABLE=false)")
+
+
+def set_celery_available(value: bool | None) -> None:
+    """Seed the Celery switch (the ``CELERY_AVAILABLE`` setting; unset: detection)."""
+    global CELERY_AVAILABLE
+    CELERY_AVAILABLE = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,20 +109,27 @@ class Router:
     # -- JobDispatcher
 
     def choose(self, job: ReportJob) -> Backend:
+        """The backend for ``job``, in the module's order; a fallback is logged and counted.
+
+        Raises:
+            BackendUnavailable: no backend can take the job now (each one's reason named).
+        """
+        switch = CELERY_AVAILABLE
         order = self._order(job)
         for broker in order:  # probes run concurrently: the first wait bounds them all
             broker.monitor.start()
-        preferred = order[0].backend if order else Backend.INLINE
+        local = self._inline.backend if self._inline is not None else Backend.INLINE
+        preferred = order[0].backend if order else local
         states: dict[Backend, BackendState] = {}
         deadline = time.monotonic() + self.policy.first_probe_wait
         for broker in order:
             wait = max(0.0, deadline - time.monotonic())
-            states[broker.backend] = broker.state(job.queue, wait=wait)
+            states[broker.backend] = self._state(broker, job, wait, switch)
             if states[broker.backend].ready:
                 return self._chosen(job, preferred, broker.backend, states)
         inline = self._inline if self._inline_allowed() else None
         if inline is not None and inline.available(job.queue):
-            return self._chosen(job, preferred, Backend.INLINE, states)
+            return self._chosen(job, preferred, inline.backend, states)
         for broker in order:
             if states[broker.backend].reachable:
                 return self._chosen(job, preferred, broker.backend, states)
@@ -115,6 +141,11 @@ class Router:
         raise BackendUnavailable(f"No backend can take a {job.queue} job now ({reasons}).")
 
     def dispatch(self, job: ReportJob) -> None:
+        """Hand the (committed) job to the adapter of ``job.backend``.
+
+        Raises:
+            BackendUnavailable: that backend is not enabled here, or did not take the job.
+        """
         adapter = self._adapter(job.backend)
         if adapter is None:
             raise BackendUnavailable(f"The {job.backend} backend is not enabled here.")
@@ -125,11 +156,13 @@ class Router:
         )
 
     def cancel(self, job: ReportJob) -> None:
+        """The best-effort backstop of the job's backend; nothing if it is not enabled here."""
         adapter = self._adapter(job.backend)
         if adapter is not None:
             adapter.cancel(job)
 
     def workers(self) -> Sequence[WorkerCount]:
+        """Live workers of every enabled backend, per queue."""
         adapters: list[BackendAdapter] = list(self._brokers.values())
         if self._inline is not None:
             adapters.append(self._inline)
@@ -138,13 +171,27 @@ class Router:
     # -- internals
 
     def _adapter(self, backend: Backend | None) -> BackendAdapter | None:
-        if backend is Backend.INLINE:
+        if self._inline is not None and backend is self._inline.backend:
             return self._inline
         return self._brokers.get(backend) if backend else None
 
     def _inline_allowed(self) -> bool:
         forced = self.policy.forced
-        return forced is Backend.INLINE or (forced is None and self.policy.inline_allowed)
+        if forced is not None:  # forced onto the in-process backend (inline, sync, asyncio)
+            return self._inline is not None and forced is self._inline.backend
+        return self.policy.inline_allowed
+
+    @staticmethod
+    def _state(
+        broker: BrokeredBackend, job: ReportJob, wait: float, switch: bool | None
+    ) -> BackendState:
+        """The broker's cached state, unless the Celery switch decides without a probe."""
+        if broker.backend is Backend.CELERY and switch is not None:
+            if switch is False:
+                return _SWITCHED_OFF
+            if broker.circuit.available():
+                return _ASSUMED
+        return broker.state(job.queue, wait=wait)
 
     def _order(self, job: ReportJob) -> list[BrokeredBackend]:
         forced = self.policy.forced

@@ -23,7 +23,7 @@ from rq.serializers import JSONSerializer
 
 from app.core.circuit import CircuitBreaker
 from app.core.config import Settings
-from app.core.logging import request_id_var
+from app.core.logging import Trace
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
 from app.domain.jobs import Backend, Queue, ReportJob, RetryPolicy, Step
@@ -40,6 +40,8 @@ _DAY = 24 * 3600
 
 @dataclass(frozen=True, slots=True)
 class RqQueueInfo:
+    """One RQ queue: its name, our queue, how many jobs wait in it, its workers' names."""
+
     name: str
     queue: Queue
     depth: int
@@ -52,6 +54,7 @@ def redis_client(url: str, timeout: float) -> Redis:
 
 
 def rq_queue(connection: Redis, settings: Settings, queue: Queue) -> RqQueue:
+    """The RQ queue of ``queue``: its name prefixed (``QUEUE_PREFIX``), JSON-serialised."""
     return RqQueue(
         f"{settings.queue_prefix}{queue.value}",
         connection=connection,
@@ -94,6 +97,7 @@ class RqDispatcher(BrokeredBackend):
         )
 
     def probe(self) -> Availability:
+        """How many workers listen on each of our queues; raises if Redis does not answer."""
         consumers: Counter[Queue] = Counter()
         for info in inspect_queues(self.connection, self._settings):
             consumers[info.queue] += len(info.workers)
@@ -104,7 +108,9 @@ class RqDispatcher(BrokeredBackend):
         self.connection.ping()
 
     def publish(self, job: ReportJob) -> None:
+        """Enqueue each step of the job's pipeline as an RQ job depending on the one before."""
         previous: Job | None = None
+        meta = Trace.current(job.id).fields()  # every step's RQ job; its retries keep it
         for step in job.pipeline:
             previous = rq_queue(self.connection, self._settings, step.queue(job)).enqueue_call(
                 FUNCTIONS[step],
@@ -112,6 +118,7 @@ class RqDispatcher(BrokeredBackend):
                 job_id=step.message_id(job),
                 depends_on=previous,
                 result_ttl=_DAY,
+                meta=meta,
                 **self._options(step, job),
             )
 
@@ -124,7 +131,6 @@ class RqDispatcher(BrokeredBackend):
                 "retry": Retry(max=retries, interval=retry_intervals(self._retry, retries)),
                 "failure_ttl": 7 * _DAY,
                 "description": f"{job.report_type.value} report {job.id}",
-                "meta": {"request_id": request_id_var.get()},
             }
         if step is Step.DOCUMENT:
             return {"timeout": 600}

@@ -26,6 +26,7 @@ class ApiKey:
 
     @property
     def active(self) -> bool:
+        """True until the key is revoked."""
         return self.revoked_at is None
 
 
@@ -39,6 +40,7 @@ class Principal:
 
     @property
     def sees_all(self) -> bool:
+        """Whether the caller is an operator, who sees every owner's jobs."""
         return self.role is Role.OPERATOR
 
     @property

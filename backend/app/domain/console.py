@@ -39,4 +39,5 @@ class ConsoleSession:
 
     @property
     def principal(self) -> Principal:
+        """The session's caller, as the :class:`Principal` of the requests it signs."""
         return Principal(owner=self.owner, role=self.role, key_id=self.key_id)

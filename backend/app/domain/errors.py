@@ -45,6 +45,8 @@ class NotFound(AppError):
 
 
 class JobNotFound(NotFound):
+    """No report job has this id, or it is not the caller's to see."""
+
     code = "JOB_NOT_FOUND"
 
     def __init__(self, job_id: UUID) -> None:
@@ -58,6 +60,8 @@ class Conflict(AppError):
 
 
 class IllegalTransition(Conflict):
+    """The job's status cannot legally move to the one asked for."""
+
     code = "ILLEGAL_TRANSITION"
 
 
@@ -84,6 +88,8 @@ class RateLimited(AppError):
 
 
 class IdempotencyConflict(Conflict):
+    """The Idempotency-Key came back with a different request than its first."""
+
     code = "IDEMPOTENCY_KEY_REUSED"
 
     def __init__(self, key: str) -> None:
@@ -130,6 +136,8 @@ class RenderError(AppError):
 
 
 class JobAlreadyFinished(Conflict):
+    """Only an unfinished job can be cancelled; this one already finished."""
+
     code = "JOB_ALREADY_FINISHED"
 
     def __init__(self, job_id: UUID, status: str) -> None:
@@ -139,6 +147,8 @@ class JobAlreadyFinished(Conflict):
 
 
 class JobNotCompleted(Conflict):
+    """A job's report can be downloaded only once the job completed."""
+
     code = "JOB_NOT_COMPLETED"
 
     def __init__(self, job_id: UUID, status: str) -> None:
@@ -152,6 +162,8 @@ class LedgerUnavailable(Unavailable):
 
 
 class BackendUnavailable(Unavailable):
+    """No backend can take the job now (broker failing, disabled, shutting down)."""
+
     code = "BACKEND_UNAVAILABLE"
 
 
@@ -162,6 +174,8 @@ class StorageUnavailable(Unavailable):
 
 
 class CallbackNotAllowed(InvalidInput):
+    """Callbacks are disabled, or not allowed to that URL or host."""
+
     code = "CALLBACK_NOT_ALLOWED"
 
 

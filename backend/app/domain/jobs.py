@@ -22,6 +22,8 @@ def utcnow() -> datetime:
 
 
 class ReportType(StrEnum):
+    """The kinds of report; each has its parameters model in :data:`PARAMS_MODELS`."""
+
     DUMMY = "dummy"
     PDF = "pdf"
     EXCEL = "excel"
@@ -29,9 +31,23 @@ class ReportType(StrEnum):
 
 
 class Backend(StrEnum):
+    """What carries a job to the code that runs it: a broker, or the API process itself."""
+
     INLINE = "inline"
     CELERY = "celery"
     RQ = "rq"
+    SYNC = "sync"  # in the request's thread: the answer carries the finished job
+    ASYNCIO = "asyncio"  # a task on the API's event loop
+
+    @property
+    def in_process(self) -> bool:
+        """The API process runs the job itself: no broker, nothing survives a restart."""
+        return self in (Backend.INLINE, Backend.SYNC, Backend.ASYNCIO)
+
+    @property
+    def in_request(self) -> bool:
+        """Dispatch returns only once the job has run (the enqueue answer is its outcome)."""
+        return self is Backend.SYNC
 
 
 HOST = socket.gethostname()
@@ -52,16 +68,24 @@ class Queue(StrEnum):
 
     @property
     def priority(self) -> int:
+        """The broker priority of this queue's messages, from the seed's table."""
         return _QUEUE_PRIORITY[self]
+
+    @property
+    def concurrency(self) -> int:
+        """Worker processes a worker of this queue runs unless told otherwise (the table)."""
+        return _QUEUE_CONCURRENCY[self]
 
 
 _QUEUE_PRIORITY = {Queue.REPORTS: 5, Queue.DOCUMENTS: 7, Queue.NOTIFICATIONS: 3, Queue.CELERY: 6}
+_QUEUE_CONCURRENCY = {Queue.REPORTS: 2, Queue.DOCUMENTS: 1, Queue.NOTIFICATIONS: 1, Queue.CELERY: 1}
 
 
 class Step(StrEnum):
-    """A job's pipeline, declared once: render, then (for a job with a callback) package
-    on ``documents``, and notify (the callback, the emails) on ``notifications``.
+    """A job's pipeline, declared once: render, then package, then notify.
 
+    Package (for a job with a callback) runs on ``documents``, notify (the callback, the
+    emails) on ``notifications``.
     Each backend translates :attr:`ReportJob.pipeline` its own way (a Celery chain, RQ
     ``depends_on``, a loop in the inline pool); every step is idempotent, so a retry may
     start over from the render.
@@ -72,6 +96,7 @@ class Step(StrEnum):
     NOTIFY = "notify"
 
     def queue(self, job: ReportJob) -> Queue:
+        """The queue of this step's message: the job's own for the render."""
         return job.queue if self is Step.RENDER else _STEP_QUEUE[self]
 
     def message_id(self, job: ReportJob) -> str:
@@ -83,6 +108,8 @@ _STEP_QUEUE = {Step.DOCUMENT: Queue.DOCUMENTS, Step.NOTIFY: Queue.NOTIFICATIONS}
 
 
 class JobStatus(StrEnum):
+    """Where a job stands; :func:`check_transition` says which moves are legal."""
+
     PENDING = "pending"
     QUEUED = "queued"
     RUNNING = "running"
@@ -93,6 +120,7 @@ class JobStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """Completed, failed or cancelled: no transition leaves this status."""
         return self in TERMINAL
 
 
@@ -216,8 +244,11 @@ def log_attempts(
     worker: str | None,
     error: JobError | None,
 ) -> tuple[Attempt, ...]:
-    """``job``'s attempts once it entered ``target``: leaving ``running`` ends the current
-    attempt (:data:`LOST` when another worker reclaims it); entering it starts the next."""
+    """``job``'s attempts once it entered ``target``.
+
+    Leaving ``running`` ends the current attempt (:data:`LOST` when another worker
+    reclaims it); entering it starts the next.
+    """
     log = job.attempt_log
     if job.status is JobStatus.RUNNING and log:
         outcome = LOST if target is JobStatus.RUNNING else target.value
@@ -244,6 +275,8 @@ class _Params(BaseModel):
 
 
 class DummyParams(_Params):
+    """Parameters of a ``dummy`` report."""
+
     simulate_failures: int = Field(
         0,
         ge=0,
@@ -253,15 +286,21 @@ class DummyParams(_Params):
 
 
 class PdfParams(_Params):
+    """Parameters of a ``pdf`` report."""
+
     pages: int = Field(50, ge=1, le=1000, description="Exact page count of the PDF.")
 
 
 class ExcelParams(_Params):
+    """Parameters of an ``excel`` report."""
+
     rows: int = Field(10_000, ge=1, le=1_000_000, description="Data rows across all sheets.")
     sheets: int = Field(3, ge=1, le=12, description="Number of data sheets.")
 
 
 class AnalysisParams(_Params):
+    """Parameters of an ``analysis`` report."""
+
     rows: int = Field(10_000, ge=100, le=1_000_000, description="Claims analysed.")
 
 
@@ -301,6 +340,8 @@ def parse_params(report_type: ReportType, raw: dict[str, Any]) -> ReportParams:
 
 @dataclass(frozen=True, slots=True)
 class Artifact:
+    """A stored file: its key in the artifact store, download name, type, size and SHA-256."""
+
     key: str
     filename: str
     content_type: str
@@ -310,6 +351,8 @@ class Artifact:
 
 @dataclass(frozen=True, slots=True)
 class JobError:
+    """Why a job failed: a stable error code and a message for people."""
+
     code: str
     message: str
 
@@ -380,7 +423,7 @@ class ReportJob:
     updated_at: datetime
     backend: Backend | None = None
     attempts: int = 0
-    max_attempts: int = 3
+    max_attempts: int = 4
     progress: int = 0
     stage: str | None = None
     error: JobError | None = None
@@ -419,6 +462,7 @@ class ReportJob:
         attach_file: bool = True,
         slot: Slot | None = None,
     ) -> ReportJob:
+        """A new ``pending`` job with a fresh id, on :attr:`QUEUE_FOR_TYPE` at its priority."""
         queue = cls.QUEUE_FOR_TYPE
         return cls(
             id=uuid4(),
@@ -440,31 +484,51 @@ class ReportJob:
         )
 
     def typed_params(self) -> ReportParams:
+        """The stored parameters, validated into their report type's model."""
         return parse_params(self.report_type, self.params)
 
     def with_backend(self, backend: Backend) -> ReportJob:
+        """This snapshot with ``backend`` set; the ledger row is not changed."""
         return replace(self, backend=backend)
 
     @property
     def pipeline(self) -> tuple[Step, ...]:
-        """The steps its backend runs: the render; with a callback, the package and the
-        notification; with recipients (and no callback), the notification."""
+        """The steps its backend runs, in order.
+
+        The render; with a callback, then the package and the notification; with
+        recipients (and no callback), then the notification.
+        """
         if self.callback_url is not None:
             return tuple(Step)
         return (Step.RENDER, Step.NOTIFY) if self.recipients else (Step.RENDER,)
 
 
+#: The largest jitter added on top of a nominal delay, as a share of it.
+RETRY_JITTER = 0.10
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with equal jitter.
+    """Exponential backoff with a small positive jitter: the spec's ``60 * 2 ** retries``.
 
-    Attempt ``n`` waits ``d/2 + U(0, d/2)`` seconds where ``d = min(cap, base * 2**(n-1))``.
+    After attempt ``n`` fails, the next one waits ``d + U(0, RETRY_JITTER * d)`` seconds,
+    never more than ``cap``, where ``d = min(cap, base * 2**(n-1))``: with the defaults
+    (base 60 s, cap 300 s) 60, 120, 240 seconds, each up to 10 % later.
     """
 
-    base_seconds: float = 2.0
+    base_seconds: float = 60.0
     cap_seconds: float = 300.0
     rng: random.Random = field(default_factory=random.Random, compare=False)
 
+    def nominal(self, attempt: int) -> float:
+        """The wait after attempt ``attempt`` (1-based) before jitter."""
+        return min(self.cap_seconds, self.base_seconds * 2.0 ** max(attempt - 1, 0))
+
     def delay(self, attempt: int) -> float:
-        ceiling = min(self.cap_seconds, self.base_seconds * 2.0 ** max(attempt - 1, 0))
-        return ceiling / 2 + float(self.rng.uniform(0, ceiling / 2))
+        """The wait after attempt ``attempt`` (1-based), jitter included."""
+        return self.jittered(self.nominal(attempt))
+
+    def jittered(self, seconds: float) -> float:
+        """``seconds`` plus up to ``RETRY_JITTER`` of it, capped (spreads a burst of retries)."""
+        extra = float(self.rng.uniform(0, RETRY_JITTER * seconds))
+        return min(self.cap_seconds, seconds + extra)

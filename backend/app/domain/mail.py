@@ -16,6 +16,8 @@ from app.domain.errors import AppError, InvalidInput
 
 
 class InvalidRecipients(InvalidInput):
+    """A recipient that is not a valid email address, or too many recipients."""
+
     code = "INVALID_RECIPIENTS"
 
 
@@ -103,8 +105,10 @@ class EmailDeliveryRepository(Protocol):
     def claim(
         self, job_id: UUID, recipient: str, *, now: datetime, stale_before: datetime
     ) -> EmailDelivery | None:
-        """Move the row to ``sending`` and count an attempt, if it is ``pending`` or
-        ``retrying``, or ``sending`` since before ``stale_before`` (its sender died).
+        """Move the row to ``sending`` and count an attempt, if it may be claimed.
+
+        A row may be claimed when it is ``pending`` or ``retrying``, or ``sending`` since
+        before ``stale_before`` (its sender died).
 
         Returns:
             The claimed row, or None: sent, failed, or being sent by someone else.
@@ -121,9 +125,14 @@ class EmailDeliveryRepository(Protocol):
         reply: str | None,
         now: datetime,
     ) -> EmailDelivery | None:
-        """Record the outcome of claimed attempt ``attempt`` (``sent``, ``retrying`` or
-        ``failed``) with the server's last reply; None when the row is no longer that
-        attempt's (another sender reclaimed it)."""
+        """Record the outcome of claimed attempt ``attempt`` with the server's last reply.
+
+        ``status`` is ``sent``, ``retrying`` or ``failed``.
+
+        Returns:
+            The updated row, or None when the row is no longer that attempt's (another
+            sender reclaimed it).
+        """
         ...
 
     def for_job(self, job_id: UUID) -> Sequence[EmailDelivery]:

@@ -27,6 +27,8 @@ from app.domain.traffic import ChangeKind, DialChange, DialState, TrafficSplit, 
 
 @dataclass(frozen=True, slots=True)
 class JobFilter:
+    """Which jobs a listing returns: each field set narrows it, None leaves it open."""
+
     status: JobStatus | None = None
     report_type: ReportType | None = None
     backend: Backend | None = None
@@ -44,12 +46,16 @@ class Cursor:
 
 @dataclass(frozen=True, slots=True)
 class JobPage:
+    """One page of jobs, and the cursor of the next one (None on the last page)."""
+
     items: Sequence[ReportJob]
     next: Cursor | None
 
 
 @dataclass(frozen=True, slots=True)
 class StatusCount:
+    """How many unfinished jobs are in ``status`` on ``queue`` and ``backend``."""
+
     queue: Queue
     backend: Backend | None
     status: JobStatus
@@ -64,17 +70,26 @@ class JobRepository(Protocol):
         ...
 
     def add(self, job: ReportJob) -> None:
-        """Insert a new job; IdempotencyKeyTaken (with that job) when its owner already
-        used its Idempotency-Key."""
+        """Insert a new job.
+
+        Raises:
+            IdempotencyKeyTaken: its owner already used its Idempotency-Key (carries that
+                job).
+            SlotTaken: its schedule's slot already has a job (carries that job).
+        """
         ...
 
-    def get(self, job_id: UUID) -> ReportJob | None: ...
+    def get(self, job_id: UUID) -> ReportJob | None:
+        """The job, whoever owns it; None when no row has this id."""
+        ...
 
     def find_idempotent(self, owner: str | None, idempotency_key: str) -> ReportJob | None:
         """The job ``owner`` created with this Idempotency-Key, if any."""
         ...
 
-    def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage: ...
+    def list_jobs(self, where: JobFilter, *, limit: int, after: Cursor | None) -> JobPage:
+        """One page of the jobs matching ``where``, newest first, starting after ``after``."""
+        ...
 
     def transition(
         self,
@@ -112,8 +127,12 @@ class JobRepository(Protocol):
         now: datetime,
         worker: str | None = None,
     ) -> bool:
-        """Store progress (the heartbeat) of a running job; False when the job is no longer
-        running, or no longer run by ``worker`` when given (another worker reclaimed it)."""
+        """Store progress (the heartbeat) of a running job.
+
+        Returns:
+            False when the job is no longer running, or no longer run by ``worker`` when
+            given (another worker reclaimed it).
+        """
         ...
 
     def unfinished(self, *, backend: Backend | None = None) -> Sequence[ReportJob]:
@@ -137,6 +156,8 @@ class JobRepository(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WorkerCount:
+    """How many live workers ``backend`` has on ``queue``."""
+
     backend: Backend
     queue: Queue
     workers: int
@@ -194,7 +215,9 @@ class ArtifactStore(Protocol):
         """
         ...
 
-    def discard(self, temp: Path) -> None: ...
+    def discard(self, temp: Path) -> None:
+        """Remove a scratch file; nothing happens if it is already gone."""
+        ...
 
     def delete(self, artifact: Artifact) -> None:
         """Remove the stored report (and the job's folders it leaves empty, on a disk)."""
@@ -230,7 +253,13 @@ class Renderer(Protocol[P_contra]):
     content_type: str
     extension: str
 
-    def render(self, params: P_contra, target: Path, progress: Progress) -> None: ...
+    def render(self, params: P_contra, target: Path, progress: Progress) -> None:
+        """Write the report to ``target``, calling ``progress`` at each page or chunk.
+
+        Raises:
+            JobCancelled, JobInterrupted: from ``progress``; the renderer must stop.
+        """
+        ...
 
 
 class CallbackSender(Protocol):
@@ -248,7 +277,9 @@ class CallbackSender(Protocol):
 class JobObserver(Protocol):
     """Receives job lifecycle events (logs today, metrics later)."""
 
-    def job_event(self, event: str, job: ReportJob, **fields: Any) -> None: ...
+    def job_event(self, event: str, job: ReportJob, **fields: Any) -> None:
+        """Note that ``event`` (``enqueued``, ``started``, ...) happened to ``job``."""
+        ...
 
 
 # --------------------------------------------------------------------------- operations
@@ -267,6 +298,8 @@ class JobTiming:
 
 @dataclass(frozen=True, slots=True)
 class DailyStats:
+    """The figures of one day, and when they were computed."""
+
     day: date
     computed_at: datetime
     figures: Mapping[str, Any]
@@ -291,7 +324,9 @@ class HousekeepingRepository(Protocol):
 
     def finish_run(
         self, task: str, slot: datetime, *, now: datetime, status: str, result: Mapping[str, Any]
-    ) -> None: ...
+    ) -> None:
+        """Record how the run of ``task`` for ``slot`` ended: its status and result."""
+        ...
 
     def expired(self, before: datetime, *, limit: int) -> Sequence[ReportJob]:
         """Finished jobs created before ``before``, oldest first."""
@@ -305,7 +340,9 @@ class HousekeepingRepository(Protocol):
         """Celery/RQ jobs pending or queued since before ``before``, never re-dispatched."""
         ...
 
-    def mark_redispatched(self, job_id: UUID, *, now: datetime) -> bool: ...
+    def mark_redispatched(self, job_id: UUID, *, now: datetime) -> bool:
+        """Mark the job re-dispatched; False when it already was (one re-dispatch a job)."""
+        ...
 
     def running_since(self, before: datetime) -> Sequence[ReportJob]:
         """Celery/RQ jobs running since before ``before``."""
@@ -327,21 +364,29 @@ class HousekeepingRepository(Protocol):
 class OpsRecorder(Protocol):
     """Where housekeeping reports what it did (metrics)."""
 
-    def periodic_run(self, task: str, outcome: str) -> None: ...
+    def periodic_run(self, task: str, outcome: str) -> None:
+        """Count one run of ``task`` and its ``outcome``."""
+        ...
 
-    def component(self, name: str, *, ok: bool, latency_s: float) -> None: ...
+    def component(self, name: str, *, ok: bool, latency_s: float) -> None:
+        """Record whether the component ``name`` answered, and how fast."""
+        ...
 
 
 class ApiKeyRepository(Protocol):
     """API keys: public records plus the SHA-256 of each secret."""
 
-    def add(self, key: ApiKey, secret_hash: str) -> None: ...
+    def add(self, key: ApiKey, secret_hash: str) -> None:
+        """Store a new key with the SHA-256 of its secret (never the secret itself)."""
+        ...
 
     def find(self, key_id: str) -> tuple[ApiKey, str] | None:
         """The key and its secret hash, revoked or not."""
         ...
 
-    def list_keys(self) -> Sequence[ApiKey]: ...
+    def list_keys(self) -> Sequence[ApiKey]:
+        """Every key, revoked or not."""
+        ...
 
     def revoke(self, key_id: str, *, now: datetime) -> ApiKey | None:
         """Revoke an active key; ``None`` when no active key has this id."""
@@ -356,8 +401,11 @@ class TrafficRepository(Protocol):
         ...
 
     def seed(self, split: TrafficSplit, *, now: datetime) -> tuple[DialState, bool]:
-        """Create the dial at ``split`` unless it exists (audited as a seed); the dial, and
-        whether this call created it."""
+        """Create the dial at ``split`` unless it exists (audited as a seed).
+
+        Returns:
+            The dial, and whether this call created it.
+        """
         ...
 
     def change(
@@ -420,15 +468,21 @@ class ConsoleRepository(Protocol):
         """The last time a job of ``backend`` changed (its newest ``updated_at``)."""
         ...
 
-    def add_session(self, session: ConsoleSession) -> None: ...
+    def add_session(self, session: ConsoleSession) -> None:
+        """Store a new sign-in session."""
+        ...
 
     def find_session(self, token_hash: str) -> tuple[ConsoleSession, bool] | None:
         """The session of ``token_hash`` and whether its API key is active (one lookup)."""
         ...
 
-    def touch_session(self, token_hash: str, *, now: datetime) -> None: ...
+    def touch_session(self, token_hash: str, *, now: datetime) -> None:
+        """Set the session's ``last_seen`` to ``now``, so it does not count as idle."""
+        ...
 
-    def delete_session(self, token_hash: str) -> None: ...
+    def delete_session(self, token_hash: str) -> None:
+        """Forget the session (sign-out); nothing happens if it is already gone."""
+        ...
 
     def delete_idle_sessions(self, before: datetime) -> int:
         """Forget the sessions last seen before ``before``; returns how many."""

@@ -37,4 +37,4 @@ class NullProgress:
     attempt = 1
 
     def advance(self, fraction: float, stage: str) -> None:
-        return None
+        """Record nothing and never raise."""

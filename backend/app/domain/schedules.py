@@ -129,8 +129,11 @@ def next_slot(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
 
 
 def latest_slot(cron: str, zone: ZoneInfo, since: datetime, now: datetime) -> tuple[datetime, int]:
-    """The catch-up rule: the most recent slot in ``[since, now]`` and how many slots of that
-    range it leaves unrun (at most :data:`MAX_COUNTED_MISSES`). ``since`` is a slot."""
+    """The catch-up rule: the most recent slot in ``[since, now]`` and how many it leaves unrun.
+
+    ``since`` is a slot. The unrun slots of that range are counted up to
+    :data:`MAX_COUNTED_MISSES`.
+    """
     slot, missed = since, 0
     while missed < MAX_COUNTED_MISSES:
         later = next_slot(cron, zone, slot)
@@ -185,6 +188,7 @@ class Schedule:
 
     @property
     def zone(self) -> ZoneInfo:
+        """Its ``timezone`` as a :class:`ZoneInfo`."""
         return zone_of(self.timezone)
 
     def next_after(self, instant: datetime) -> datetime:
@@ -195,9 +199,13 @@ class Schedule:
 class ScheduleRepository(Protocol):
     """The ledger's schedules; every call is its own transaction."""
 
-    def add(self, schedule: Schedule) -> None: ...
+    def add(self, schedule: Schedule) -> None:
+        """Insert a new schedule."""
+        ...
 
-    def get(self, schedule_id: UUID) -> Schedule | None: ...
+    def get(self, schedule_id: UUID) -> Schedule | None:
+        """The schedule, whoever owns it; None when no schedule has this id."""
+        ...
 
     def page(
         self, owner: str | None, *, limit: int, after: Cursor | None
@@ -209,7 +217,9 @@ class ScheduleRepository(Protocol):
         """Write every field over the row; None when the row is gone."""
         ...
 
-    def delete(self, schedule_id: UUID) -> bool: ...
+    def delete(self, schedule_id: UUID) -> bool:
+        """Delete the schedule; False when no schedule had this id."""
+        ...
 
     def due(self, now: datetime, *, limit: int) -> Sequence[Schedule]:
         """Active schedules whose next slot is at or before ``now``, earliest first."""

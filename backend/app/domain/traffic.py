@@ -52,9 +52,11 @@ class TrafficSplit:
         return cls(_share(celery_percent, "celery_percent"), parsed)
 
     def share(self, report_type: ReportType) -> int:
+        """The Celery share of ``report_type``: its override, else ``celery_percent``."""
         return self.overrides.get(report_type, self.celery_percent)
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form the ledger stores (overrides by report type name, sorted)."""
         return {
             "celery_percent": self.celery_percent,
             "overrides": {t.value: v for t, v in sorted(self.overrides.items())},
@@ -62,6 +64,7 @@ class TrafficSplit:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrafficSplit:
+        """A split from its stored JSON form, checked as :meth:`parse` checks it."""
         return cls.parse(data.get("celery_percent"), data.get("overrides"))
 
     def __str__(self) -> str:
@@ -84,6 +87,8 @@ def check_reason(reason: str | None) -> str:
 
 
 class ChangeKind(StrEnum):
+    """Who moved the dial: its seed, an operator, or the guard's rollback."""
+
     SEED = "seed"  # the first value, from the environment
     OPERATOR = "operator"  # an operator moved or pinned the dial
     ROLLBACK = "rollback"  # the guard put back the last healthy value
@@ -143,16 +148,22 @@ class SideFigures:
 
     @property
     def failure_rate(self) -> float:
+        """Failed over finished jobs; 0.0 when none finished."""
         return self.failed / self.finished if self.finished else 0.0
 
     @property
     def mean_wait(self) -> float:
+        """The mean queue wait in seconds; 0.0 when there is none."""
         return sum(self.waits) / len(self.waits) if self.waits else 0.0
 
 
 def figures(jobs: Sequence[WindowJob], *, now: datetime) -> SideFigures:
-    """Failure rate over completed + failed jobs; the wait of every started job, and of
-    every job still waiting counted up to ``now`` (a side with no worker waits forever)."""
+    """One side's figures from its jobs of the window.
+
+    The failure rate is over completed + failed jobs; the waits are those of every started
+    job, and of every job still waiting counted up to ``now`` (a side with no worker waits
+    forever).
+    """
     finished = failed = 0
     waits: list[float] = []
     for job in jobs:

@@ -30,6 +30,11 @@ class FileMailer:
         self._clock = clock
 
     def send(self, message: EmailMessage, *, recipient: str) -> str:
+        """Write the message to the outbox as one ``.eml`` file; returns where it went.
+
+        Raises:
+            MailFailed: the outbox cannot be written (temporary).
+        """
         ident = str(message.get("Message-ID", "")).strip("<>").split("@")[0] or "message"
         name = f"{self._clock():%Y%m%dT%H%M%SZ}_{_safe(recipient)}_{_safe(ident)}.eml"
         try:

@@ -41,6 +41,13 @@ class SmtpMailer:
         self._tls = tls
 
     def send(self, message: EmailMessage, *, recipient: str) -> str:
+        """Send the message to ``recipient`` over a new connection; returns the server's reply.
+
+        Raises:
+            MailFailed: permanent for a 5xx reply, or an internationalised address the
+                server cannot take; temporary for a 4xx, a refused login, or a connection,
+                timeout or TLS failure.
+        """
         sender = parseaddr(str(message["From"]))[1]
         try:
             with self._connect() as smtp:

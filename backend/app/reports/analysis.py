@@ -63,6 +63,7 @@ class AnalysisRenderer:
     extension = "pdf"
 
     def render(self, params: AnalysisParams, target: Path, progress: Progress) -> None:
+        """Write the four-page PDF to ``target``: the statistics pass, then the layout."""
         progress.advance(0.0, "analysing claims")
         stats = compute(
             params.seed,

@@ -49,6 +49,8 @@ STATUSES = ("Ouvert", "En cours", "Réglé", "Refusé")
 
 
 class Policy(NamedTuple):
+    """One policy of a :class:`Portfolio`."""
+
     number: str
     holder: str
     product: str
@@ -59,6 +61,8 @@ class Policy(NamedTuple):
 
 
 class Claim(NamedTuple):
+    """One claim on a policy, within the window; ``status`` as of :data:`AS_OF`."""
+
     claim_id: str
     loss_date: date
     policy_number: str
@@ -125,6 +129,11 @@ class Portfolio:
         return cls(seed, max(len(PRODUCTS) * 10, round(claims_count / rate)))
 
     def product_index(self, index: int) -> int:
+        """The index in ``PRODUCTS`` of policy ``index``'s product.
+
+        Raises:
+            IndexError: ``index`` is not below ``size``.
+        """
         for i, (_, end) in enumerate(self.ranges):
             if index < end:
                 return i

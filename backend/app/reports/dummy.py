@@ -24,6 +24,7 @@ class DummyRenderer:
     extension = "json"
 
     def render(self, params: DummyParams, target: Path, progress: Progress) -> None:
+        """Write the JSON document to ``target``, unless this attempt must fail first."""
         attempt = progress.attempt
         if attempt <= params.simulate_failures:
             raise RenderError(

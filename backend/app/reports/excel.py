@@ -67,6 +67,7 @@ class SheetPlan:
         return max(self.rows, 1) + 1
 
     def ref(self, column: str) -> str:
+        """The range of ``column``'s data cells on this sheet, e.g. ``'Title'!C2:C99``."""
         return f"'{self.title}'!{column}2:{column}{self.last_row}"
 
 
@@ -95,6 +96,7 @@ class ExcelRenderer:
     extension = "xlsx"
 
     def render(self, params: ExcelParams, target: Path, progress: Progress) -> None:
+        """Write the workbook to ``target``: sheet bodies to scratch files first, then the zip."""
         plans = plan_sheets(params.rows, params.sheets)
         progress.advance(0.0, "generating claims")
         wb = Workbook(write_only=True)

@@ -81,6 +81,7 @@ class Totals:
     cents_by_status: Counter[str] = field(default_factory=Counter)
 
     def add(self, claim: data.Claim) -> None:
+        """Count ``claim`` in every total (its amount in whole cents)."""
         cents = round(claim.amount * 100)
         self.count += 1
         self.cents += cents
@@ -98,6 +99,7 @@ class PdfRenderer:
     extension = "pdf"
 
     def render(self, params: PdfParams, target: Path, progress: Progress) -> None:
+        """Write the PDF to ``target``: one pass for the cover's totals, one for the tables."""
         progress.advance(0.0, "generating claims")
         count = claims_count(params.pages)
         totals = Totals()  # first pass: the cover shows the totals

@@ -30,13 +30,18 @@ _UNKNOWN_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
 def hash_key(key: str) -> str:
+    """The SHA-256 (hex) of the whole key: what the ledger stores and compares."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 def create_api_key(
     repo: ApiKeyRepository, *, owner: str, role: Role, now: datetime
 ) -> tuple[ApiKey, str]:
-    """A new key for ``owner``; returns its record and the key itself (shown once)."""
+    """A new key for ``owner``; returns its record and the key itself (shown once).
+
+    Raises:
+        InvalidInput: ``INVALID_OWNER``: ``owner`` is blank or longer than 128 characters.
+    """
     owner = owner.strip()
     if not owner or len(owner) > 128:
         raise InvalidInput("owner must be 1 to 128 characters.", code="INVALID_OWNER")
@@ -143,12 +148,24 @@ class ApiKeyCache:
 
 
 def require_operator(principal: Principal) -> Principal:
+    """``principal``, if it is an operator's.
+
+    Raises:
+        Forbidden: a submitter's key.
+    """
     if not principal.sees_all:
         raise Forbidden("This route is for operator keys; a submitter key cannot use it.")
     return principal
 
 
 def revoke_api_key(repo: ApiKeyRepository, key_id: str, *, now: datetime) -> ApiKey:
+    """Revoke the active key ``key_id``; returns its record.
+
+    A cached key still authenticates until its cache entry expires (the cache's TTL).
+
+    Raises:
+        NotFound: ``API_KEY_NOT_FOUND``: no active key has this id.
+    """
     revoked = repo.revoke(key_id, now=now)
     if revoked is None:
         raise NotFound(f"No active API key with id {key_id}.", code="API_KEY_NOT_FOUND")

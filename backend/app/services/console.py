@@ -45,6 +45,7 @@ DEVELOPER = Principal(owner="development", role=Role.OPERATOR, key_id="developme
 
 
 def token_hash(token: str) -> str:
+    """The SHA-256 (hex) of a session token: all the ledger keeps of it."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -114,6 +115,7 @@ def check_csrf(session: ConsoleSession, presented: str | None) -> None:
 
 
 def sign_out(*, console: ConsoleRepository, token: str | None) -> None:
+    """End the session of the cookie's ``token``; no cookie, or an unknown one, is no error."""
     if token:
         console.delete_session(token_hash(token))
 
@@ -123,6 +125,8 @@ def sign_out(*, console: ConsoleRepository, token: str | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class JobsView:
+    """The jobs page: a page of jobs, and the counts per status (the filter's status aside)."""
+
     page: JobPage
     counts: Mapping[JobStatus, int]
 
@@ -165,8 +169,11 @@ def reruns_of(*, console: ConsoleRepository, caller: Principal, job_id: UUID) ->
 
 @dataclass(frozen=True, slots=True)
 class QueuesView:
-    """``rq_idle_minutes``: since RQ's last job changed, when RQ has no work (None: never
-    ran one here, or busy)."""
+    """The queues page: per queue and backend, waiting, running and workers.
+
+    ``rq_idle_minutes``: since RQ's last job changed, when RQ has no work (None: never
+    ran one here, or busy).
+    """
 
     queues: Sequence[QueueStatus]
     rq_busy: bool

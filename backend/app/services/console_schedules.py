@@ -55,8 +55,10 @@ class ScheduleView:
 def schedules_view(
     *, kit: Scheduling, console: ConsoleRepository, caller: Principal, after: Cursor | None
 ) -> SchedulesView:
-    """A page of the schedules the caller may see, each with its last run's job (one query
-    for all of them)."""
+    """A page of the schedules the caller may see, each with its last run's job.
+
+    The last runs' jobs come in one query for all of them.
+    """
     items, more = list_schedules(kit=kit, owner=caller.scope, limit=PAGE_SIZE, after=after)
     wanted = [s.last_job_id for s in items if s.last_job_id is not None]
     found = progress_of(console=console, caller=caller, job_ids=wanted) if wanted else []

@@ -24,6 +24,8 @@ _TIMED = (JobStatus.COMPLETED, JobStatus.FAILED)
 
 
 class StatsNotFound(NotFound):
+    """No figures are stored for the day asked (or none at all yet)."""
+
     code = "STATS_NOT_FOUND"
 
 
@@ -53,7 +55,11 @@ def compute_daily_stats(
 
 
 def get_daily_stats(*, ops: HousekeepingRepository, day: date | None = None) -> DailyStats:
-    """The stored figures of ``day`` (default: the latest day computed)."""
+    """The stored figures of ``day`` (default: the latest day computed).
+
+    Raises:
+        StatsNotFound: none stored for ``day`` (or none at all yet).
+    """
     stats = ops.daily_stats(day)
     if stats is None:
         raise StatsNotFound(

@@ -1,9 +1,9 @@
-"""One delivery policy for every backend: after a delivery's outcome, when (if ever) the
-same job's message should be delivered again.
+"""One delivery policy for every backend: when, if ever, a job's message is delivered again.
 
-The backends only translate the answer: Celery re-publishes with a countdown, the inline
-pool starts a timer, an RQ work horse waits in place (RQ cannot delay one delivery; the
-attempts' own retries go through RQ's ``Retry``, set at enqueue from the same backoff).
+The answer follows from the outcome of the delivery that just ended. The backends only
+translate it: Celery re-publishes with a countdown, the inline pool starts a timer, an RQ
+work horse waits in place (RQ cannot delay one delivery; the attempts' own retries go
+through RQ's ``Retry``, set at enqueue from the same backoff).
 """
 
 from __future__ import annotations

@@ -25,11 +25,28 @@ def _never() -> bool:
 
 @dataclass(frozen=True, slots=True)
 class JobPolicy:
-    max_attempts: int = 3
+    """How jobs run, retry and report; the job settings the services act on.
+
+    Attributes:
+        max_attempts: Attempts per job, the first included.
+        retry: The backoff between attempts.
+        progress_interval: Seconds between two progress writes (heartbeats) of a running job.
+        heartbeat_timeout: Seconds without a heartbeat after which a running job's worker is
+            presumed lost.
+        callback_attempts: Attempts before a callback is given up.
+        lost_worker_checks: Times a delivery that found the job running under another worker
+            comes back to look again.
+        defer_max_seconds: Longest wait between two deliveries while the ledger does not answer.
+        defer_budget_seconds: How long one delivery may hold an RQ work horse waiting for the
+            ledger.
+        max_recipients: Recipients one job or schedule may name.
+    """
+
+    max_attempts: int = 4
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress_interval: float = 1.0
     heartbeat_timeout: float = 30.0
-    callback_attempts: int = 5
+    callback_attempts: int = 4
     lost_worker_checks: int = 5
     defer_max_seconds: float = 60.0
     defer_budget_seconds: float = 600.0
@@ -52,7 +69,7 @@ class MailPolicy:
 
     sender: str = "reports@localhost"
     base_url: str = "http://127.0.0.1:8000"
-    max_attempts: int = 5
+    max_attempts: int = 4
     attach_max_bytes: int = 10 * 1024 * 1024
     link_seconds: int = 7 * 86_400
     lease: timedelta = timedelta(minutes=5)

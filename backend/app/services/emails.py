@@ -22,6 +22,7 @@ from email.utils import format_datetime, parseaddr
 from typing import Literal
 from uuid import UUID
 
+from app.domain.context import correlation_id_var
 from app.domain.errors import AppError, Unavailable
 from app.domain.jobs import JobStatus, ReportJob
 from app.domain.mail import DeliveryStatus, EmailDelivery, MailFailed
@@ -74,7 +75,13 @@ def send_emails(*, deps: Deps, job_id: UUID) -> EmailOutcome:
             continue
         try:
             content = content or _content(deps, job, mail.policy)
-            message = compose(job, claimed.recipient, mail.policy, content)
+            message = compose(
+                job,
+                claimed.recipient,
+                mail.policy,
+                content,
+                correlation_id=correlation_id_var.get(),
+            )
             reply = mail.mailer.send(message, recipient=claimed.recipient)
         except AppError as exc:
             status = _record(deps, job, claimed, error=exc)
@@ -159,6 +166,7 @@ def message_id(job: ReportJob, recipient: str, sender: str) -> str:
 
 
 def subject(job: ReportJob) -> str:
+    """The email's subject: the report (a schedule's run by its UTC day) and how it ended."""
     name = f"{job.report_type.value} report"
     if job.slot is not None:
         name = f"Scheduled {name} of {job.slot.at.astimezone(UTC):%Y-%m-%d}"
@@ -169,8 +177,18 @@ def subject(job: ReportJob) -> str:
     return f"{name}: failed ({job.error.code if job.error else 'error'})"
 
 
-def compose(job: ReportJob, recipient: str, policy: MailPolicy, content: _Content) -> EmailMessage:
-    """The message of ``job`` to ``recipient``: what it is, its status, the file or a link."""
+def compose(
+    job: ReportJob,
+    recipient: str,
+    policy: MailPolicy,
+    content: _Content,
+    *,
+    correlation_id: str | None = None,
+) -> EmailMessage:
+    """The message of ``job`` to ``recipient``: what it is, its status, the file or a link.
+
+    ``correlation_id`` (the job's) goes in ``X-Correlation-ID``, as on its callback.
+    """
     message = EmailMessage()
     message["From"] = policy.sender
     message["To"] = recipient
@@ -178,6 +196,8 @@ def compose(job: ReportJob, recipient: str, policy: MailPolicy, content: _Conten
     message["Date"] = format_datetime(job.finished_at or job.updated_at)
     message["Message-ID"] = message_id(job, recipient, policy.sender)
     message["X-Report-Job"] = str(job.id)
+    if correlation_id is not None:
+        message["X-Correlation-ID"] = correlation_id
     lines = [
         "Hello,",
         "",

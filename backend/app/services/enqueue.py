@@ -53,6 +53,9 @@ def enqueue_report(
 ) -> Enqueued:
     """Create a job and dispatch it: commit first, then send (the row exists before the message).
 
+    The job comes back as inserted (``queued``), except on a backend that runs it within
+    the dispatch (``sync``): then as the ledger has it once dispatch returned (finished).
+
     With an ``idempotency_key``, the same owner sending the same request again gets the
     job the first call made, whatever its state; the ledger's unique (owner, key) index
     settles concurrent first calls. ``recipients`` are emailed once the job ends; a
@@ -110,6 +113,8 @@ def enqueue_report(
         deps.observer.job_event("dispatch_failed", failed or job, error=exc.code)
         raise
     deps.observer.job_event("enqueued", job)
+    if job.backend is not None and job.backend.in_request:  # it ran: answer with its outcome
+        job = deps.repo.get(job.id) or job
     return Enqueued(job)
 
 

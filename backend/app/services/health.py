@@ -53,8 +53,11 @@ def run_checks(checks: Mapping[str, Check], timeout: float) -> list[ComponentHea
 
 @dataclass(frozen=True)
 class HealthService:
-    """The dependencies a process needs (the ledger, every enabled broker) and its circuit
-    breakers; the composition root gives each process one."""
+    """What a process's probes report: its dependencies and its circuit breakers.
+
+    The dependencies are those the process needs (the ledger, every enabled broker); the
+    composition root gives each process one.
+    """
 
     checks: Mapping[str, Check]
     circuit_states: Callable[[], Mapping[str, str]]

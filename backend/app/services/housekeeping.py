@@ -44,6 +44,15 @@ _PENDING = frozenset({JobStatus.PENDING})
 
 @dataclass(frozen=True, slots=True)
 class HousekeepingPolicy:
+    """Housekeeping's settings.
+
+    Attributes:
+        retention: Finished jobs (and their files) older than this are deleted.
+        queued_after: A Celery/RQ job pending or queued this long is dispatched again (once).
+        zone: The statistics time zone, where the daily figures' days begin and end.
+        batch: Jobs read per query by cleanup and recovery.
+    """
+
     retention: timedelta = timedelta(days=7)
     queued_after: timedelta = timedelta(minutes=30)
     zone: str = "Europe/Paris"
@@ -150,8 +159,11 @@ def delete_files(store: ArtifactStore, job: ReportJob) -> int:
 
 
 def recover_stuck(*, deps: Deps, kit: Housekeeping) -> PeriodicOutcome:
-    """Re-dispatch jobs waiting too long (once); retry or fail running jobs whose heartbeat
-    is older than the heartbeat timeout (their worker is gone)."""
+    """Take back stuck jobs: those waiting too long, and those whose worker is gone.
+
+    Re-dispatch jobs waiting too long (once); retry or fail running jobs whose heartbeat
+    is older than the heartbeat timeout (their worker is gone).
+    """
     now = deps.clock()
     return run_periodic(
         deps=deps,
@@ -182,8 +194,11 @@ def _redispatch(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
 
 
 def _lost(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
-    """Running Celery/RQ jobs whose heartbeat is stale, as ``run_report``'s reclaim judges
-    them: queued again (and dispatched) while attempts remain, else failed ``WORKER_LOST``."""
+    """Take back the running Celery/RQ jobs whose heartbeat is stale.
+
+    Stale as ``run_report``'s reclaim judges them; each is queued again (and dispatched)
+    while attempts remain, else failed ``WORKER_LOST``.
+    """
     timeout = deps.policy.heartbeat_timeout
     stale_before = now - timedelta(seconds=timeout)
     requeued = failed = 0

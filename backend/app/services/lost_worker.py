@@ -1,6 +1,7 @@
-"""One rule for a running job whose worker is gone (killed, frozen past ``HEARTBEAT_TIMEOUT``,
-or a process that did not come back): while attempts remain it runs again, else it fails
-with ``WORKER_LOST``.
+"""One rule for a running job whose worker is gone: it runs again, or fails ``WORKER_LOST``.
+
+The worker is gone when it was killed, froze past ``HEARTBEAT_TIMEOUT``, or its process did
+not come back. While attempts remain the job runs again, else it fails with ``WORKER_LOST``.
 
 Three places meet such a job: a redelivery of its message (``run_report`` claims it
 itself), Beat's recovery task (stale heartbeats) and the API's start-up (its own inline

@@ -1,5 +1,7 @@
-"""Notifications queue: POST a finished job to its ``callback_url``, retried with backoff;
-email it to its recipients (:mod:`app.services.emails`). :func:`notify` is the step.
+"""Notifications queue: a finished job's callback and emails; :func:`notify` is the step.
+
+The callback POSTs the job to its ``callback_url``, retried with backoff; the emails go
+to its recipients (:mod:`app.services.emails`).
 
 Callbacks go out for jobs that ended ``completed`` or ``failed`` (a cancel is the
 caller's own act). The ledger counts attempts and records the last status, so a

@@ -27,6 +27,11 @@ _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 @dataclass(frozen=True, slots=True)
 class PostprocessOutcome:
+    """What packaging did, and the job as last read (None: no such job).
+
+    ``skipped``: not completed, or packaged already; ``failed``: logged, never raised.
+    """
+
     kind: PackageKind
     job: ReportJob | None
 

@@ -27,8 +27,10 @@ def get_job(*, deps: Deps, job_id: UUID, owner: str | None = None) -> ReportJob:
 def get_job_with_emails(
     *, deps: Deps, job_id: UUID, owner: str | None = None
 ) -> tuple[ReportJob, Sequence[EmailDelivery]]:
-    """The job (as :func:`get_job`) and its emails' deliveries, by recipient (none yet
-    before its notify step, and none at all without recipients)."""
+    """The job (as :func:`get_job`) and its emails' deliveries, by recipient.
+
+    There are none yet before its notify step, and none at all without recipients.
+    """
     job = get_job(deps=deps, job_id=job_id, owner=owner)
     if not job.recipients or deps.mail is None:
         return job, ()
@@ -36,12 +38,17 @@ def get_job_with_emails(
 
 
 def list_jobs(*, deps: Deps, where: JobFilter, limit: int, after: Cursor | None) -> JobPage:
-    """Newest first, keyset-paginated."""
+    """A page of the jobs matching ``where``, newest first; ``limit`` is kept to 1..MAX_PAGE."""
     return deps.repo.list_jobs(where, limit=max(1, min(limit, MAX_PAGE)), after=after)
 
 
 def artifact_of(*, deps: Deps, job_id: UUID, owner: str | None = None) -> Artifact:
-    """The finished report of a completed job; read it with ``deps.store.read``."""
+    """The finished report of a completed job; read it with ``deps.store.read``.
+
+    Raises:
+        JobNotFound: no such job, or another owner's.
+        JobNotCompleted: the job has not completed (or has no report).
+    """
     job = get_job(deps=deps, job_id=job_id, owner=owner)
     if job.status is not JobStatus.COMPLETED or job.artifact is None:
         raise JobNotCompleted(job.id, job.status)
@@ -50,6 +57,11 @@ def artifact_of(*, deps: Deps, job_id: UUID, owner: str | None = None) -> Artifa
 
 @dataclass(frozen=True, slots=True)
 class QueueStatus:
+    """One queue on one backend: jobs waiting and running, per the ledger.
+
+    ``workers`` is the backend's count of live workers; None when it named none there.
+    """
+
     queue: Queue
     backend: Backend | None
     waiting: int

@@ -16,6 +16,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
+    """What start-up recovery did.
+
+    Attributes:
+        redispatched: Jobs dispatched again: waiting ones, and running ones taken back.
+        failed: Running jobs whose worker was gone and whose attempts were spent.
+        left_alone: Running jobs whose worker still lives.
+    """
+
     redispatched: int = 0
     failed: int = 0
     left_alone: int = 0

@@ -42,12 +42,15 @@ class RunOutcome:
 
 
 def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
-    """Claim the job, render it, store the artifact and record the outcome (see ``_run``);
-    ``deferred`` when the ledger does not answer, so that the backend delivers it again."""
+    """Claim the job, render it, store the artifact and record the outcome (see ``_run``).
+
+    The outcome is ``deferred`` when the ledger does not answer, so that the backend
+    delivers the job again.
+    """
     try:
         return _run(deps, job_id)
     except LedgerUnavailable:
-        retry_in = deps.policy.retry.delay(1)
+        retry_in = deps.policy.retry.jittered(1.0)  # from 1 s: the ledger's outages are short
         log.warning("report_job.run.deferred", extra={"retry_in": round(retry_in, 3)})
         return RunOutcome("deferred", None, retry_in=retry_in)
 
@@ -128,8 +131,11 @@ def _run(deps: Deps, job_id: UUID) -> RunOutcome:
 
 
 def _let_go(deps: Deps, job: ReportJob) -> RunOutcome:
-    """The ledger refused this worker's write: the job was cancelled, or another worker
-    reclaimed it (this one was paused past the heartbeat timeout). Its outcome is theirs."""
+    """The outcome once the ledger refused this worker's write: ``cancelled`` or ``skipped``.
+
+    The job was cancelled, or another worker reclaimed it (this one was paused past the
+    heartbeat timeout). Its outcome is theirs.
+    """
     current = deps.repo.get(job.id)
     if current is not None and current.status is JobStatus.CANCELLED:
         log.info("report_job.run.stopped", extra={"reason": "cancelled"})
@@ -241,9 +247,19 @@ class LedgerProgress:
 
     @property
     def attempt(self) -> int:
+        """The attempt this render belongs to (1 for the first)."""
         return self._job.attempts
 
     def advance(self, fraction: float, stage: str) -> None:
+        """Checkpoint: record ``fraction`` done in ``stage``; sleep to pace ``processing_time``.
+
+        Progress stays below 100 until the job completes and is written at most once per
+        ``interval``.
+
+        Raises:
+            JobInterrupted: the process is stopping.
+            JobCancelled: the job is no longer running under this worker (cancelled, or reclaimed).
+        """
         fraction = min(max(fraction, 0.0), 1.0)
         self._percent = max(self._percent, min(99, int(fraction * 100)))
         self._stage = stage

@@ -40,6 +40,8 @@ FIRE_BATCH = 100
 
 
 class ScheduleNotFound(NotFound):
+    """No schedule has this id, or it is another owner's."""
+
     code = "SCHEDULE_NOT_FOUND"
 
     def __init__(self, schedule_id: UUID) -> None:
@@ -128,7 +130,11 @@ def update_schedule(
 
 
 def delete_schedule(*, kit: Scheduling, schedule_id: UUID, owner: str | None) -> None:
-    """Delete it; its runs (jobs) stay in the ledger."""
+    """Delete it; its runs (jobs) stay in the ledger.
+
+    Raises:
+        ScheduleNotFound: no such schedule, or another owner's.
+    """
     get_schedule(kit=kit, schedule_id=schedule_id, owner=owner)
     if not kit.repo.delete(schedule_id):
         raise ScheduleNotFound(schedule_id)
@@ -136,7 +142,11 @@ def delete_schedule(*, kit: Scheduling, schedule_id: UUID, owner: str | None) ->
 
 
 def get_schedule(*, kit: Scheduling, schedule_id: UUID, owner: str | None) -> Schedule:
-    """The schedule; ``owner`` None sees every owner's (an operator)."""
+    """The schedule; ``owner`` None sees every owner's (an operator).
+
+    Raises:
+        ScheduleNotFound: no such schedule, or another owner's.
+    """
     schedule = kit.repo.get(schedule_id)
     if schedule is None or (owner is not None and schedule.owner != owner):
         raise ScheduleNotFound(schedule_id)
@@ -146,6 +156,11 @@ def get_schedule(*, kit: Scheduling, schedule_id: UUID, owner: str | None) -> Sc
 def list_schedules(
     *, kit: Scheduling, owner: str | None, limit: int, after: Cursor | None
 ) -> tuple[list[Schedule], Cursor | None]:
+    """One page of ``owner``'s schedules (everyone's for None), newest first.
+
+    Returns:
+        The page, and the cursor of the next one (None on the last page).
+    """
     return kit.repo.page(owner, limit=limit, after=after)
 
 
@@ -158,7 +173,11 @@ def schedule_runs(
     limit: int,
     after: Cursor | None,
 ) -> JobPage:
-    """The jobs the schedule ran, newest first."""
+    """The jobs the schedule ran, newest first.
+
+    Raises:
+        ScheduleNotFound: no such schedule, or another owner's.
+    """
     schedule = get_schedule(kit=kit, schedule_id=schedule_id, owner=owner)
     where = JobFilter(schedule_id=schedule.id, owner=owner)
     return deps.repo.list_jobs(where, limit=limit, after=after)
@@ -225,8 +244,15 @@ def _checked(
 
 
 def fire_due(*, deps: Deps, kit: Scheduling) -> dict[str, int]:
-    """Turn every due slot into its job (once, whoever else fires it), then move each
-    schedule to its next slot. After downtime only the latest missed slot runs."""
+    """Turn every due slot into its job (once, whoever else fires it).
+
+    Then move each schedule to its next slot. After downtime only the latest missed slot
+    runs.
+
+    Returns:
+        How many schedules ``fired``, were ``taken`` by another ticker or ``failed``, and
+        how many slots were ``missed``.
+    """
     now = deps.clock()
     counts = {"fired": 0, "taken": 0, "failed": 0, "missed": 0}
     for schedule in kit.repo.due(now, limit=FIRE_BATCH):
@@ -251,8 +277,12 @@ def fire_due(*, deps: Deps, kit: Scheduling) -> dict[str, int]:
 
 
 def _run(deps: Deps, schedule: Schedule, slot: datetime) -> tuple[str, UUID | None]:
-    """Enqueue the slot's job: ``fired`` with its id, ``taken`` when another ticker made
-    it first, ``failed`` when it could not be made or sent (logged)."""
+    """Enqueue the slot's job.
+
+    Returns:
+        ``fired`` with its id, ``taken`` when another ticker made it first, ``failed``
+        when it could not be made or sent (logged).
+    """
     extra = {"schedule_id": str(schedule.id), "slot": slot.isoformat()}
     try:
         job = enqueue_report(

@@ -39,8 +39,11 @@ HOUSEKEEPING: tuple[Callable[..., PeriodicOutcome], ...] = (
 def tick(
     *, deps: Deps, kit: Housekeeping, scheduling: Scheduling, housekeeping: bool = True
 ) -> dict[str, Any]:
-    """Fire the due schedules, then (with ``housekeeping``) run each housekeeping task
-    whose slot is free. A part that fails is logged and the others still run."""
+    """Fire the due schedules, then (with ``housekeeping``) each housekeeping task.
+
+    Each housekeeping task runs when its slot is free. A part that fails is logged and the
+    others still run.
+    """
     result: dict[str, Any] = {}
     try:
         result["schedules"] = fire_due(deps=deps, kit=scheduling)
@@ -80,14 +83,17 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, name="ticker", daemon=True)
 
     def start(self) -> None:
+        """Start ticking in the background; the first tick is immediate."""
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the current tick, waiting at most ``timeout`` seconds for it."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
     def tick_once(self) -> dict[str, Any]:
+        """One tick now; the housekeeping only on the first tick of a clock minute."""
         minute = self._deps.clock().replace(second=0, microsecond=0)
         housekeeping, self._minute = minute != self._minute, minute
         return tick(

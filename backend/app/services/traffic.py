@@ -47,8 +47,11 @@ WINDOW_LIMIT = 5000
 
 @dataclass(frozen=True, slots=True)
 class GuardOutcome:
-    """What one check decided: ``action`` is one of skipped, watching, promoted, kept,
-    rolled_back, raced (the dial moved meanwhile)."""
+    """What one check decided.
+
+    ``action`` is one of skipped, watching, promoted, kept, rolled_back, raced (the dial
+    moved meanwhile).
+    """
 
     action: str
     verdict: Verdict | None = None
@@ -91,12 +94,18 @@ class TrafficDial:
         return state
 
     def state(self) -> DialState:
+        """The dial as the ledger has it now.
+
+        Raises:
+            Unavailable: ``TRAFFIC_DIAL_MISSING``: the dial was never seeded.
+        """
         state = self.repo.current()
         if state is None:
             raise Unavailable("The traffic dial is not seeded yet.", code="TRAFFIC_DIAL_MISSING")
         return state
 
     def history(self, *, limit: int = 50) -> Sequence[DialChange]:
+        """The latest ``limit`` changes of the dial, newest first."""
         return self.repo.history(limit=limit)
 
     def move(
@@ -232,9 +241,11 @@ class DialLoop:
         self._failing = False
 
     def start(self) -> None:
+        """Start the loop; the first read comes after one ``poll``."""
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop, waiting at most ``timeout`` seconds for its current round."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)

@@ -37,6 +37,11 @@ class LocalArtifactStore(ScratchFiles):
         attempt: int | None = None,
         checkpoint: Callable[[], None] | None = None,
     ) -> Artifact:
+        """Publish ``temp`` under the job by an atomic rename; records its size and sha256.
+
+        The file is fsynced before the rename; ``checkpoint`` is not called (a rename is
+        instant).
+        """
         with temp.open("rb") as fh:
             digest = hashlib.file_digest(fh, "sha256")
             os.fsync(fh.fileno())
@@ -61,6 +66,7 @@ class LocalArtifactStore(ScratchFiles):
         )
 
     def delete(self, artifact: Artifact) -> None:
+        """Remove the report, and the job's folders it leaves empty."""
         path = self.local_path(artifact)
         path.unlink(missing_ok=True)
         folder = path.parent
@@ -72,14 +78,21 @@ class LocalArtifactStore(ScratchFiles):
             folder = folder.parent
 
     def read(self, artifact: Artifact, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes ``start`` to ``end`` (inclusive; ``None``: the last) in chunks.
+
+        The file is opened before the first chunk, so a missing one raises
+        ``FileNotFoundError`` here, not in the middle of a response.
+        """
         fh = self.local_path(artifact).open("rb")  # opened now: a missing file raises here
         fh.seek(start)
         return _chunks(fh, None if end is None else end - start + 1)
 
     def url_for(self, artifact: Artifact, *, expires: int) -> str | None:
+        """Always None: a disk has no URL of its own, so the API serves the bytes."""
         return None
 
     def ping(self) -> None:
+        """Raise ``OSError`` unless the store's directory exists."""
         if not self.root.is_dir():
             raise OSError(f"artifact directory {self.root} is missing")
 

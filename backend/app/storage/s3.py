@@ -52,9 +52,11 @@ class BucketMissing(Misconfigured):
 
 
 def s3_client(*, endpoint_url: str | None, region: str, path_style: bool, timeout: float) -> Any:
-    """A boto3 S3 client; credentials come from boto3's usual chain (``AWS_*`` variables,
-    shared files, instance roles). Few retries: a store that is down fails the attempt
-    quickly, and the job's own backoff retries it."""
+    """A boto3 S3 client with few retries; credentials come from boto3's usual chain.
+
+    The chain: ``AWS_*`` variables, shared files, instance roles. Few retries: a store that
+    is down fails the attempt quickly, and the job's own backoff retries it.
+    """
     config = Config(
         region_name=region,
         signature_version="s3v4",
@@ -85,7 +87,13 @@ class S3ArtifactStore(ScratchFiles):
         super().__init__(scratch)
 
     def verify(self) -> None:
-        """Refuse to start on a bucket that is missing or credentials it refuses."""
+        """Refuse to start on a bucket that is missing or credentials it refuses.
+
+        Raises:
+            BucketMissing: the bucket is not at the endpoint.
+            Misconfigured: the credentials or the bucket are refused, or the storage
+                cannot be reached.
+        """
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
@@ -123,6 +131,7 @@ class S3ArtifactStore(ScratchFiles):
         return True
 
     def ping(self) -> None:
+        """Raise ``StorageUnavailable`` unless the bucket answers."""
         with _unavailable("ping"):
             self.client.head_bucket(Bucket=self.bucket)
 
@@ -136,6 +145,15 @@ class S3ArtifactStore(ScratchFiles):
         attempt: int | None = None,
         checkpoint: Callable[[], None] | None = None,
     ) -> Artifact:
+        """Upload ``temp`` under the job, whole or not at all, then remove the scratch file.
+
+        One ``PutObject`` up to the multipart threshold; above it, a multipart upload that
+        calls ``checkpoint`` before each part and is aborted on any error. The bytes sent are
+        checked as the module docstring says; the artifact records their size and sha256.
+
+        Raises:
+            StorageUnavailable: the store failed, or received other bytes than were sent.
+        """
         key = artifact_key(job_id, filename, attempt)
         size, sha256, md5 = _digest(temp)
         extra = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
@@ -199,10 +217,19 @@ class S3ArtifactStore(ScratchFiles):
             raise
 
     def delete(self, artifact: Artifact) -> None:
+        """Remove the object (the store answers the same whether or not it was there)."""
         with _unavailable("delete"):
             self.client.delete_object(Bucket=self.bucket, Key=artifact.key)
 
     def read(self, artifact: Artifact, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes ``start`` to ``end`` (inclusive; ``None``: the last) in chunks.
+
+        The object is requested before the first chunk is returned.
+
+        Raises:
+            NotFound: ``ARTIFACT_NOT_FOUND``: the object is no longer in the bucket.
+            StorageUnavailable: the store did not answer.
+        """
         last = "" if end is None else str(end)
         with _unavailable("read"):
             try:
@@ -220,6 +247,10 @@ class S3ArtifactStore(ScratchFiles):
         return _stream(body)
 
     def url_for(self, artifact: Artifact, *, expires: int) -> str | None:
+        """A presigned GET of the object for ``expires`` seconds, served as a download.
+
+        Signed by ``signer``, for the address download clients reach.
+        """
         disposition = f"attachment; filename*=utf-8''{quote(artifact.filename)}"
         with _unavailable("presign"):
             url: str = self.signer.generate_presigned_url(

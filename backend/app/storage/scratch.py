@@ -8,8 +8,10 @@ from uuid import UUID
 
 
 def artifact_key(job_id: UUID, filename: str, attempt: int | None) -> str:
-    """``<job id>/<attempt>/<filename>``: a late attempt never overwrites the winner's file
-    (``attempt`` None: ``<job id>/<filename>``, the documents queue's package)."""
+    """``<job id>/<attempt>/<filename>``: a late attempt never overwrites the winner's file.
+
+    With ``attempt`` None: ``<job id>/<filename>``, the documents queue's package.
+    """
     name = Path(filename).name
     return f"{job_id}/{name}" if attempt is None else f"{job_id}/{attempt}/{name}"
 
@@ -22,7 +24,9 @@ class ScratchFiles:
         self._tmp.mkdir(parents=True, exist_ok=True)
 
     def temp_path(self, job_id: UUID, extension: str) -> Path:
+        """A fresh local scratch file for a renderer, unique per call (not a published place)."""
         return self._tmp / f"{job_id}-{secrets.token_hex(4)}.{extension}.part"
 
     def discard(self, temp: Path) -> None:
+        """Remove a scratch file; nothing happens if it is already gone."""
         temp.unlink(missing_ok=True)

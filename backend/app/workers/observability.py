@@ -2,19 +2,23 @@
 
 Imported by the Celery task module (its signal handlers then apply to every Celery worker)
 and by ``manage.py rq-worker``. Log lines written while a task runs carry its ``task_id``,
-``backend``, ``queue`` and the ``request_id`` of the API request that created the job.
+``backend``, ``queue``, and the ``correlation_id`` and ``request_id`` the job's messages
+carry (a Celery message's headers, an RQ job's ``meta``; see :class:`~app.core.logging.Trace`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 from uuid import UUID
 
 from celery import current_task, signals
 from rq import get_current_job
+from rq.job import Job
 
 from app.core.config import get_settings
-from app.core.logging import add_log_context, request_id_var
+from app.core.logging import CARRIED_CORRELATION, Trace, add_log_context
 from app.core.metrics import end_run
 from app.core.metrics_export import (
     forget_process,
@@ -39,16 +43,22 @@ def rq_log_context() -> dict[str, object]:
     job = get_current_job()
     if job is None:
         return {}
-    return {
-        "task_id": job.id,
-        "backend": "rq",
-        "queue": job.origin,
-        "request_id": (job.meta or {}).get("request_id"),
-    }
+    return {"task_id": job.id, "backend": "rq", "queue": job.origin}
 
 
 add_log_context(celery_log_context)
 add_log_context(rq_log_context)
+
+
+@contextmanager
+def rq_trace(job: Job) -> Iterator[None]:
+    """Run an RQ job (in its work horse) under the ids its ``meta`` carries."""
+    trace = Trace.carried(job.meta)
+    if trace is None:
+        yield
+        return
+    with trace.bound():
+        yield
 
 
 def start_worker_metrics() -> None:
@@ -59,7 +69,7 @@ def start_worker_metrics() -> None:
     serve_metrics(settings.metrics_port, settings.metrics_host)
 
 
-_tokens: dict[str, Any] = {}
+_bound: dict[str, ExitStack] = {}
 
 
 @signals.worker_init.connect
@@ -74,16 +84,21 @@ def _child_exit(**_: Any) -> None:
 
 @signals.task_prerun.connect
 def _task_start(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    request_id = getattr(getattr(task, "request", None), "request_id", None)
-    if task_id and isinstance(request_id, str):
-        _tokens[task_id] = request_id_var.set(request_id)
+    """Bind the ids the message's headers carry (custom headers are request attributes)."""
+    request = getattr(task, "request", None)
+    fields = {k: getattr(request, k, None) for k in (CARRIED_CORRELATION, "request_id")}
+    trace = Trace.carried(fields)
+    if task_id and trace is not None:
+        stack = ExitStack()
+        stack.enter_context(trace.bound())
+        _bound[task_id] = stack
 
 
 @signals.task_postrun.connect
 def _task_end(task_id: str | None = None, args: Any = None, **_: Any) -> None:
-    token = _tokens.pop(task_id or "", None)
-    if token is not None:
-        request_id_var.reset(token)
+    bound = _bound.pop(task_id or "", None)
+    if bound is not None:
+        bound.close()
     if args:  # a job cancelled mid-run ends without an event: stop counting it here
         try:
             end_run(UUID(str(args[0])))

@@ -11,7 +11,7 @@ from datetime import date
 from urllib.parse import parse_qs, urlencode
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -34,17 +34,17 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 # --------------------------------------------------------------------------- sign-in
 
 
-@router.get("", name="console_home")
+@router.get("", name="console_home", dependencies=[Depends(web.by_address)])
 async def home() -> Response:
     return web.redirect("/console/jobs")
 
 
-@router.get("/sign-in", name="console_sign_in_page")
+@router.get("/sign-in", name="console_sign_in_page", dependencies=[Depends(web.by_address)])
 async def sign_in_page(request: Request) -> Response:
     return web.page(request, "sign_in.html", session=None, error=None)
 
 
-@router.post("/sign-in", name="console_sign_in")
+@router.post("/sign-in", name="console_sign_in", dependencies=[Depends(web.by_address)])
 async def sign_in(request: Request) -> Response:
     fields = {k: v[-1] for k, v in parse_qs((await request.body()).decode()).items()}
     container = get_container(request)

@@ -15,11 +15,12 @@ from uuid import UUID
 from anyio import to_thread
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from app.api.cursor import decode_cursor, encode_cursor
-from app.api.dependencies import Caller, Operator, RateLimitedCaller, ServiceDeps, get_container
-from app.api.download import artifact_response
+from app.api.dependencies import Caller, Operator, ServiceDeps, get_container
+from app.api.download import artifact_response, file_content
 from app.api.errors import error_responses
 from app.api.forms import HEAVY, DummyQuery, HeavyQuery, ReportRequest, RequestForm
 from app.api.observability import TrackedRoute
@@ -35,7 +36,8 @@ from app.services.queries import artifact_of, get_job_with_emails, list_jobs, qu
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"], route_class=TrackedRoute)
 
-OptionalBody = Annotated[ReportRequest | None, Body()]
+#: An optional JSON body: ``ReportRequest`` in OpenAPI (not required, never ``null``).
+OptionalBody = Annotated[ReportRequest | SkipJsonSchema[None], Body()]
 JobId = Annotated[UUID, "job id"]
 IdempotencyKey = Annotated[
     str | None,
@@ -48,8 +50,19 @@ IdempotencyKey = Annotated[
         "the same key with another request is refused (409).",
     ),
 ]
+#: Says whether an enqueue answer is a replay of an earlier Idempotency-Key request.
+REPLAYED = "Idempotent-Replayed"
 _ENQUEUE_RESPONSES = {
-    200: {"model": JobOut, "description": "Replay: the job this Idempotency-Key created"},
+    200: {
+        "description": "The job: a new one, or for an Idempotency-Key replay the first one",
+        "headers": {
+            REPLAYED: {
+                "description": "`true`: the job an earlier request with this Idempotency-Key "
+                "created (nothing new was queued); `false`: a new job.",
+                "schema": {"type": "string", "enum": ["true", "false"]},
+            }
+        },
+    },
     **error_responses(400, 401, 409, 413, 422, 429, 503),
 }
 
@@ -70,14 +83,14 @@ def _params(
 
 @router.post(
     "/dummy",
-    status_code=202,
+    status_code=200,
     response_model=JobOut,
     responses=_ENQUEUE_RESPONSES,
     summary="Enqueue the RQ-era dummy report",
 )
 async def enqueue_dummy(
     request: Request,
-    caller: RateLimitedCaller,
+    caller: Caller,
     response: Response,
     query: Annotated[DummyQuery, Query()],
     idempotency_key: IdempotencyKey = None,
@@ -85,7 +98,8 @@ async def enqueue_dummy(
 ) -> JobOut:
     """Parameters in the query string (as in the RQ era) or in a JSON body, not both.
 
-    202 with the new job; 200 with the first job for an Idempotency-Key replay.
+    200 with the new job, or with the first job for an Idempotency-Key replay
+    (``Idempotent-Replayed: true``).
     """
     report_type, params = _params(body, query)
     if report_type not in (None, ReportType.DUMMY):
@@ -98,14 +112,14 @@ async def enqueue_dummy(
 
 @router.post(
     "/heavy",
-    status_code=202,
+    status_code=200,
     response_model=JobOut,
     responses=_ENQUEUE_RESPONSES,
     summary="Enqueue a heavy report (pdf, excel, analysis)",
 )
 async def enqueue_heavy(
     request: Request,
-    caller: RateLimitedCaller,
+    caller: Caller,
     response: Response,
     query: Annotated[HeavyQuery, Query()],
     idempotency_key: IdempotencyKey = None,
@@ -113,7 +127,8 @@ async def enqueue_heavy(
 ) -> JobOut:
     """`report_type` pdf, excel or analysis; parameters in the query string or a JSON body.
 
-    202 with the new job; 200 with the first job for an Idempotency-Key replay.
+    200 with the new job, or with the first job for an Idempotency-Key replay
+    (``Idempotent-Replayed: true``).
     """
     chosen, params = _params(body, query)
     if chosen not in HEAVY:
@@ -133,7 +148,7 @@ async def _submit(
     params: dict[str, Any],
     idempotency_key: str | None,
 ) -> JobOut:
-    """Enqueue in the request's one thread-pool hop; 200 instead of 202 for a replay.
+    """Enqueue in the request's one thread-pool hop; a replay says so in its header.
 
     At most ``ENQUEUE_CONCURRENCY`` (default ``DB_POOL_SIZE``) enqueues of this process run
     at once: more threads would only open and close overflow connections and fight over
@@ -154,8 +169,7 @@ async def _submit(
         attach_file=attach_file,
     )
     result = await to_thread.run_sync(call, limiter=request.app.state.enqueue_limiter)
-    if not result.created:
-        response.status_code = 200
+    response.headers[REPLAYED] = "false" if result.created else "true"
     return JobOut.of(result.job)
 
 
@@ -220,16 +234,16 @@ async def cancel(deps: ServiceDeps, caller: Caller, job_id: UUID) -> JobOut:
     )
 
 
-_FILE = {"type": "string", "format": "binary"}
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The report file, with its own media type (a dummy report is JSON)",
-        "content": {
-            media: {"schema": {"type": "object"} if media.endswith("json") else _FILE}
-            for media in MEDIA_TYPES
-        },
+        "description": "The report file's bytes, with its own media type (a dummy report is a "
+        "JSON file), or application/octet-stream when `Accept` prefers it",
+        "content": file_content(MEDIA_TYPES),
     },
-    206: {"description": "The requested byte range of the report file"},
+    206: {
+        "description": "The requested byte range of the report file",
+        "content": file_content(MEDIA_TYPES),
+    },
     307: {"description": "With DOWNLOAD_REDIRECT: a short-lived URL of the storage"},
     **error_responses(401, 404, 409, 422),
     503: {**error_responses(503)[503], "description": "The artifact storage does not answer"},
