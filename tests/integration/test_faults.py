@@ -194,6 +194,12 @@ def test_sigterm_to_rq_worker_mid_render_requeues_it_to_another_worker(
 # --------------------------------------------------------------------------- 2. broker gone
 
 
+def celery_workers_seen(client: httpx.Client) -> bool:
+    """Whether the API's queue status shows a Celery worker on the reports queue."""
+    rows = client.get(f"{API}/queues/status").json()["queues"]
+    return any(r["queue"] == "reports" and r["backend"] == "celery" and r["workers"] for r in rows)
+
+
 def post_dummy(client: httpx.Client, **params: object) -> httpx.Response:
     return client.post(f"{API}/dummy", params={k: str(v) for k, v in params.items()})
 
@@ -218,6 +224,9 @@ def test_broker_stopped_at_enqueue_answers_fast_then_recovery_dispatches_once(
         try:
             api = start_api(env, work_dir / "api.log")
             with api.client() as client, ledger(fresh_db) as repo:
+                # The API routes to Celery once its probes have seen the worker (a slow first
+                # probe would send the first job to RQ, whose broker answers but no worker runs).
+                wait_until(lambda: celery_workers_seen(client), timeout=20)
                 # The only worker process renders one job; three more wait in Redis.
                 busy = UUID(post_dummy(client, processing_time=3).json()["id"])
                 wait_for(repo, busy, running_with_progress, timeout=20)
