@@ -46,10 +46,15 @@ class EverySecond(PersistentScheduler):
         super().merge_inplace(fast)
 
 
-def start_beat(env: dict[str, str], work_dir: Path, name: str) -> WorkerProcess:
-    """``celery_manager.py beat`` with its own schedule file (its own DATA_DIR)."""
+def start_beat(
+    env: dict[str, str], work_dir: Path, name: str, *, every_second: bool = True
+) -> WorkerProcess:
+    """``celery_manager.py beat`` with its own schedule file (its own DATA_DIR); by default
+    on :class:`EverySecond`, else on the real schedule's crontabs."""
     beat_env = {**env, "DATA_DIR": str(work_dir / name)}
-    command = ["celery_manager.py", "beat", "-S", f"{__name__}:EverySecond"]
+    command = ["celery_manager.py", "beat"]
+    if every_second:
+        command += ["-S", f"{__name__}:EverySecond"]
     return WorkerProcess(name, command, beat_env, work_dir / f"{name}.log").start(
         "beat: Starting..."
     )

@@ -29,6 +29,7 @@ from app.services.schedules import (
     update_schedule,
 )
 
+from tests.integration.test_beat import start_beat
 from tests.integration.workers import (
     WorkerProcess,
     own_ledger,
@@ -57,14 +58,6 @@ def new(container: bootstrap.Container, name: str, cron: str) -> Schedule:
     )
 
 
-def start_beat(env: dict[str, str], work_dir: Path, name: str) -> WorkerProcess:
-    """``celery_manager.py beat`` on its real schedule, with a schedule file of its own."""
-    beat_env = {**env, "DATA_DIR": str(work_dir / name)}
-    return WorkerProcess(
-        name, ["celery_manager.py", "beat"], beat_env, work_dir / f"{name}.log"
-    ).start("beat: Starting...")
-
-
 def wait_for(what: str, predicate: object, timeout: float, logs: list[WorkerProcess]) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
@@ -87,7 +80,9 @@ def test_every_ticker_together_fires_each_slot_once_and_edits_apply_at_the_next_
         try:
             processes.append(start_celery_worker(env, work_dir, concurrency=2))
             processes.append(start_rq_worker(env, work_dir))
-            processes.extend(start_beat(env, work_dir, f"beat-{n}") for n in (1, 2))
+            processes.extend(
+                start_beat(env, work_dir, f"beat-{n}", every_second=False) for n in (1, 2)
+            )
             processes.append(
                 WorkerProcess(
                     "rq-cron", ["manage.py", "rq-cron"], env, work_dir / "cron.log"

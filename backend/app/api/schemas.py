@@ -9,8 +9,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.cursor import encode_cursor
 from app.domain.jobs import Backend, JobStatus, Queue, ReportJob, ReportType
 from app.domain.mail import DeliveryStatus, EmailDelivery
+from app.domain.ports import JobPage
 from app.services.queries import QueueStatus
 
 
@@ -38,7 +40,9 @@ class ArtifactOut(BaseModel):
 
 
 class EmailOut(BaseModel):
-    """The job's email to one recipient."""
+    """The job's email to one recipient (read from the ledger's delivery)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     recipient: str = Field(examples=["claims@example.com"])
     status: DeliveryStatus = Field(
@@ -49,16 +53,6 @@ class EmailOut(BaseModel):
         description="The mail server's last reply (or error).", examples=["250 OK queued"]
     )
     sent_at: datetime | None
-
-    @classmethod
-    def of(cls, row: EmailDelivery) -> EmailOut:
-        return cls(
-            recipient=row.recipient,
-            status=row.status,
-            attempts=row.attempts,
-            last_reply=row.last_reply,
-            sent_at=row.sent_at,
-        )
 
 
 _JOB_EXAMPLE: dict[str, Any] = {
@@ -148,13 +142,20 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             updated_at=job.updated_at,
-            emails=[EmailOut.of(row) for row in emails],
+            emails=[EmailOut.model_validate(row) for row in emails],
         )
 
 
 class JobList(BaseModel):
     items: list[JobOut]
     next: str | None = Field(description="Cursor for the next page; null on the last page.")
+
+    @classmethod
+    def of(cls, page: JobPage) -> JobList:
+        return cls(
+            items=[JobOut.of(j) for j in page.items],
+            next=encode_cursor(page.next) if page.next else None,
+        )
 
 
 class QueueStatusOut(BaseModel):

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from uuid import UUID
 
 from app.core.logging import job_id_var
-from app.dispatch.inline_dispatcher import Runner
+from app.dispatch.base import InProcessBackend
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount
@@ -28,17 +28,16 @@ from app.domain.ports import WorkerCount
 log = logging.getLogger(__name__)
 
 
-class AsyncioDispatcher:
+class AsyncioDispatcher(InProcessBackend):
     """Schedules a task per job on ``loop`` (attached at start-up) from any thread."""
 
     backend = Backend.ASYNCIO
 
     def __init__(self, size: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__()
         self.size = size
         self._loop = loop
         self._executor = ThreadPoolExecutor(size, thread_name_prefix="asyncio-job")
-        self._runner: Runner | None = None
-        self._stopping = threading.Event()
         self._tasks: set[Future[None]] = set()
         self._lock = threading.Lock()
 
@@ -46,23 +45,10 @@ class AsyncioDispatcher:
         """Run jobs on ``loop`` (the API's, captured in its lifespan)."""
         self._loop = loop
 
-    def bind(self, runner: Runner) -> None:
-        """Give it the service that runs one delivery of a job."""
-        self._runner = runner
-
-    def stopping(self) -> bool:
-        """Whether it is shutting down (renders stop at their next checkpoint)."""
-        return self._stopping.is_set()
-
     def available(self, queue: Queue) -> bool:
         """Only for ``reports``, while the loop runs and no shutdown has begun."""
         loop = self._loop
-        return (
-            queue is Queue.REPORTS
-            and loop is not None
-            and loop.is_running()
-            and not self._stopping.is_set()
-        )
+        return super().available(queue) and loop is not None and loop.is_running()
 
     def dispatch(self, job: ReportJob) -> None:
         """Schedule the job's task on the loop and return at once (thread-safe)."""

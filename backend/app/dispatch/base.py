@@ -7,15 +7,19 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Protocol
+from uuid import UUID
 
 from app.core.circuit import CircuitBreaker
 from app.dispatch.availability import Availability, AvailabilityMonitor, BackendState
-from app.dispatch.inline_dispatcher import Runner
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount
 
 log = logging.getLogger(__name__)
+
+#: Runs one delivery of a job (its ``deliveries`` earlier ones counted); returns the
+#: seconds until it is delivered again, or None (the delivery policy of the services).
+Runner = Callable[[UUID, int], float | None]
 
 
 class BackendAdapter(Protocol):
@@ -44,20 +48,46 @@ class BackendAdapter(Protocol):
         ...
 
 
-class InProcessBackend(BackendAdapter, Protocol):
-    """A backend that runs jobs inside the API process (inline pool, sync, asyncio)."""
+class InProcessBackend(ABC):
+    """A backend that runs jobs inside the API process (inline pool, sync, asyncio).
+
+    It is bound to the runner of one delivery (:func:`bind`), takes ``reports`` jobs
+    until :func:`shutdown` begins, and tells renders when it is stopping.
+    """
+
+    backend: Backend
+
+    def __init__(self) -> None:
+        self._runner: Runner | None = None
+        self._stopping = threading.Event()
 
     def bind(self, runner: Runner) -> None:
         """Give it the service that runs one delivery of a job."""
-        ...
+        self._runner = runner
 
     def stopping(self) -> bool:
         """Whether it is shutting down (renders stop at their next checkpoint)."""
-        ...
+        return self._stopping.is_set()
 
+    def available(self, queue: Queue) -> bool:
+        """Only for ``reports``, until shutdown begins."""
+        return queue is Queue.REPORTS and not self._stopping.is_set()
+
+    @abstractmethod
+    def dispatch(self, job: ReportJob) -> None:
+        """Start the job's deliveries (see :meth:`BackendAdapter.dispatch`)."""
+
+    @abstractmethod
+    def cancel(self, job: ReportJob) -> None:
+        """Best-effort backstop after the ledger says cancelled."""
+
+    @abstractmethod
+    def workers(self) -> Sequence[WorkerCount]:
+        """Live workers per queue, as far as this backend can tell."""
+
+    @abstractmethod
     def shutdown(self) -> None:
         """Stop taking jobs; wait for running ones to stop."""
-        ...
 
 
 class BrokeredBackend(ABC):

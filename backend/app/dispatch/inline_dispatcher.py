@@ -5,21 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
 
 from app.core.logging import Trace, job_id_var
+from app.dispatch.base import InProcessBackend
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import HOST, Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount
 
 log = logging.getLogger(__name__)
-
-
-#: Runs one delivery of a job (its ``deliveries`` earlier ones counted); returns the
-#: seconds until it is delivered again, or None (the delivery policy of the services).
-Runner = Callable[[UUID, int], float | None]
 
 #: Names that in-process workers sign their claims with.
 IN_PROCESS = frozenset(b.value for b in Backend if b.in_process)
@@ -45,30 +41,17 @@ def inline_worker_alive(worker: str) -> bool:
     return True
 
 
-class InlineDispatcher:
+class InlineDispatcher(InProcessBackend):
     """Runs jobs on ``size`` threads; retries are re-submitted after their backoff."""
 
     backend = Backend.INLINE
 
     def __init__(self, size: int) -> None:
+        super().__init__()
         self.size = size
         self._pool = ThreadPoolExecutor(size, thread_name_prefix="inline-job")
-        self._runner: Runner | None = None
-        self._stopping = threading.Event()
         self._timers: set[threading.Timer] = set()
         self._lock = threading.Lock()
-
-    def bind(self, runner: Runner) -> None:
-        """Give it the service that runs one delivery of a job."""
-        self._runner = runner
-
-    def stopping(self) -> bool:
-        """Whether it is shutting down (renders stop at their next checkpoint)."""
-        return self._stopping.is_set()
-
-    def available(self, queue: Queue) -> bool:
-        """Only for ``reports``, until shutdown begins."""
-        return queue is Queue.REPORTS and not self._stopping.is_set()
 
     def dispatch(self, job: ReportJob) -> None:
         """Submit the job to the pool and return at once.

@@ -10,13 +10,12 @@ start-up recovery runs the job again.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from app.core.logging import job_id_var
-from app.dispatch.inline_dispatcher import Runner
+from app.dispatch.base import InProcessBackend
 from app.domain.errors import BackendUnavailable
 from app.domain.jobs import Backend, Queue, ReportJob
 from app.domain.ports import WorkerCount
@@ -24,7 +23,7 @@ from app.domain.ports import WorkerCount
 log = logging.getLogger(__name__)
 
 
-class SyncDispatcher:
+class SyncDispatcher(InProcessBackend):
     """Runs each job to its end inside ``dispatch``; its callers are its workers."""
 
     backend = Backend.SYNC
@@ -35,20 +34,7 @@ class SyncDispatcher:
         self._slots = slots
         self._wait_budget = wait_budget
         self._sleep = sleep
-        self._runner: Runner | None = None
-        self._stopping = threading.Event()
-
-    def bind(self, runner: Runner) -> None:
-        """Give it the service that runs one delivery of a job."""
-        self._runner = runner
-
-    def stopping(self) -> bool:
-        """Whether it is shutting down (renders stop at their next checkpoint)."""
-        return self._stopping.is_set()
-
-    def available(self, queue: Queue) -> bool:
-        """Only for ``reports``, until shutdown begins."""
-        return queue is Queue.REPORTS and not self._stopping.is_set()
+        super().__init__()
 
     def dispatch(self, job: ReportJob) -> None:
         """Run every delivery of the job now; return when none is due within the budget."""

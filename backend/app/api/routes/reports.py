@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
-from app.api.cursor import decode_cursor, encode_cursor
+from app.api.cursor import decode_cursor
 from app.api.dependencies import Caller, Operator, ServiceDeps, get_container
 from app.api.download import artifact_response, file_content
 from app.api.errors import error_responses
@@ -199,10 +199,7 @@ async def jobs(
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
-    return JobList(
-        items=[JobOut.of(j) for j in page.items],
-        next=encode_cursor(page.next) if page.next else None,
-    )
+    return JobList.of(page)
 
 
 @router.get(

@@ -14,7 +14,7 @@ from app.api.cursor import decode_cursor, encode_cursor
 from app.api.dependencies import Caller, ServiceDeps, get_container
 from app.api.errors import error_responses
 from app.api.observability import TrackedRoute
-from app.api.schemas import JobList, JobOut
+from app.api.schemas import JobList
 from app.domain.jobs import ReportType
 from app.domain.schedules import Preset, Schedule
 from app.services.schedules import (
@@ -90,6 +90,8 @@ class ScheduleChange(_Fields):
 
 
 class ScheduleOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: UUID
     owner: str | None
     name: str
@@ -110,8 +112,7 @@ class ScheduleOut(BaseModel):
 
     @classmethod
     def of(cls, schedule: Schedule) -> ScheduleOut:
-        fields = {name: getattr(schedule, name) for name in cls.model_fields}
-        return cls(**{**fields, "recipients": list(schedule.recipients)})
+        return cls.model_validate(schedule)
 
 
 class ScheduleList(BaseModel):
@@ -235,7 +236,4 @@ async def runs(
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
-    return JobList(
-        items=[JobOut.of(j) for j in page.items],
-        next=encode_cursor(page.next) if page.next else None,
-    )
+    return JobList.of(page)
