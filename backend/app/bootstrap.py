@@ -53,7 +53,6 @@ from app.domain.traffic import GuardPolicy, TrafficSplit
 from app.mail.files import FileMailer
 from app.mail.smtp import SmtpMailer
 from app.reports import default_renderers
-from app.services.delivery import next_delivery
 from app.services.deps import Deps, JobPolicy, Mailing, MailPolicy
 from app.services.health import Check, HealthService
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy
@@ -280,9 +279,7 @@ def build(
     if inline is not None:
         deps = container.deps
         inline.bind(
-            lambda job_id, deliveries: next_delivery(
-                run_pipeline(deps=deps, job_id=job_id), policy=deps.policy, deliveries=deliveries
-            )
+            lambda job_id, deliveries: run_pipeline(deps=deps, job_id=job_id, deliveries=deliveries)
         )
     for broker in container.brokers:
         broker.start()
@@ -318,7 +315,7 @@ def celery_worker_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = create_celery_app(settings, role="worker")
     app.conf.beat_schedule = BEAT_SCHEDULE
-    register_report_tasks(app, settings)
+    register_report_tasks(app)
     register_system_tasks(app)
     return app
 
@@ -342,7 +339,7 @@ def _assemble(
         max_overflow=settings.db_max_overflow,
     )
     retry = RetryPolicy(settings.retry_backoff_base, settings.retry_backoff_max)
-    brokers = [] if "dispatcher" in overrides else _brokers(settings, retry)
+    brokers = [] if "dispatcher" in overrides else _brokers(settings)
     forced = None if settings.dispatch_backend == "auto" else Backend(settings.dispatch_backend)
     set_celery_available(settings.celery_available)
     policy = RoutingPolicy(
@@ -424,7 +421,7 @@ def _in_process(
     return InlineDispatcher(settings.inline_workers) if settings.inline_allowed else None
 
 
-def _brokers(settings: Settings, retry: RetryPolicy) -> list[BrokeredBackend]:
+def _brokers(settings: Settings) -> list[BrokeredBackend]:
     mode = settings.dispatch_backend
     brokers: list[BrokeredBackend] = []
     if mode == "celery" or (mode == "auto" and settings.celery_enabled):
@@ -436,7 +433,7 @@ def _brokers(settings: Settings, retry: RetryPolicy) -> list[BrokeredBackend]:
     if mode == "rq" or (mode == "auto" and settings.rq_enabled):
         connection = redis_client(settings.redis_url, settings.broker_timeout)
         breaker = _breaker(settings, "broker.rq")
-        brokers.append(RqDispatcher(connection, settings, breaker=breaker, retry=retry))
+        brokers.append(RqDispatcher(connection, settings, breaker=breaker))
     return brokers
 
 

@@ -228,6 +228,82 @@ def ledger_refused(database_url: str) -> Iterator[None]:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
 
+class Gate:
+    """A trigger that holds matching writes to a ledger table until the test lets them go.
+
+    A write matching ``when`` waits, inside its transaction, for an advisory lock the
+    test holds: :meth:`wait_held` returns once a worker's write waits there; :meth:`fail`
+    makes the ledger refuse connections and ends the held write first (it fails, its
+    transaction rolled back), then every other connection, until the block exits.
+    """
+
+    def __init__(self, database_url: str, event: str, when: str) -> None:
+        """``event``: e.g. ``UPDATE ON report_jobs``; ``when``: the trigger's condition."""
+        self.name = make_url(database_url).database
+        self._url = (
+            make_url(database_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
+        self._event, self._table = event, event.split(" ON ")[1]
+        self._when = when
+        self._key = int.from_bytes(os.urandom(4), "big") >> 1
+        self._holder: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def __enter__(self) -> Gate:
+        trigger = f"gate_{self._key}"
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            conn.execute(
+                f"CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN PERFORM pg_advisory_xact_lock_shared({self._key}); RETURN NEW; END $$"
+            )
+            conn.execute(
+                f"CREATE TRIGGER {trigger} BEFORE {self._event} "
+                f"FOR EACH ROW WHEN ({self._when}) EXECUTE FUNCTION {trigger}()"
+            )
+        self._holder = psycopg.connect(self._url, autocommit=True)
+        self._holder.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        trigger = f"gate_{self._key}"
+        if self._holder is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._holder.close()
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            conn.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {self._table}")
+            conn.execute(f"DROP FUNCTION IF EXISTS {trigger}()")
+
+    def _held(self, admin: psycopg.Connection[tuple[object, ...]]) -> list[int]:
+        rows = admin.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = %s",
+            (self._key,),
+        ).fetchall()
+        return [int(str(pid)) for (pid,) in rows]
+
+    def wait_held(self, timeout: float) -> None:
+        """Return once a write waits at the gate (fail after ``timeout`` seconds)."""
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            wait_until(lambda: bool(self._held(admin)), timeout)
+
+    @contextmanager
+    def fail(self) -> Iterator[None]:
+        """The ledger's outage, beginning with the write held at the gate."""
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false')
+            for pid in self._held(admin):  # before the holder: the write must never go on
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+            admin.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
+                (self.name,),
+            )
+        try:
+            yield
+        finally:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
+
+
 @contextmanager
 def ledger(database_url: str) -> Iterator[SqlJobRepository]:
     """A repository on ``database_url`` for the test's own reads of the ledger."""

@@ -35,7 +35,7 @@ from app.services.enqueue import enqueue_report
 from app.services.lost_worker import WORKER_LOST
 from app.webhooks import signature
 
-from tests.integration.ops import ledger_refused
+from tests.integration.ops import Gate, ledger_refused
 from tests.integration.workers import (
     CALLBACK_SECRET,
     CallbackReceiver,
@@ -45,7 +45,9 @@ from tests.integration.workers import (
     on_rabbitmq,
     settings_from,
     wait_for,
+    wait_until,
 )
+from tests.smtp import SmtpServer
 
 SCENARIO: list[tuple[ReportType, dict[str, Any]]] = [
     (ReportType.DUMMY, {"seed": 7}),
@@ -274,9 +276,120 @@ def test_a_delivery_while_the_ledger_is_down_waits_for_it_and_runs_once(
     deferred = [
         line
         for line in [*worker_logs.splitlines(), *caplog.text.splitlines()]
-        if "report_job.run.deferred" in line and str(job.id) in line
+        if "report_job.step.deferred" in line and str(job.id) in line
     ]
     assert deferred, "no delivery met the outage: the test proved nothing"
+
+
+def _dispatched_in_a_thread(
+    platform: tuple[str, bootstrap.Container], **fields: Any
+) -> tuple[ReportJob, threading.Thread]:
+    """A dummy job committed, then sent from a thread of its own (sync runs it there)."""
+    now = utcnow()
+    job = ReportJob.new(
+        report_type=ReportType.DUMMY,
+        params=parse_params(ReportType.DUMMY, {"seed": 17}),
+        max_attempts=3,
+        now=now,
+        **fields,
+    ).with_backend(Backend(platform[0]))
+    job = enter(job, JobStatus.QUEUED, now=now)
+    container = platform[1]
+    container.deps.repo.add(job)
+    sender = threading.Thread(target=container.deps.dispatcher.dispatch, args=(job,))
+    sender.start()
+    return job, sender
+
+
+def _deferred_steps(log_dir: Path, caplog: pytest.LogCaptureFixture, job: ReportJob) -> set[str]:
+    """The steps whose delivery met the outage, from every process's log."""
+    text = "".join(p.read_text(errors="replace") for p in log_dir.glob("*.log")) + caplog.text
+    return {
+        line.split("step=")[1].split()[0]
+        for line in text.splitlines()
+        if "report_job.step.deferred" in line and str(job.id) in line
+    }
+
+
+@pytest.mark.timeout(90)
+def test_packaging_that_meets_the_ledgers_outage_completes_once(
+    platform: tuple[str, bootstrap.Container],
+    receiver: CallbackReceiver,
+    log_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same answer on every backend to a follow-up step's fault: the package's record
+    waits at a gate until PostgreSQL is made to refuse the ledger, so that write fails
+    mid-step; once the ledger is back, the documents step is delivered again (Celery's
+    countdown, RQ's scheduled retry, the in-process timer or sleep) and completes once,
+    and the callback that follows goes out once. The render's attempt is untouched."""
+    _, container = platform
+    caplog.handler.setFormatter(TextFormatter())
+    gate = Gate(
+        container.settings.database_url,
+        "UPDATE ON report_jobs",
+        "OLD.document_sha256 IS NULL AND NEW.document_sha256 IS NOT NULL",
+    )
+    with gate, caplog.at_level(logging.WARNING):
+        job, sender = _dispatched_in_a_thread(platform, callback_url=receiver.url)
+        gate.wait_held(timeout=30)
+        with gate.fail():
+            time.sleep(2)
+    sender.join(60)
+    done = wait_for(container.deps.repo, job.id, lambda j: j.notification is not None, timeout=60)
+    assert done.document is not None
+    assert done.artifact is not None
+    with zipfile.ZipFile(container.deps.store.local_path(done.document)) as package:
+        assert package.namelist() == [done.artifact.filename, "metadata.json"]
+    assert (done.status, done.attempts, done.error) == (JobStatus.COMPLETED, 1, None)
+    assert [(a.number, a.outcome, a.error_code) for a in done.attempt_log] == [
+        (1, "completed", None)
+    ]
+    assert done.notification is not None
+    assert (done.notification.status.value, done.notification.attempts) == ("sent", 1)
+    assert len(receiver.for_job(job.id)) == 1
+    # in process, the redelivery starts the row over: the render is skipped by its claim
+    assert "document" in _deferred_steps(log_dir, caplog, job) <= {"render", "document"}
+
+
+@pytest.mark.timeout(90)
+def test_notification_that_meets_the_ledgers_outage_emails_each_recipient_once(
+    platform: tuple[str, bootstrap.Container],
+    smtp_server: SmtpServer,
+    log_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As above for the notify step: its first write (the recipients' rows) waits at the
+    gate and fails with the ledger; delivered again once the ledger is back, the step
+    emails each recipient once and records it: one attempt each, sent."""
+    _, container = platform
+    caplog.handler.setFormatter(TextFormatter())
+    recipients = ("claims@example.com", "audit@example.com")
+    gate = Gate(container.settings.database_url, "INSERT ON email_deliveries", "true")
+    with gate, caplog.at_level(logging.WARNING):
+        job, sender = _dispatched_in_a_thread(platform, recipients=recipients)
+        gate.wait_held(timeout=30)
+        with gate.fail():
+            time.sleep(2)
+    sender.join(60)
+    assert container.deps.mail is not None
+    deliveries = container.deps.mail.deliveries
+
+    def all_sent() -> bool:
+        rows = deliveries.for_job(job.id)
+        return len(rows) == 2 and all(r.status.value == "sent" for r in rows)
+
+    wait_until(all_sent, timeout=60)
+    received = smtp_server.wait_for_job(job.id, count=2)
+    time.sleep(1)  # a duplicate would follow within the step's own delivery
+    assert sorted(m.recipients[0] for m in smtp_server.for_job(job.id)) == sorted(recipients)
+    assert len(received) == 2
+    assert [(r.attempts, r.status.value) for r in deliveries.for_job(job.id)] == [(1, "sent")] * 2
+    done = container.deps.repo.get(job.id)
+    assert done is not None
+    assert (done.status, done.attempts) == (JobStatus.COMPLETED, 1)
+    assert [(a.number, a.outcome) for a in done.attempt_log] == [(1, "completed")]
+    assert "notify" in _deferred_steps(log_dir, caplog, job) <= {"render", "notify"}
 
 
 def test_worker_fixtures_are_real_processes(

@@ -3,8 +3,6 @@ settings of the migration phases, the Celery app configuration, callbacks, CLI h
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -17,14 +15,12 @@ from app.core.circuit import CircuitBreaker, CircuitState
 from app.core.config import Settings, soft_limit
 from app.dispatch.availability import Availability, steady
 from app.dispatch.celery_dispatcher import CeleryDispatcher
-from app.dispatch.rq_dispatcher import retry_intervals
 from app.domain.errors import InvalidInput, Misconfigured
 from app.domain.jobs import (
     PdfParams,
     Queue,
     ReportJob,
     ReportType,
-    RetryPolicy,
 )
 from celery.canvas import Signature, _chain
 
@@ -176,14 +172,6 @@ def test_visibility_timeout_must_exceed_the_longest_hard_limit() -> None:
 
 
 # --------------------------------------------------------------------------- RQ
-
-
-def test_rq_retry_intervals_follow_the_backoff_policy_in_whole_seconds() -> None:
-    policy = RetryPolicy(60.0, 300.0, random.Random(3))  # the defaults: 60, 120, 240 s
-    intervals = retry_intervals(policy, 3)
-    assert all(isinstance(i, int) for i in intervals)
-    for interval, nominal in zip(intervals, (60, 120, 240), strict=True):
-        assert nominal <= interval <= math.ceil(nominal * 1.1)
 
 
 # --------------------------------------------------------------------------- CLI helpers

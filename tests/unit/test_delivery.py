@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
-from app.services.delivery import next_delivery
+from app.domain.jobs import RetryPolicy
+from app.services.delivery import Outcome, OutcomeKind, next_delivery
 from app.services.deps import JobPolicy
-from app.services.run_report import OutcomeKind, RunOutcome
 
 POLICY = JobPolicy(lost_worker_checks=2, defer_max_seconds=10.0)
 
 
 def after(kind: OutcomeKind, retry_in: float | None = None, deliveries: int = 0) -> float | None:
-    return next_delivery(RunOutcome(kind, None, retry_in), policy=POLICY, deliveries=deliveries)
+    return next_delivery(Outcome(kind, None, retry_in), policy=POLICY, deliveries=deliveries)
 
 
 @pytest.mark.parametrize("kind", ["retry", "interrupted"])
@@ -37,3 +39,13 @@ def test_a_job_running_elsewhere_is_looked_at_again_a_bounded_number_of_times() 
 @pytest.mark.parametrize("kind", ["completed", "failed", "cancelled"])
 def test_a_recorded_outcome_ends_the_delivery(kind: OutcomeKind) -> None:
     assert after(kind, 5.0) is None
+
+
+def test_the_ledgers_count_of_attempts_decides_the_last_and_each_wait() -> None:
+    policy = RetryPolicy(60.0, 300.0, random.Random(3))  # the defaults: 60, 120, 240 s
+    waits = [policy.after(attempt, 4) for attempt in range(1, 5)]
+    assert waits[-1] is None  # the 4th attempt's failure is final
+    for wait, nominal in zip(waits[:-1], (60, 120, 240), strict=True):
+        assert wait is not None
+        assert nominal <= wait <= nominal * 1.1
+    assert policy.after(1, 1) is None

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from app.domain.errors import LedgerUnavailable
-from app.domain.jobs import JobStatus, ReportType
+from app.domain.jobs import JobStatus, ReportType, Step
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
+from app.services.pipeline import deliver
 from app.services.run_report import run_report
 from app.storage.local import LocalArtifactStore
 
@@ -64,7 +65,7 @@ def files(deps: Deps) -> list[Path]:
 def test_a_claim_the_ledger_cannot_record_is_deferred(deps: Deps) -> None:
     job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={}).job
     flaky(deps).down = {"transition"}
-    outcome = run_report(deps=deps, job_id=job.id)
+    outcome = deliver(Step.RENDER, deps=deps, job_id=job.id, deliveries=0).outcome
     assert (outcome.kind, outcome.job) == ("deferred", None)
     assert outcome.retry_in is not None
     assert outcome.retry_in > 0
@@ -86,7 +87,7 @@ def test_an_unrecorded_completion_leaves_no_file_and_the_next_delivery_reclaims(
 ) -> None:
     job = enqueue_report(deps=deps, report_type=ReportType.PDF, params={}).job
     flaky(deps).completion_down = True
-    outcome = run_report(deps=deps, job_id=job.id)
+    outcome = deliver(Step.RENDER, deps=deps, job_id=job.id, deliveries=0).outcome
     assert outcome.kind == "deferred"
     assert files(deps) == []  # the unrecorded attempt's report is not left behind
     running = deps.repo.get(job.id)

@@ -347,10 +347,9 @@ class JobSettings(SettingsGroup):
         600.0,
         ge=0,
         le=86400,
-        description="How long one delivery may hold a worker waiting for the ledger. Celery "
-        "and inline wait off the worker (a countdown, a timer) and never reach it; an RQ work "
-        "horse waits in place, then hands the job to RQ's retry. The `sync` backend waits in "
-        "the request as long for every later delivery (retries included), then answers.",
+        description="How long the `sync` backend waits in the request for a job's later "
+        "deliveries (retries, the ledger back), then answers with the row as it stands. The "
+        "other backends wait off the worker (a countdown, a scheduled retry, a timer).",
     )
     report_time_limits: dict[str, float] = Field(
         default_factory=dict,

@@ -1,8 +1,10 @@
-"""RQ backend: the same job ids on mirrored queue names, JSON-serialised, retried by RQ.
+"""RQ backend: the same job ids on mirrored queue names, JSON-serialised.
 
 Each step of the job's pipeline is one RQ job, chained by ``depends_on`` (render, then
 for a job with a callback package and notify). RQ job ids are the steps' message ids,
-derived from the ledger id, so cancellation can find them.
+derived from the ledger id, so cancellation can find them. A step delivered again is the
+same RQ job, scheduled by the job function with the delay the delivery engine decided
+(:mod:`app.workers.rq_jobs`); nothing is fixed at enqueue.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue as RqQueue
-from rq import Retry, Worker
+from rq import Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -26,7 +28,7 @@ from app.core.config import Settings
 from app.core.logging import Trace
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
-from app.domain.jobs import Backend, Queue, ReportJob, RetryPolicy, Step
+from app.domain.jobs import Backend, Queue, ReportJob, Step
 
 #: The job function of each pipeline step, by import path: the API never imports it.
 FUNCTIONS = {
@@ -62,11 +64,6 @@ def rq_queue(connection: Redis, settings: Settings, queue: Queue) -> RqQueue:
     )
 
 
-def retry_intervals(policy: RetryPolicy, retries: int) -> list[int]:
-    """RQ wants whole seconds: the policy's delays (with their jitter), rounded up."""
-    return [math.ceil(policy.delay(n)) for n in range(1, retries + 1)]
-
-
 def inspect_queues(connection: Redis, settings: Settings) -> list[RqQueueInfo]:
     """Depth and listening workers of each RQ queue. Raises if Redis does not answer."""
     connection.ping()
@@ -83,12 +80,9 @@ class RqDispatcher(BrokeredBackend):
 
     backend = Backend.RQ
 
-    def __init__(
-        self, connection: Redis, settings: Settings, *, breaker: CircuitBreaker, retry: RetryPolicy
-    ) -> None:
+    def __init__(self, connection: Redis, settings: Settings, *, breaker: CircuitBreaker) -> None:
         self.connection = connection
         self._settings = settings
-        self._retry = retry
         super().__init__(
             breaker=breaker,
             probe_interval=settings.availability_cache_seconds,
@@ -123,23 +117,14 @@ class RqDispatcher(BrokeredBackend):
             )
 
     def _options(self, step: Step, job: ReportJob) -> dict[str, Any]:
-        """Time limit and retries of one step; RQ retries the render and the notify step."""
+        """Time limit of one step (and, for the render, how long a failed one is kept)."""
         if step is Step.RENDER:
-            retries = max(1, job.max_attempts)
             return {
                 "timeout": math.ceil(self._settings.hard_time_limit(job.report_type.value)),
-                "retry": Retry(max=retries, interval=retry_intervals(self._retry, retries)),
                 "failure_ttl": 7 * _DAY,
                 "description": f"{job.report_type.value} report {job.id}",
             }
-        if step is Step.DOCUMENT:
-            return {"timeout": 600}
-        settings = self._settings  # notify: the callback's attempts, or each email's
-        attempts = max(settings.callback_max_attempts, settings.email_max_attempts)
-        return {
-            "timeout": 120,
-            "retry": Retry(max=attempts, interval=retry_intervals(self._retry, attempts)),
-        }
+        return {"timeout": 600 if step is Step.DOCUMENT else 120}
 
     def withdraw(self, job: ReportJob) -> None:
         """``cancel_job`` for the waiting RQ jobs of this ledger job (every step)."""

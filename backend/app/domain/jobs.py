@@ -528,6 +528,13 @@ class RetryPolicy:
         """The wait after attempt ``attempt`` (1-based), jitter included."""
         return self.jittered(self.nominal(attempt))
 
+    def after(self, attempt: int, limit: int) -> float | None:
+        """The wait after a retryable failure of attempt ``attempt``, or None: final.
+
+        ``attempt`` is the ledger's count; the failure of the ``limit``-th attempt is final.
+        """
+        return self.delay(attempt) if attempt < limit else None
+
     def jittered(self, seconds: float) -> float:
         """``seconds`` plus up to ``RETRY_JITTER`` of it, capped (spreads a burst of retries)."""
         extra = float(self.rng.uniform(0, RETRY_JITTER * seconds))

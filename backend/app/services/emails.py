@@ -19,41 +19,31 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from typing import Literal
 from uuid import UUID
 
 from app.domain.context import correlation_id_var
 from app.domain.errors import AppError, Unavailable
 from app.domain.jobs import JobStatus, ReportJob
 from app.domain.mail import DeliveryStatus, EmailDelivery, MailFailed
+from app.services.delivery import Outcome
 from app.services.deps import Deps, MailPolicy
 
 log = logging.getLogger(__name__)
 
-EmailKind = Literal["sent", "retry", "failed", "skipped"]
 EMAILED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 
 
-@dataclass(frozen=True, slots=True)
-class EmailOutcome:
-    """What this delivery of the step did; ``retry_in``: when to deliver it again.
+def send_emails(*, deps: Deps, job_id: UUID) -> Outcome:
+    """Email a finished (completed or failed) job to each of its recipients, once.
 
-    ``kind``: ``retry`` when a recipient waits for another attempt; else ``failed`` when
-    one failed now; else ``sent`` when one was sent now; else ``skipped`` (nothing to do).
+    The outcome is ``retry`` (at the soonest recipient's wait) when a recipient waits for
+    another attempt; else ``failed`` when one failed now; else ``sent`` when one was sent
+    now; else ``skipped`` (nothing to do).
     """
-
-    kind: EmailKind
-    job: ReportJob | None
-    retry_in: float | None = None
-    deliveries: tuple[EmailDelivery, ...] = ()
-
-
-def send_emails(*, deps: Deps, job_id: UUID) -> EmailOutcome:
-    """Email a finished (completed or failed) job to each of its recipients, once."""
     job = deps.repo.get(job_id)
     mail = deps.mail
     if mail is None or job is None or not job.recipients or job.status not in EMAILED:
-        return EmailOutcome("skipped", job)
+        return Outcome("skipped", job)
     mail.deliveries.create(job.id, job.recipients, now=deps.clock())
     content: _Content | None = None
     waits: list[float] = []
@@ -71,7 +61,7 @@ def send_emails(*, deps: Deps, job_id: UUID) -> EmailOutcome:
             continue
         if claimed.attempts > mail.policy.max_attempts:  # its last sender died mid-send
             error = MailFailed("Given up: the last attempt's sender died.", permanent=True)
-            done.append(_record(deps, job, claimed, error=error))
+            done.append(_record(deps, job, claimed, error=error)[0])
             continue
         try:
             content = content or _content(deps, job, mail.policy)
@@ -84,18 +74,17 @@ def send_emails(*, deps: Deps, job_id: UUID) -> EmailOutcome:
             )
             reply = mail.mailer.send(message, recipient=claimed.recipient)
         except AppError as exc:
-            status = _record(deps, job, claimed, error=exc)
-            if status is DeliveryStatus.RETRYING:
-                waits.append(deps.policy.retry.delay(claimed.attempts))
+            status, retry_in = _record(deps, job, claimed, error=exc)
+            if retry_in is not None:
+                waits.append(retry_in)
             done.append(status)
         else:
-            done.append(_record(deps, job, claimed, reply=reply))
-    rows = tuple(mail.deliveries.for_job(job.id))
+            done.append(_record(deps, job, claimed, reply=reply)[0])
     if waits:
-        return EmailOutcome("retry", job, retry_in=min(waits), deliveries=rows)
+        return Outcome("retry", job, retry_in=min(waits))
     if DeliveryStatus.FAILED in done:
-        return EmailOutcome("failed", job, deliveries=rows)
-    return EmailOutcome("sent" if done else "skipped", job, deliveries=rows)
+        return Outcome("failed", job)
+    return Outcome("sent" if done else "skipped", job)
 
 
 def _record(
@@ -105,16 +94,21 @@ def _record(
     *,
     reply: str | None = None,
     error: AppError | None = None,
-) -> DeliveryStatus:
-    """Write the attempt's outcome; count and log it. Returns the status recorded."""
+) -> tuple[DeliveryStatus, float | None]:
+    """Write the attempt's outcome; count and log it.
+
+    Returns:
+        The status recorded, and the wait before the recipient's next attempt (None: none).
+    """
     assert deps.mail is not None
-    status = DeliveryStatus.SENT
+    status, retry_in = DeliveryStatus.SENT, None
     if error is not None:
         temporary = isinstance(error, Unavailable) or (
             isinstance(error, MailFailed) and not error.permanent
         )
-        last = claimed.attempts >= deps.mail.policy.max_attempts
-        status = DeliveryStatus.RETRYING if temporary and not last else DeliveryStatus.FAILED
+        limit = deps.mail.policy.max_attempts
+        retry_in = deps.policy.retry.after(claimed.attempts, limit) if temporary else None
+        status = DeliveryStatus.FAILED if retry_in is None else DeliveryStatus.RETRYING
         reply = error.message
     written = deps.mail.deliveries.finish(
         job.id,
@@ -126,7 +120,7 @@ def _record(
     )
     if written is None:  # reclaimed meanwhile: that sender's outcome counts
         log.warning("report_job.email.fenced", extra={"job_id": str(job.id)})
-        return status
+        return status, retry_in
     deps.observer.job_event(
         f"email_{status.value}",
         job,
@@ -134,7 +128,7 @@ def _record(
         attempt=claimed.attempts,
         reply=reply,
     )
-    return status
+    return status, retry_in
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,31 +12,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from app.domain.errors import AppError, CallbackFailed
 from app.domain.jobs import Artifact, JobStatus, NotifyStatus, ReportJob
+from app.services.delivery import Outcome, OutcomeKind
 from app.services.deps import Deps
 from app.services.emails import send_emails
 
 log = logging.getLogger(__name__)
 
-NotifyKind = Literal["sent", "retry", "failed", "skipped"]
 NOTIFIED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 
 
-@dataclass(frozen=True, slots=True)
-class NotifyOutcome:
-    """What happened; ``retry_in`` tells the backend when to deliver the step again."""
-
-    kind: NotifyKind
-    job: ReportJob | None
-    retry_in: float | None = None
-
-
-def notify(*, deps: Deps, job_id: UUID) -> NotifyOutcome:
+def notify(*, deps: Deps, job_id: UUID) -> Outcome:
     """The notify step, on every backend: the callback (if any), then the emails (if any).
 
     Each part keeps its own ledger, so a retried step redoes only what is left. The step
@@ -51,19 +41,19 @@ def notify(*, deps: Deps, job_id: UUID) -> NotifyOutcome:
     job = parts[1].job or parts[0].job  # the emails' read came after the callback's write
     waits = [p.retry_in or 1.0 for p in parts if p.kind == "retry"]
     if waits:
-        return NotifyOutcome("retry", job, retry_in=min(waits))
+        return Outcome("retry", job, retry_in=min(waits))
     kinds = {p.kind for p in parts}
-    kind: NotifyKind = next((k for k in ("failed", "sent") if k in kinds), "skipped")
-    return NotifyOutcome(kind, job)
+    kind: OutcomeKind = next((k for k in ("failed", "sent") if k in kinds), "skipped")
+    return Outcome(kind, job)
 
 
-def notify_callback(*, deps: Deps, job_id: UUID) -> NotifyOutcome:
+def notify_callback(*, deps: Deps, job_id: UUID) -> Outcome:
     """Send the job's callback once; on a retryable failure, say when to try again."""
     job = deps.repo.get(job_id)
     if job is None or job.callback_url is None or job.status not in NOTIFIED:
-        return NotifyOutcome("skipped", job)
+        return Outcome("skipped", job)
     if job.notification is not None and job.notification.status is not NotifyStatus.RETRYING:
-        return NotifyOutcome("skipped", job)
+        return Outcome("skipped", job)
     attempt = (job.notification.attempts if job.notification else 0) + 1
     try:
         if deps.callbacks is None:
@@ -71,21 +61,21 @@ def notify_callback(*, deps: Deps, job_id: UUID) -> NotifyOutcome:
         deps.callbacks.send(job.callback_url, payload(job), delivery_id=str(job.id))
     except AppError as exc:
         retryable = isinstance(exc, CallbackFailed) and exc.retryable
-        if retryable and attempt < deps.policy.callback_attempts:
+        delay = deps.policy.retry.after(attempt, deps.policy.callback_attempts)
+        if retryable and delay is not None:
             updated = deps.repo.record_notification(
                 job.id, status=NotifyStatus.RETRYING, now=deps.clock(), error=exc.message
             )
-            delay = deps.policy.retry.delay(attempt)
             log.info("report_job.notify.retrying", extra={"attempt": attempt, "retry_in": delay})
-            return NotifyOutcome("retry", updated, retry_in=delay)
+            return Outcome("retry", updated, retry_in=delay)
         updated = deps.repo.record_notification(
             job.id, status=NotifyStatus.FAILED, now=deps.clock(), error=exc.message
         )
         deps.observer.job_event("notify_failed", updated or job, error=exc.code)
-        return NotifyOutcome("failed", updated)
+        return Outcome("failed", updated)
     updated = deps.repo.record_notification(job.id, status=NotifyStatus.SENT, now=deps.clock())
     deps.observer.job_event("notified", updated or job, attempt=attempt)
-    return NotifyOutcome("sent", updated)
+    return Outcome("sent", updated)
 
 
 def payload(job: ReportJob) -> bytes:

@@ -11,42 +11,34 @@ import json
 import logging
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from app.domain.jobs import JobStatus, ReportJob
+from app.services.delivery import Outcome
 from app.services.deps import Deps
 
 log = logging.getLogger(__name__)
 
-PackageKind = Literal["packaged", "skipped", "failed"]
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class PostprocessOutcome:
-    """What packaging did, and the job as last read (None: no such job).
-
-    ``skipped``: not completed, or packaged already; ``failed``: logged, never raised.
-    """
-
-    kind: PackageKind
-    job: ReportJob | None
-
-
-def postprocess_report(*, deps: Deps, job_id: UUID) -> PostprocessOutcome:
+def postprocess_report(*, deps: Deps, job_id: UUID) -> Outcome:
     """Package the job's report with its metadata; skip jobs not completed or done already.
 
-    A failure is logged and reported as ``failed``, never raised: the report itself is
-    complete, and the callback that follows must still go out.
+    The outcome is ``packaged``, ``skipped`` (not completed, or packaged already) or
+    ``failed``: a failure to package is logged, never raised or retried, since the report
+    itself is complete and the callback that follows must still go out.
+
+    Raises:
+        LedgerUnavailable: the ledger did not answer (the delivery is deferred).
     """
     job = deps.repo.get(job_id)
     if job is None or job.status is not JobStatus.COMPLETED or job.artifact is None:
-        return PostprocessOutcome("skipped", job)
+        return Outcome("skipped", job)
     if job.document is not None:
-        return PostprocessOutcome("skipped", job)
+        return Outcome("skipped", job)
     temp = deps.store.temp_path(job.id, "zip")
     try:
         write_package(temp, deps.store.read(job.artifact), metadata(job))
@@ -60,11 +52,11 @@ def postprocess_report(*, deps: Deps, job_id: UUID) -> PostprocessOutcome:
         deps.store.discard(temp)
         log.exception("report_job.postprocess.error", extra={"job_id": str(job.id)})
         deps.observer.job_event("postprocess_failed", job, error=type(exc).__name__)
-        return PostprocessOutcome("failed", job)
+        return Outcome("failed", job)
     deps.repo.record_document(job.id, document, now=deps.clock())
     packaged = deps.repo.get(job.id) or job
     deps.observer.job_event("packaged", packaged, document_sha256=document.sha256)
-    return PostprocessOutcome("packaged", packaged)
+    return Outcome("packaged", packaged)
 
 
 def metadata(job: ReportJob) -> dict[str, Any]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 from uuid import UUID
 
 from app.domain.errors import AppError, LedgerUnavailable, RenderError, Unavailable
-from app.domain.jobs import JobError, JobStatus, ReportJob
+from app.domain.jobs import Artifact, JobError, JobStatus, ReportJob
 from app.domain.ports import JobRepository
 from app.domain.progress import JobCancelled, JobInterrupted
+from app.services.delivery import Outcome
 from app.services.deps import Deps
 from app.services.lost_worker import heartbeat_lost, take_back
 
@@ -21,48 +20,18 @@ log = logging.getLogger(__name__)
 
 _RUNNING = frozenset({JobStatus.RUNNING})
 
-OutcomeKind = Literal[
-    "completed", "failed", "cancelled", "retry", "skipped", "interrupted", "deferred"
-]
 
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    """What happened; ``retry_in`` tells the backend when to deliver the job again.
-
-    A ``skipped`` job running under another worker carries ``retry_in`` too: when its
-    heartbeat would be stale, so that a delivery racing a lost worker can try again.
-    ``deferred``: the ledger did not answer; deliver the job again in ``retry_in`` (nothing
-    was decided: a job claimed before the outage is taken back once its heartbeat is stale).
-    """
-
-    kind: OutcomeKind
-    job: ReportJob | None
-    retry_in: float | None = None
-
-
-def run_report(*, deps: Deps, job_id: UUID) -> RunOutcome:
-    """Claim the job, render it, store the artifact and record the outcome (see ``_run``).
-
-    The outcome is ``deferred`` when the ledger does not answer, so that the backend
-    delivers the job again.
-    """
-    try:
-        return _run(deps, job_id)
-    except LedgerUnavailable:
-        retry_in = deps.policy.retry.jittered(1.0)  # from 1 s: the ledger's outages are short
-        log.warning("report_job.run.deferred", extra={"retry_in": round(retry_in, 3)})
-        return RunOutcome("deferred", None, retry_in=retry_in)
-
-
-def _run(deps: Deps, job_id: UUID) -> RunOutcome:
+def run_report(*, deps: Deps, job_id: UUID) -> Outcome:
     """Claim the job, render it, store the artifact and record the outcome.
 
     A job that is not claimable (already running elsewhere, finished, cancelled, unknown)
     is skipped: that is what makes a duplicate delivery harmless. Every write that takes
-    the job out of ``running`` names this worker: one paused past the heartbeat timeout,
-    whose job another worker reclaimed, is refused, discards its own artifact (published
-    under its attempt, never the winner's path) and is skipped too.
+    the job out of ``running`` names this worker (:func:`_leave_running`): one paused past
+    the heartbeat timeout, whose job another worker reclaimed, is refused, discards its own
+    artifact (published under its attempt, never the winner's path) and is skipped too.
+
+    Raises:
+        LedgerUnavailable: the ledger did not answer (the delivery is deferred).
     """
     job = deps.repo.transition(job_id, JobStatus.RUNNING, now=deps.clock(), worker=deps.worker_id)
     if job is None:
@@ -94,17 +63,11 @@ def _run(deps: Deps, job_id: UUID) -> RunOutcome:
         return _let_go(deps, job)
     except JobInterrupted:
         deps.store.discard(temp)
-        requeued = deps.repo.transition(
-            job.id,
-            JobStatus.QUEUED,
-            now=deps.clock(),
-            expected=_RUNNING,
-            expected_worker=deps.worker_id,
-        )
+        requeued = _leave_running(deps, job, JobStatus.QUEUED)
         if requeued is None:
             return _let_go(deps, job)
         log.info("report_job.run.interrupted", extra={"requeued": True})
-        return RunOutcome("interrupted", requeued)
+        return Outcome("interrupted", requeued)
     except Exception as exc:
         deps.store.discard(temp)
         return _record_failure(deps, job, exc)
@@ -112,14 +75,7 @@ def _run(deps: Deps, job_id: UUID) -> RunOutcome:
         deps.store.discard(temp)
         raise
     try:
-        done = deps.repo.transition(
-            job.id,
-            JobStatus.COMPLETED,
-            now=deps.clock(),
-            expected=_RUNNING,
-            expected_worker=deps.worker_id,
-            artifact=artifact,
-        )
+        done = _leave_running(deps, job, JobStatus.COMPLETED, artifact=artifact)
     except LedgerUnavailable:  # not recorded: the attempt that completes will publish its own
         deps.store.delete(artifact)
         raise
@@ -127,10 +83,30 @@ def _run(deps: Deps, job_id: UUID) -> RunOutcome:
         deps.store.delete(artifact)
         return _let_go(deps, job)
     deps.observer.job_event("completed", done)
-    return RunOutcome("completed", done)
+    return Outcome("completed", done)
 
 
-def _let_go(deps: Deps, job: ReportJob) -> RunOutcome:
+def _leave_running(
+    deps: Deps,
+    job: ReportJob,
+    status: JobStatus,
+    *,
+    error: JobError | None = None,
+    artifact: Artifact | None = None,
+) -> ReportJob | None:
+    """Move the job out of ``running``, only while it is still this worker's (else None)."""
+    return deps.repo.transition(
+        job.id,
+        status,
+        now=deps.clock(),
+        expected=_RUNNING,
+        expected_worker=deps.worker_id,
+        error=error,
+        artifact=artifact,
+    )
+
+
+def _let_go(deps: Deps, job: ReportJob) -> Outcome:
     """The outcome once the ledger refused this worker's write: ``cancelled`` or ``skipped``.
 
     The job was cancelled, or another worker reclaimed it (this one was paused past the
@@ -139,7 +115,7 @@ def _let_go(deps: Deps, job: ReportJob) -> RunOutcome:
     current = deps.repo.get(job.id)
     if current is not None and current.status is JobStatus.CANCELLED:
         log.info("report_job.run.stopped", extra={"reason": "cancelled"})
-        return RunOutcome("cancelled", current)
+        return Outcome("cancelled", current)
     log.warning(
         "report_job.run.superseded",
         extra={
@@ -149,10 +125,10 @@ def _let_go(deps: Deps, job: ReportJob) -> RunOutcome:
             "current_worker": current.worker if current else None,
         },
     )
-    return RunOutcome("skipped", current)
+    return Outcome("skipped", current)
 
 
-def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcome]:
+def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, Outcome]:
     """Take over a running job whose heartbeat is stale (its worker is gone), or skip.
 
     A job with a fresh heartbeat is never taken: the conditional update re-checks it.
@@ -166,13 +142,13 @@ def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcom
             why = heartbeat_lost(timeout)
             taken = take_back(deps, current, why=why, stale_before=stale_before, claim=True)
             if taken is not None and taken.status is JobStatus.FAILED:
-                return None, RunOutcome("failed", taken)
+                return None, Outcome("failed", taken)
             if taken is not None:
                 log.warning(
                     "report_job.run.reclaimed",
                     extra={"lost_worker": current.worker, "worker": deps.worker_id},
                 )
-                return taken, RunOutcome("skipped", taken)
+                return taken, Outcome("skipped", taken)
         current = deps.repo.get(job_id) or current
     retry_in = None
     running = current is not None and current.status is JobStatus.RUNNING
@@ -183,10 +159,10 @@ def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, RunOutcom
         "report_job.run.skipped",
         extra={"status": current.status if current else "missing", "worker": deps.worker_id},
     )
-    return None, RunOutcome("skipped", current, retry_in=retry_in)
+    return None, Outcome("skipped", current, retry_in=retry_in)
 
 
-def _record_failure(deps: Deps, job: ReportJob, exc: Exception) -> RunOutcome:
+def _record_failure(deps: Deps, job: ReportJob, exc: Exception) -> Outcome:
     if isinstance(exc, AppError):
         error = JobError(exc.code, exc.message)
         # A renderer says whether it may succeed next time; an unreachable dependency
@@ -196,23 +172,16 @@ def _record_failure(deps: Deps, job: ReportJob, exc: Exception) -> RunOutcome:
         log.exception("report_job.run.error")
         error = JobError("RENDER_FAILED", f"{type(exc).__name__}: {exc}")
         retryable = True
-    retry = retryable and job.attempts < job.max_attempts
-    updated = deps.repo.transition(
-        job.id,
-        JobStatus.RETRYING if retry else JobStatus.FAILED,
-        now=deps.clock(),
-        expected=_RUNNING,
-        expected_worker=deps.worker_id,
-        error=error,
-    )
+    delay = deps.policy.retry.after(job.attempts, job.max_attempts) if retryable else None
+    status = JobStatus.FAILED if delay is None else JobStatus.RETRYING
+    updated = _leave_running(deps, job, status, error=error)
     if updated is None:
         return _let_go(deps, job)
-    if retry:
-        delay = deps.policy.retry.delay(job.attempts)
+    if delay is not None:
         deps.observer.job_event("retrying", updated, error=error.code, retry_in=delay)
-        return RunOutcome("retry", updated, retry_in=delay)
+        return Outcome("retry", updated, retry_in=delay)
     deps.observer.job_event("failed", updated, error=error.code)
-    return RunOutcome("failed", updated)
+    return Outcome("failed", updated)
 
 
 class LedgerProgress:

@@ -1,4 +1,4 @@
-"""Celery tasks: parse the id, call the service, map the outcome. Nothing else.
+"""Celery tasks: parse the id, deliver the step, carry out the decision. Nothing else.
 
 :func:`register_report_tasks` defines them on the worker's app, which the composition
 root builds (:func:`app.bootstrap.celery_worker_app`). Start a worker with
@@ -18,15 +18,10 @@ from celery.worker import state as worker_state
 from celery.worker.request import Request
 
 from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT
-from app.core.config import Settings, get_settings
+from app.core.config import get_settings
 from app.core.logging import setup_logging
-from app.domain.errors import LedgerUnavailable
-from app.domain.jobs import Backend, JobError, worker_name
-from app.services.delivery import next_delivery
-from app.services.notify import notify
-from app.services.pipeline import fail_lost_attempt
-from app.services.postprocess import postprocess_report
-from app.services.run_report import run_report
+from app.domain.jobs import Backend, JobError, Step, worker_name
+from app.services.pipeline import deliver, fail_lost_attempt
 from app.workers import (
     close_worker_container,
     job_context,
@@ -66,44 +61,44 @@ class ReportTask(Task[[str], str]):
     Request = f"{__name__}:ReportRequest"
 
 
-def register_report_tasks(app: Celery, settings: Settings) -> None:
+def register_report_tasks(app: Celery) -> None:
     """Define the render, document, notify and ping tasks on ``app``."""
-    #: While the ledger is down, follow-up steps come back with backoff, never dropped.
-    ledger_retry: dict[str, Any] = {
-        "autoretry_for": (LedgerUnavailable,),
-        "retry_backoff": True,
-        "retry_backoff_max": settings.defer_max_seconds,
+    delivery: dict[str, Any] = {
+        "bind": True,
+        "acks_late": True,
+        "reject_on_worker_lost": True,
+        "max_retries": None,  # the delivery engine and the ledger's attempts bound it
+        # shared=False, here and for the system tasks: a task belongs to the app it is
+        # defined on (Celery's default adds it to every app made later in the process).
+        "shared": False,
     }
-    delivery: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
-    # shared=False, here and for the system tasks: a task belongs to the app it is defined
-    # on (Celery's default adds it to every app made later in the process).
 
-    @app.task(name=RUN_REPORT, base=ReportTask, max_retries=None, shared=False, **delivery)
+    @app.task(name=RUN_REPORT, base=ReportTask, **delivery)
     def run_report_task(self: ReportTask, job_id: str) -> str:
-        deps = worker_deps(Backend.CELERY)
-        with job_context(job_id) as uid:
-            outcome = run_report(deps=deps, job_id=uid)
-        delay = next_delivery(outcome, policy=deps.policy, deliveries=self.request.retries)
-        if delay is not None:  # the policy and the ledger's attempts bound it, not Celery
-            raise self.retry(countdown=delay, max_retries=None)
-        return outcome.kind
+        return _deliver(self, Step.RENDER, job_id)
 
-    @app.task(name=POSTPROCESS, max_retries=None, shared=False, **delivery, **ledger_retry)
+    @app.task(name=POSTPROCESS, **delivery)
     def postprocess_task(self: Task[[str], str], job_id: str) -> str:
-        with job_context(job_id) as uid:
-            return postprocess_report(deps=worker_deps(Backend.CELERY), job_id=uid).kind
+        return _deliver(self, Step.DOCUMENT, job_id)
 
-    @app.task(name=NOTIFY, max_retries=None, shared=False, **delivery, **ledger_retry)
+    @app.task(name=NOTIFY, **delivery)
     def notify_task(self: Task[[str], str], job_id: str) -> str:
-        with job_context(job_id) as uid:
-            outcome = notify(deps=worker_deps(Backend.CELERY), job_id=uid)
-        if outcome.kind == "retry":
-            raise self.retry(countdown=outcome.retry_in or 1.0)
-        return outcome.kind
+        return _deliver(self, Step.NOTIFY, job_id)
 
     @app.task(name=PING, shared=False)
     def ping_task() -> str:
         return "pong"
+
+
+def _deliver(task: Task[[str], str], step: Step, job_id: str) -> str:
+    """One delivery of ``step``; its next one, if decided, is a retry with a countdown."""
+    with job_context(job_id) as uid:
+        done = deliver(
+            step, deps=worker_deps(Backend.CELERY), job_id=uid, deliveries=task.request.retries
+        )
+    if done.again is not None:
+        raise task.retry(countdown=done.again, max_retries=None)
+    return done.outcome.kind
 
 
 @signals.setup_logging.connect

@@ -1,56 +1,42 @@
-"""RQ job functions: parse the id, call the service, map the outcome. Nothing else.
+"""RQ job functions: parse the id, deliver the step, carry out the decision. Nothing else.
 
-A ``retry`` outcome raises :class:`RetryRequested`, so RQ's ``Retry`` (set at enqueue
-time) delivers the job again; every other outcome is already recorded in the ledger.
+A step to be delivered again returns RQ's ``Retry`` with the decided interval: RQ
+schedules the same RQ job (its dependents keep waiting for it), and its count of retries
+is only the count of deliveries; the ledger counts the attempts and decides the last.
 """
 
 from __future__ import annotations
 
-import time
+import math
 
-from app.domain.errors import AppError
-from app.domain.jobs import Backend
-from app.services.delivery import next_delivery
-from app.services.notify import notify
-from app.services.postprocess import postprocess_report
-from app.services.run_report import run_report
+from rq import Retry, get_current_job
+
+from app.domain.jobs import Backend, Step
+from app.services.pipeline import deliver
 from app.workers import job_context, worker_deps
 
 
-class RetryRequested(AppError):
-    """Raised so that RQ schedules the job's next attempt; the ledger says ``retrying``."""
+def run_report_job(job_id: str) -> str | Retry:
+    """The render step."""
+    return _deliver(Step.RENDER, job_id)
 
-    code = "RETRY_REQUESTED"
+
+def postprocess_job(job_id: str) -> str | Retry:
+    """The document step."""
+    return _deliver(Step.DOCUMENT, job_id)
 
 
-def run_report_job(job_id: str) -> str:
-    """RQ cannot delay one delivery: the work horse waits in place for what the delivery
-    policy says (the ledger back, a lost worker's heartbeat gone stale), within
-    ``DEFER_BUDGET_SECONDS``; an attempt's retry goes through RQ's ``Retry``."""
-    deps = worker_deps(Backend.RQ)
+def notify_job(job_id: str) -> str | Retry:
+    """The notify step."""
+    return _deliver(Step.NOTIFY, job_id)
+
+
+def _deliver(step: Step, job_id: str) -> str | Retry:
+    current = get_current_job()
+    deliveries = (current.number_of_retries or 0) if current is not None else 0
     with job_context(job_id) as uid:
-        outcome = run_report(deps=deps, job_id=uid)
-        deliveries, waited = 0, 0.0
-        while outcome.kind in ("deferred", "skipped"):
-            delay = next_delivery(outcome, policy=deps.policy, deliveries=deliveries)
-            if delay is None or waited + delay > deps.policy.defer_budget_seconds:
-                break
-            time.sleep(delay)
-            deliveries, waited = deliveries + 1, waited + delay
-            outcome = run_report(deps=deps, job_id=uid)
-    if outcome.kind in ("retry", "interrupted", "deferred"):
-        raise RetryRequested(f"attempt {outcome.job.attempts if outcome.job else '?'} failed")
-    return outcome.kind
-
-
-def postprocess_job(job_id: str) -> str:
-    with job_context(job_id) as uid:
-        return postprocess_report(deps=worker_deps(Backend.RQ), job_id=uid).kind
-
-
-def notify_job(job_id: str) -> str:
-    with job_context(job_id) as uid:
-        outcome = notify(deps=worker_deps(Backend.RQ), job_id=uid)
-    if outcome.kind == "retry":
-        raise RetryRequested("callback or email delivery failed; RQ retries it")
-    return outcome.kind
+        done = deliver(step, deps=worker_deps(Backend.RQ), job_id=uid, deliveries=deliveries)
+    if done.again is None:
+        return done.outcome.kind
+    # one more delivery, after the decided wait (RQ schedules in whole seconds)
+    return Retry(max=deliveries + 1, interval=math.ceil(done.again))
