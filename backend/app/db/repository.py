@@ -532,18 +532,9 @@ def _utc(text_: str) -> datetime:
 
 def _artifact_columns(artifact: Artifact | None) -> dict[str, Any]:
     """The artifact's columns (all None without one)."""
-    values = (
-        (
-            artifact.key,
-            artifact.filename,
-            artifact.content_type,
-            artifact.size_bytes,
-            artifact.sha256,
-        )
-        if artifact is not None
-        else (None,) * len(_ARTIFACT_COLUMNS)
-    )
-    return dict(zip(_ARTIFACT_COLUMNS, values, strict=True))
+    if artifact is None:
+        return dict.fromkeys(_ARTIFACT_COLUMNS)
+    return dict(zip(_ARTIFACT_COLUMNS, artifact.as_dict(key=True).values(), strict=True))
 
 
 def _to_values(job: ReportJob) -> dict[str, Any]:
