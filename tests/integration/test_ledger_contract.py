@@ -62,6 +62,13 @@ def leave(target: JobStatus, worker: str, **written: Any) -> Step:
     )
 
 
+def take_back(target: JobStatus, worker: str, error: JobError) -> Step:
+    """Recovery moves ``worker``'s run, stale by now, to ``target`` with ``error``."""
+    return lambda r, i, t: r.transition(
+        i, target, now=t, expected=_NONE, stale_before=t, expected_worker=worker, error=error
+    )
+
+
 def progress(worker: str) -> Step:
     return lambda r, i, t: _progress(r, i, t, worker)
 
@@ -109,27 +116,11 @@ SCENARIOS: dict[str, list[Step]] = {
     ],
     "a stale run fails lost": [
         claim("w1"),
-        lambda r, i, t: r.transition(
-            i,
-            JobStatus.FAILED,
-            now=t,
-            expected=_NONE,
-            stale_before=t,
-            expected_worker="w1",
-            error=BOOM,
-        ),
+        take_back(JobStatus.FAILED, "w1", BOOM),
     ],
     "a stale run is requeued with its error, then runs again": [
         claim("w1"),
-        lambda r, i, t: r.transition(
-            i,
-            JobStatus.QUEUED,
-            now=t,
-            expected=_NONE,
-            stale_before=t,
-            expected_worker="w1",
-            error=GONE,
-        ),
+        take_back(JobStatus.QUEUED, "w1", GONE),
         claim("w2"),
         leave(JobStatus.COMPLETED, "w2", artifact=ARTIFACT),
     ],
