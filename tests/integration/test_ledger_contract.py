@@ -4,6 +4,12 @@ Both get the same calls; after each, the snapshots must be equal (the fake appli
 domain's ``enter``, the SQL repository its own UPDATE built from the same ``ENTRIES``).
 A drift in either — a column one sets and the other forgets, a condition one checks and
 the other does not — fails here.
+
+The attempt timeline is built once, by the domain's ``log_attempts``; the SQL repository
+writes it within the same UPDATE, in each dialect's JSON functions
+(``app.db.transitions.logged_attempts``). The snapshots compared include it, and the
+scenarios end an attempt in every way it can end (the last test checks that they do), so
+each branch of the SQL timeline is checked against the domain's, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import pytest
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
 from app.domain.jobs import (
+    LOST,
     Artifact,
     Backend,
     JobError,
@@ -36,6 +43,7 @@ _RUNNING = frozenset({JobStatus.RUNNING})
 _NONE: frozenset[JobStatus] = frozenset()
 ARTIFACT = Artifact("k/1/r.pdf", "r.pdf", "application/pdf", 10, "ab" * 32)
 BOOM = JobError("BOOM", "it broke")
+GONE = JobError("WORKER_LOST", "its worker was lost")
 
 
 def claim(worker: str) -> Step:
@@ -51,6 +59,13 @@ def leave(target: JobStatus, worker: str, **written: Any) -> Step:
         expected=_RUNNING,
         expected_worker=worker,
         **written,
+    )
+
+
+def take_back(target: JobStatus, worker: str, error: JobError) -> Step:
+    """Recovery moves ``worker``'s run, stale by now, to ``target`` with ``error``."""
+    return lambda r, i, t: r.transition(
+        i, target, now=t, expected=_NONE, stale_before=t, expected_worker=worker, error=error
     )
 
 
@@ -101,15 +116,17 @@ SCENARIOS: dict[str, list[Step]] = {
     ],
     "a stale run fails lost": [
         claim("w1"),
-        lambda r, i, t: r.transition(
-            i,
-            JobStatus.FAILED,
-            now=t,
-            expected=_NONE,
-            stale_before=t,
-            expected_worker="w1",
-            error=BOOM,
-        ),
+        take_back(JobStatus.FAILED, "w1", BOOM),
+    ],
+    "a stale run is requeued with its error, then runs again": [
+        claim("w1"),
+        take_back(JobStatus.QUEUED, "w1", GONE),
+        claim("w2"),
+        leave(JobStatus.COMPLETED, "w2", artifact=ARTIFACT),
+    ],
+    "a running job is cancelled": [
+        claim("w1"),
+        lambda r, i, t: r.transition(i, JobStatus.CANCELLED, now=t),
     ],
 }
 
@@ -146,7 +163,33 @@ def test_the_sql_ledger_and_the_fake_agree(sql: SqlJobRepository, name: str) -> 
         now = t0 + timedelta(minutes=minute)
         got = [step(repo, job.id, now) for repo in (sql, fake)]
         assert (got[0] is None) == (got[1] is None), f"step {minute}: {got}"
-        assert sql.get(job.id) == fake.get(job.id), f"step {minute}"
+        after = sql.get(job.id)
+        assert after is not None
+        assert after.attempt_log == fake.jobs[job.id].attempt_log, f"step {minute}: timeline"
+        assert after == fake.get(job.id), f"step {minute}"
+
+
+def test_the_scenarios_end_attempts_every_way() -> None:
+    """Every way ``log_attempts`` ends an attempt (and starts one) occurs in a scenario."""
+    outcomes: set[tuple[str | None, str | None]] = set()
+    for steps in SCENARIOS.values():
+        fake = MemoryRepository()
+        t0 = utcnow()
+        job = _queued("scenarios", t0)
+        fake.add(job)
+        for minute, step in enumerate(steps, start=1):
+            step(fake, job.id, t0 + timedelta(minutes=minute))
+        outcomes |= {(a.outcome, a.error_code) for a in fake.jobs[job.id].attempt_log}
+    assert outcomes >= {
+        (None, None),  # still running
+        (LOST, None),  # reclaimed by another worker
+        ("completed", None),
+        ("retrying", "BOOM"),
+        ("failed", "BOOM"),
+        ("queued", None),
+        ("queued", "WORKER_LOST"),
+        ("cancelled", None),
+    }
 
 
 def test_list_filters_agree(sql: SqlJobRepository) -> None:

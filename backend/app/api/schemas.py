@@ -113,7 +113,6 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: ReportJob, emails: Sequence[EmailDelivery] = ()) -> JobOut:
-        a = job.artifact
         return cls(
             id=job.id,
             report_type=job.report_type,
@@ -129,14 +128,7 @@ class JobOut(BaseModel):
             error=JobErrorOut(code=job.error.code, message=job.error.message)
             if job.error
             else None,
-            artifact=ArtifactOut(
-                filename=a.filename,
-                content_type=a.content_type,
-                size_bytes=a.size_bytes,
-                sha256=a.sha256,
-            )
-            if a
-            else None,
+            artifact=ArtifactOut(**job.artifact.as_dict()) if job.artifact else None,
             created_at=job.created_at,
             queued_at=job.queued_at,
             started_at=job.started_at,

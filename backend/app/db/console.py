@@ -10,7 +10,7 @@ from sqlalchemy import Engine, Select, Table, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import ApiKeyRow, ConsoleSessionRow, ReportJobRow
-from app.db.repository import keyset_page
+from app.db.paging import keyset_page
 from app.domain.auth import Role
 from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.jobs import Backend, JobStatus

@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.job_rows import to_job
 from app.db.models import DailyStatsRow, EmailDeliveryRow, PeriodicRunRow, ReportJobRow
-from app.db.repository import to_job
 from app.domain.jobs import TERMINAL, Backend, JobStatus, ReportJob, ReportType
 from app.domain.ports import DailyStats, JobTiming
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, Table, delete, insert, select, update
 from sqlalchemy.engine import Row
 
 from app.db.models import ScheduleRow
-from app.db.repository import keyset_rows
+from app.db.paging import keyset_rows
 from app.domain.jobs import ReportType
 from app.domain.ports import Cursor
 from app.domain.schedules import Preset, Schedule

@@ -348,6 +348,23 @@ class Artifact:
     size_bytes: int
     sha256: str
 
+    def as_dict(self, *, key: bool = False) -> dict[str, Any]:
+        """The file as the API, the callback and the package describe it.
+
+        Args:
+            key: Also give the store's key, first (the ledger's columns, in their order).
+
+        Returns:
+            ``filename``, ``content_type``, ``size_bytes`` and ``sha256``, in that order.
+        """
+        described = {
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+        }
+        return {"key": self.key, **described} if key else described
+
 
 @dataclass(frozen=True, slots=True)
 class JobError:

@@ -23,7 +23,13 @@ from app.domain.ports import (
     OpsRecorder,
 )
 from app.services.deps import Deps
-from app.services.lost_worker import heartbeat_lost, take_back
+from app.services.lost_worker import (
+    heartbeat_lost,
+    is_stale,
+    redispatch,
+    stale_before,
+    take_back,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ PERIODS = {
 }
 
 _MAX_BATCHES = 50
-_PENDING = frozenset({JobStatus.PENDING})
+_DISPATCH_FAILED = "housekeeping.recover.dispatch_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,17 +183,9 @@ def recover_stuck(*, deps: Deps, kit: Housekeeping) -> PeriodicOutcome:
 def _redispatch(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
     redispatched = 0
     for job in kit.ops.stale_waiting(now - kit.policy.queued_after, limit=kit.policy.batch):
-        try:
-            deps.dispatcher.dispatch(job)
-        except Unavailable as exc:
-            log.warning(
-                "housekeeping.recover.dispatch_failed",
-                extra={"job_id": str(job.id), "error": exc.code},
-            )
+        if not redispatch(deps, job, failed_event=_DISPATCH_FAILED, now=now):
             continue
         kit.ops.mark_redispatched(job.id, now=now)
-        if job.status is JobStatus.PENDING:
-            deps.repo.transition(job.id, JobStatus.QUEUED, now=now, expected=_PENDING)
         deps.observer.job_event("redispatched", job)
         redispatched += 1
     return {"redispatched": redispatched}
@@ -200,25 +198,23 @@ def _lost(deps: Deps, kit: Housekeeping, now: datetime) -> dict[str, int]:
     while attempts remain, else failed ``WORKER_LOST``.
     """
     timeout = deps.policy.heartbeat_timeout
-    stale_before = now - timedelta(seconds=timeout)
+    cutoff = stale_before(now, timeout)
     requeued = failed = 0
-    # A heartbeat is never older than its claim: every stale job started before stale_before.
-    for job in kit.ops.running_since(stale_before):
-        if job.updated_at >= stale_before:
+    # A heartbeat is never older than its claim: every stale job started before the cutoff.
+    for job in kit.ops.running_since(cutoff):
+        if not is_stale(job, now, timeout):
             continue
         # The update re-checks it all: a heartbeat since, or another worker's claim, wins.
         why = heartbeat_lost(timeout)
-        moved = take_back(deps, job, why=why, stale_before=stale_before)
+        moved = take_back(deps, job, why=why, stale_before=cutoff)
         if moved is None:
             continue
         if moved.status is JobStatus.FAILED:
             failed += 1
             continue
         requeued += 1
-        try:
-            deps.dispatcher.dispatch(moved)
-        except Unavailable:  # still queued: the next runs re-dispatch it
-            log.warning("housekeeping.recover.dispatch_failed", extra={"job_id": str(job.id)})
+        # Still queued when no backend takes it: the next runs re-dispatch it.
+        redispatch(deps, moved, failed_event=_DISPATCH_FAILED, now=now)
     return {"requeued": requeued, "failed": failed}
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from app.domain.errors import AppError, CallbackFailed
-from app.domain.jobs import Artifact, JobStatus, NotifyStatus, ReportJob
+from app.domain.jobs import JobStatus, NotifyStatus, ReportJob
 from app.services.delivery import Outcome, OutcomeKind
 from app.services.deps import Deps
 from app.services.emails import send_emails
@@ -89,22 +89,11 @@ def payload(job: ReportJob) -> bytes:
             "params": job.params,
             "attempts": job.attempts,
             "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
-            "artifact": _artifact(job.artifact),
-            "document": _artifact(job.document),
+            "artifact": job.artifact.as_dict() if job.artifact else None,
+            "document": job.document.as_dict() if job.document else None,
             "created_at": job.created_at.isoformat(),
             "started_at": job.started_at.isoformat() if job.started_at else None,
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         },
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _artifact(artifact: Artifact | None) -> dict[str, Any] | None:
-    if artifact is None:
-        return None
-    return {
-        "filename": artifact.filename,
-        "content_type": artifact.content_type,
-        "size_bytes": artifact.size_bytes,
-        "sha256": artifact.sha256,
-    }

@@ -69,12 +69,7 @@ def metadata(job: ReportJob) -> dict[str, Any]:
         "attempts": job.attempts,
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "report": {
-            "filename": job.artifact.filename,
-            "content_type": job.artifact.content_type,
-            "size_bytes": job.artifact.size_bytes,
-            "sha256": job.artifact.sha256,
-        },
+        "report": job.artifact.as_dict(),
     }
 
 

@@ -6,10 +6,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from app.domain.errors import Unavailable
 from app.domain.jobs import Backend, JobStatus
 from app.services.deps import Deps
-from app.services.lost_worker import take_back
+from app.services.lost_worker import redispatch, take_back
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +50,8 @@ def recover_unfinished(
                 failed += 1
                 continue
             current = taken
-        try:
-            deps.dispatcher.dispatch(current)
-        except Unavailable:
-            log.warning("report_job.recovery.dispatch_failed", extra={"job_id": str(job.id)})
-            continue
-        if current.status is JobStatus.PENDING:
-            deps.repo.transition(
-                job.id, JobStatus.QUEUED, now=deps.clock(), expected=frozenset({JobStatus.PENDING})
-            )
-        redispatched += 1
+        if redispatch(deps, current, failed_event="report_job.recovery.dispatch_failed"):
+            redispatched += 1
     report = RecoveryReport(redispatched, failed, left_alone)
     log.info("report_job.recovery.done", extra={"backend": backend.value, **asdict(report)})
     return report

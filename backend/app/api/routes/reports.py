@@ -8,6 +8,7 @@ enqueue request makes one hop in all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
@@ -81,63 +82,87 @@ def _params(
     return body.split()
 
 
-@router.post(
-    "/dummy",
-    status_code=200,
-    response_model=JobOut,
-    responses=_ENQUEUE_RESPONSES,
-    summary="Enqueue the RQ-era dummy report",
-)
-async def enqueue_dummy(
-    request: Request,
-    caller: Caller,
-    response: Response,
-    query: Annotated[DummyQuery, Query()],
-    idempotency_key: IdempotencyKey = None,
-    body: OptionalBody = None,
-) -> JobOut:
-    """Parameters in the query string (as in the RQ era) or in a JSON body, not both.
-
-    200 with the new job, or with the first job for an Idempotency-Key replay
-    (``Idempotent-Replayed: true``).
-    """
-    report_type, params = _params(body, query)
-    if report_type not in (None, ReportType.DUMMY):
+def _dummy(chosen: ReportType | None) -> ReportType:
+    if chosen not in (None, ReportType.DUMMY):
         raise InvalidInput(
-            f"/reports/dummy makes dummy reports; send {report_type} to /reports/heavy.",
+            f"/reports/dummy makes dummy reports; send {chosen} to /reports/heavy.",
             code="INVALID_REPORT_TYPE",
         )
-    return await _submit(request, caller, response, ReportType.DUMMY, params, idempotency_key)
+    return ReportType.DUMMY
 
 
-@router.post(
-    "/heavy",
-    status_code=200,
-    response_model=JobOut,
-    responses=_ENQUEUE_RESPONSES,
-    summary="Enqueue a heavy report (pdf, excel, analysis)",
-)
-async def enqueue_heavy(
-    request: Request,
-    caller: Caller,
-    response: Response,
-    query: Annotated[HeavyQuery, Query()],
-    idempotency_key: IdempotencyKey = None,
-    body: OptionalBody = None,
-) -> JobOut:
-    """`report_type` pdf, excel or analysis; parameters in the query string or a JSON body.
-
-    200 with the new job, or with the first job for an Idempotency-Key replay
-    (``Idempotent-Replayed: true``).
-    """
-    chosen, params = _params(body, query)
+def _heavy(chosen: ReportType | None) -> ReportType:
     if chosen not in HEAVY:
         raise InvalidInput(
             "report_type must be one of pdf, excel, analysis"
             + (" (dummy reports go to /reports/dummy)." if chosen else "."),
             code="INVALID_REPORT_TYPE",
         )
-    return await _submit(request, caller, response, chosen, params, idempotency_key)
+    return chosen
+
+
+def _enqueue_route(
+    name: str,
+    form: type[RequestForm],
+    report_type: Callable[[ReportType | None], ReportType],
+    *,
+    summary: str,
+    doc: str,
+) -> None:
+    """Add ``POST /<name>``: the enqueue routes share this one body.
+
+    They differ by their query form (``form``, in OpenAPI), their documentation, and which
+    report type they make of the one asked (``report_type``, which refuses the others).
+    """
+
+    async def enqueue(
+        request: Request,
+        caller: Caller,
+        response: Response,
+        query: RequestForm,
+        idempotency_key: IdempotencyKey = None,
+        body: OptionalBody = None,
+    ) -> JobOut:
+        chosen, params = _params(body, query)
+        return await _submit(
+            request, caller, response, report_type(chosen), params, idempotency_key
+        )
+
+    enqueue.__doc__ = doc
+    enqueue.__annotations__["query"] = Annotated[form, Query()]  # the route's own form
+    router.add_api_route(
+        f"/{name}",
+        enqueue,
+        methods=["POST"],
+        name=f"enqueue_{name}",
+        status_code=200,
+        response_model=JobOut,
+        responses=_ENQUEUE_RESPONSES,
+        summary=summary,
+    )
+
+
+_REPLAY_DOC = """
+
+200 with the new job, or with the first job for an Idempotency-Key replay
+(``Idempotent-Replayed: true``).
+"""
+_enqueue_route(
+    "dummy",
+    DummyQuery,
+    _dummy,
+    summary="Enqueue the RQ-era dummy report",
+    doc="Parameters in the query string (as in the RQ era) or in a JSON body, not both."
+    + _REPLAY_DOC,
+)
+_enqueue_route(
+    "heavy",
+    HeavyQuery,
+    _heavy,
+    summary="Enqueue a heavy report (pdf, excel, analysis)",
+    doc="`report_type` pdf, excel or analysis; parameters in the query string or a JSON body."
+    + _REPLAY_DOC,
+)
 
 
 async def _submit(
