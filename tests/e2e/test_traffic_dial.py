@@ -47,7 +47,11 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     data = tmp_path_factory.mktemp("traffic")
-    settings = {"TRAFFIC_GUARD_WINDOW": "300", "TRAFFIC_GUARD_MIN_JOBS": str(MIN_JOBS)}
+    settings = {
+        "TRAFFIC_GUARD_WINDOW": "300",
+        "TRAFFIC_GUARD_MIN_JOBS": str(MIN_JOBS),
+        "LOG_LEVEL": "DEBUG",  # the guard's record of each judgement (traffic.guard.checked)
+    }
     with migration_fleet(data, apis=2, **settings) as ([a, b], url):
         yield Fleet(a, b, url)
 
@@ -215,6 +219,17 @@ def test_the_guard_rolls_back_a_step_that_makes_celery_fail(fleet: Fleet) -> Non
     assert set(rows(fleet, again).values()) == {("rq", "completed")}
 
 
+def guard_checks(server: LiveServer) -> list[dict[str, Any]]:
+    """The ``traffic.guard.checked`` records of ``server``: one per judgement of its guard."""
+    return [
+        record
+        for line in server.logs().splitlines()
+        if "traffic.guard.checked" in line and line.startswith("{")
+        for record in [json.loads(line)]
+        if record.get("event") == "traffic.guard.checked"
+    ]
+
+
 def test_a_pinned_dial_is_not_rolled_back(fleet: Fleet) -> None:
     reset(fleet)
     counted = rollbacks(fleet)
@@ -222,7 +237,14 @@ def test_a_pinned_dial_is_not_rolled_back(fleet: Fleet) -> None:
     wait_until(lambda: applied(fleet.b, moved["version"]), APPLY_BOUND, 0.05)
     failing = [enqueue(fleet.b, simulate_failures=5) for _ in range(MIN_JOBS)]
     assert set(rows(fleet, failing).values()) == {("celery", "failed")}
-    time.sleep(2.0)  # four guard intervals
+    # Both replicas' guards judge the pinned dial after the failures are in the ledger: two
+    # more records each (the first may have begun before), every one of them on the pinned
+    # version, and the guard left it alone.
+    for server in fleet.apis():
+        seen = len(guard_checks(server))
+        wait_until(lambda s=server, n=seen: len(guard_checks(s)) >= n + 2, 10, 0.1)
+        after = guard_checks(server)[seen:]
+        assert {(c["action"], c["version"]) for c in after} == {("skipped", moved["version"])}
     state = dial(fleet.b)
     assert (state["celery_percent"], state["pinned"], state["version"]) == (
         100,

@@ -16,13 +16,16 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import redis
+from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.repository import SqlJobRepository
-from app.db.session import make_engine
+from app.db.session import make_engine, make_sessions
 from app.domain.jobs import ReportJob
 from app.domain.ports import JobFilter
 from prometheus_client.parser import text_string_to_metric_families
@@ -310,6 +313,17 @@ def ledger(database_url: str) -> Iterator[SqlJobRepository]:
     engine = make_engine(database_url, pool_size=2, max_overflow=2)
     try:
         yield SqlJobRepository(engine)
+    finally:
+        engine.dispose()
+
+
+def periodic_runs(
+    database_url: str, task: str
+) -> list[tuple[datetime, str, dict[str, Any] | None]]:
+    """(slot, status, result) of ``task``'s runs as housekeeping recorded them, oldest first."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        return SqlHousekeepingRepository(make_sessions(engine)).runs(task)
     finally:
         engine.dispose()
 

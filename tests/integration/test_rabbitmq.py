@@ -10,7 +10,10 @@ is cut). What must hold, and why:
 - the renders running at the cut finish (``worker_cancel_long_running_tasks_on_connection_loss``
   is off), but their acks are lost with the channel, so RabbitMQ delivers those messages
   again (``acks_late``): the ledger's claim refuses the second run — one start, one
-  artifact, ``attempts=1`` per job;
+  artifact, ``attempts=1`` per job. The first job renders for ``LONG`` seconds and the cut
+  comes while it runs, so at least that redelivery happens and is refused; at most
+  ``prefetch`` (concurrency 2 x multiplier 1) messages are unacked at the cut, so at most
+  two jobs are refused, each one received before the connection was lost;
 - an enqueue while the broker is down answers within 1.5 s with ``BACKEND_UNAVAILABLE``
   (Celery is forced here: no other backend) and leaves no row waiting (README, "broker
   stopped at enqueue").
@@ -32,7 +35,7 @@ from uuid import UUID
 import pytest
 from app import bootstrap
 from app.domain.errors import Unavailable
-from app.domain.jobs import ReportType
+from app.domain.jobs import JobStatus, ReportType
 from app.services.enqueue import enqueue_report
 from kombu import Connection
 from sqlalchemy import bindparam, text
@@ -48,6 +51,10 @@ from tests.integration.workers import (
 )
 
 JOBS = 120
+#: The first job's render (seconds): it outlasts the drain of 10 short jobs and the cut.
+LONG = 6
+#: Unacked messages a worker holds (concurrency 2 x ``worker_prefetch_multiplier`` 1).
+PREFETCH = 2
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -83,6 +90,10 @@ def statuses(container: bootstrap.Container, since: datetime) -> Counter[str]:
 def test_rabbitmq_restart_mid_drain_loses_nothing_and_runs_nothing_twice(
     amqp_env: dict[str, str], work_dir: Path
 ) -> None:
+    """Nothing lost, nothing run twice, and the claim did refuse redeliveries: the long
+    render's message (unacked at the cut, as the ledger shows it running after the cut) is
+    delivered again and refused; no more jobs than the worker's prefetch window (2) are, and
+    only jobs whose message the worker had received before it lost the broker."""
     since = datetime.now(UTC)
     container = bootstrap.build(settings_from(amqp_env, dispatch_backend="celery"))
     deps = container.deps
@@ -92,16 +103,27 @@ def test_rabbitmq_restart_mid_drain_loses_nothing_and_runs_nothing_twice(
             enqueue_report(
                 deps=deps,
                 report_type=ReportType.DUMMY,
-                params={"processing_time": 0.1, "seed": i},
+                params={"processing_time": LONG if i == 0 else 0.1, "seed": i},
             ).job.id
             for i in range(JOBS)
         ]
-        wait_until(lambda: statuses(container, since)["completed"] >= 10, 30, interval=0.1)
+        long = ids[0]
+
+        def long_renders() -> bool:
+            job = deps.repo.get(long)
+            return job is not None and job.status is JobStatus.RUNNING
+
+        wait_until(
+            lambda: statuses(container, since)["completed"] >= 10 and long_renders(),
+            30,
+            interval=0.1,
+        )
 
         cut = time.monotonic()
         rabbitmqctl("stop_app")
         try:
             assert not amqp_answers()
+            assert long_renders()  # the cut came mid-render: its ack cannot have been sent
             before = statuses(container, since)
             refused_in = time.monotonic()
             with pytest.raises(Unavailable) as refused:
@@ -146,9 +168,19 @@ def test_rabbitmq_restart_mid_drain_loses_nothing_and_runs_nothing_twice(
     # The worker did lose its broker and come back (the cut was real), within bounds.
     assert "Connection to broker lost" in log, log[-3000:]
     assert took < 60
+    # The redeliveries of messages unacked at the cut were refused by the claim: the long
+    # render's for sure, at most PREFETCH jobs, each one received before the loss.
+    lost_at = log.index("Connection to broker lost")
+    refused_jobs = {j: event_lines(log, "report_job.run.skipped", j) for j in ids}
+    refused_jobs = {j: lines for j, lines in refused_jobs.items() if lines}
+    assert long in refused_jobs, log[lost_at - 3000 : lost_at + 6000]
+    assert len(refused_jobs) <= PREFETCH, refused_jobs
+    for job_id, lines in refused_jobs.items():
+        assert log.index(f"reports.run_report[{job_id}] received") < lost_at, job_id
+        assert all(re.search(r" status=(running|completed) ", line) for line in lines), lines
     redelivered = len(re.findall(r"succeeded in [^\n]*'skipped'", log))
     print(f"outage {outage:.1f}s, enqueue refused in {refused_in:.2f}s, drained {took:.1f}s later;")
-    print(f"{redelivered} redelivered messages refused by the claim")
+    print(f"{redelivered} redelivered messages refused by the claim, jobs {list(refused_jobs)}")
 
 
 def _rows(container: bootstrap.Container, ids: list[UUID]) -> dict[UUID, int]:

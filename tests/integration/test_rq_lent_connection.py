@@ -24,6 +24,7 @@ from app.domain.jobs import JobStatus, Queue, ReportJob, ReportType
 from app.services.enqueue import enqueue_report
 from sqlalchemy.engine import make_url
 
+from tests.conftest import ADMIN_URL
 from tests.integration.ops import wait_until
 from tests.integration.workers import (
     WorkerProcess,
@@ -64,6 +65,18 @@ def sessions(url: str) -> int:
     return int(row[0])
 
 
+def in_pg_sleep(url: str) -> bool:
+    """Whether a session of ``url``'s database is running ``pg_sleep`` (pg_stat_activity)."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = %s AND state = 'active' AND query ILIKE %s"
+            " AND pid <> pg_backend_pid()",
+            (make_url(url).database, "%pg_sleep(%"),
+        ).fetchone()
+    return row is not None and int(row[0]) > 0
+
+
 def dummy(container: bootstrap.Container) -> ReportJob:
     return enqueue_report(
         deps=container.deps, report_type=ReportType.DUMMY, params={"processing_time": 0}
@@ -89,14 +102,16 @@ def test_jobs_in_a_row_share_one_session(
 def test_a_horse_killed_in_a_statement_does_not_pass_its_session_on(
     platform: tuple[bootstrap.Container, WorkerProcess, str], work_dir: Path
 ) -> None:
-    container, worker, _ = platform
+    container, worker, url = platform
     pid_file = work_dir / "horse.pid"
     queue = rq_queue(container.rq_connection, container.settings, Queue.REPORTS)
     queue.enqueue(
         "tests.integration.rq_probe_jobs.sleep_in_ledger", 10.0, str(pid_file), job_timeout=60
     )
     wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", 20)
-    time.sleep(0.5)  # in pg_sleep now
+    # Killed only once PostgreSQL runs its statement: a horse killed before it would leave
+    # the session idle, and the test would pass whether or not the worker closes it.
+    wait_until(lambda: in_pg_sleep(url), 10)
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
     started = time.monotonic()

@@ -259,7 +259,11 @@ class DialLoop:
                 self._dial.sync()
                 if self._dial.guard.enabled and elapsed >= next_guard:
                     next_guard = elapsed + self._guard_every
-                    self._dial.check()
+                    outcome = self._dial.check()
+                    log.debug(  # each judgement's record (the dial tests wait for it)
+                        "traffic.guard.checked",
+                        extra={"action": outcome.action, "version": self._dial.applied_version},
+                    )
             except Exception as exc:  # the ledger may be away: keep the last applied value
                 if not self._failing:
                     log.warning("traffic.dial.unreadable", extra={"error": repr(exc)[:300]})
