@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
 from app.domain.errors import AppError, LedgerUnavailable, RenderError, Unavailable
@@ -14,7 +14,13 @@ from app.domain.ports import JobRepository
 from app.domain.progress import JobCancelled, JobInterrupted
 from app.services.delivery import Outcome
 from app.services.deps import Deps
-from app.services.lost_worker import heartbeat_lost, take_back
+from app.services.lost_worker import (
+    heartbeat_lost,
+    is_stale,
+    stale_at,
+    stale_before,
+    take_back,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +142,11 @@ def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, Outcome]:
     current = deps.repo.get(job_id)
     timeout = deps.policy.heartbeat_timeout
     now = deps.clock()
-    stale_before = now - timedelta(seconds=timeout)
     if current is not None and current.status is JobStatus.RUNNING:
-        if current.updated_at < stale_before:
+        if is_stale(current, now, timeout):
+            before = stale_before(now, timeout)
             why = heartbeat_lost(timeout)
-            taken = take_back(deps, current, why=why, stale_before=stale_before, claim=True)
+            taken = take_back(deps, current, why=why, stale_before=before, claim=True)
             if taken is not None and taken.status is JobStatus.FAILED:
                 return None, Outcome("failed", taken)
             if taken is not None:
@@ -153,8 +159,7 @@ def _reclaim_lost(deps: Deps, job_id: UUID) -> tuple[ReportJob | None, Outcome]:
     retry_in = None
     running = current is not None and current.status is JobStatus.RUNNING
     if current is not None and running:  # maybe lost (even under this id: a deferred claim)
-        stale_at = current.updated_at + timedelta(seconds=timeout)
-        retry_in = max((stale_at - now).total_seconds(), 0.0) + 0.5
+        retry_in = max((stale_at(current, timeout) - now).total_seconds(), 0.0) + 0.5
     log.info(
         "report_job.run.skipped",
         extra={"status": current.status if current else "missing", "worker": deps.worker_id},
