@@ -74,7 +74,7 @@ def rabbitmq_platform(rabbitmq_env: dict[str, str], log_dir: Path) -> Iterator[b
     """A Celery worker on RabbitMQ (every queue) and an API-side container sending to it."""
     for _ in celery_worker(rabbitmq_env, log_dir, concurrency=2):
         container = bootstrap.build(settings_from(rabbitmq_env, dispatch_backend="celery"))
-        assert container.settings.celery_broker_url.startswith("amqp://")
+        assert container.settings.brokers.celery_broker_url.startswith("amqp://")
         try:
             yield container
         finally:
@@ -261,7 +261,7 @@ def test_a_delivery_while_the_ledger_is_down_waits_for_it_and_runs_once(
     deps.repo.add(job)  # committed, then sent while the ledger is down
     caplog.handler.setFormatter(TextFormatter())  # the inline pool's lines, with their job id
     sender = threading.Thread(target=deps.dispatcher.dispatch, args=(job,))
-    with ledger_refused(container.settings.database_url), caplog.at_level(logging.WARNING):
+    with ledger_refused(container.settings.ledger.database_url), caplog.at_level(logging.WARNING):
         sender.start()
         time.sleep(4)
         still_down = utcnow()

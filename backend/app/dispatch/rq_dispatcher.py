@@ -22,8 +22,10 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app.core.circuit import CircuitBreaker
-from app.core.config import Settings
 from app.core.logging import Trace
+from app.core.settings.jobs import JobSettings
+from app.core.settings.routing import RoutingSettings
+from app.core.settings.runtime import BrokerSettings
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
 from app.domain.jobs import Backend, Queue, ReportJob, RetryPolicy, Step
@@ -53,10 +55,10 @@ def redis_client(url: str, timeout: float) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=max(1.0, timeout * 2))
 
 
-def rq_queue(connection: Redis, settings: Settings, queue: Queue) -> RqQueue:
+def rq_queue(connection: Redis, brokers: BrokerSettings, queue: Queue) -> RqQueue:
     """The RQ queue of ``queue``: its name prefixed (``QUEUE_PREFIX``), JSON-serialised."""
     return RqQueue(
-        f"{settings.queue_prefix}{queue.value}",
+        f"{brokers.queue_prefix}{queue.value}",
         connection=connection,
         serializer=JSONSerializer,
     )
@@ -67,12 +69,12 @@ def retry_intervals(policy: RetryPolicy, retries: int) -> list[int]:
     return [math.ceil(policy.delay(n)) for n in range(1, retries + 1)]
 
 
-def inspect_queues(connection: Redis, settings: Settings) -> list[RqQueueInfo]:
+def inspect_queues(connection: Redis, brokers: BrokerSettings) -> list[RqQueueInfo]:
     """Depth and listening workers of each RQ queue. Raises if Redis does not answer."""
     connection.ping()
     infos = []
     for queue in Queue:
-        rq = rq_queue(connection, settings, queue)
+        rq = rq_queue(connection, brokers, queue)
         workers = Worker.all(queue=rq, serializer=JSONSerializer)
         infos.append(RqQueueInfo(rq.name, queue, rq.count, tuple(sorted(w.name for w in workers))))
     return infos
@@ -84,22 +86,38 @@ class RqDispatcher(BrokeredBackend):
     backend = Backend.RQ
 
     def __init__(
-        self, connection: Redis, settings: Settings, *, breaker: CircuitBreaker, retry: RetryPolicy
+        self,
+        connection: Redis,
+        brokers: BrokerSettings,
+        *,
+        jobs: JobSettings,
+        routing: RoutingSettings,
+        breaker: CircuitBreaker,
+        retry: RetryPolicy,
+        notify_attempts: int,
     ) -> None:
+        """Enqueue on ``connection``.
+
+        ``brokers``: the queues' prefix; ``jobs``: the time limits and the stop backstop's
+        grace; ``routing``: how often the workers are probed; ``notify_attempts``:
+        deliveries of a notify step (callback or email).
+        """
         self.connection = connection
-        self._settings = settings
+        self._brokers = brokers
+        self._jobs = jobs
         self._retry = retry
+        self._notify_attempts = notify_attempts
         super().__init__(
             breaker=breaker,
-            probe_interval=settings.availability_cache_seconds,
-            probe_wait=settings.first_probe_wait,
-            cancel_grace=settings.cancel_grace_seconds,
+            probe_interval=routing.availability_cache_seconds,
+            probe_wait=routing.first_probe_wait,
+            cancel_grace=jobs.cancel_grace_seconds,
         )
 
     def probe(self) -> Availability:
         """How many workers listen on each of our queues; raises if Redis does not answer."""
         consumers: Counter[Queue] = Counter()
-        for info in inspect_queues(self.connection, self._settings):
+        for info in inspect_queues(self.connection, self._brokers):
             consumers[info.queue] += len(info.workers)
         return Availability(True, dict(consumers))
 
@@ -112,7 +130,7 @@ class RqDispatcher(BrokeredBackend):
         previous: Job | None = None
         meta = Trace.current(job.id).fields()  # every step's RQ job; its retries keep it
         for step in job.pipeline:
-            previous = rq_queue(self.connection, self._settings, step.queue(job)).enqueue_call(
+            previous = rq_queue(self.connection, self._brokers, step.queue(job)).enqueue_call(
                 FUNCTIONS[step],
                 args=(str(job.id),),
                 job_id=step.message_id(job),
@@ -127,15 +145,14 @@ class RqDispatcher(BrokeredBackend):
         if step is Step.RENDER:
             retries = max(1, job.max_attempts)
             return {
-                "timeout": math.ceil(self._settings.hard_time_limit(job.report_type.value)),
+                "timeout": math.ceil(self._jobs.hard_time_limit(job.report_type.value)),
                 "retry": Retry(max=retries, interval=retry_intervals(self._retry, retries)),
                 "failure_ttl": 7 * _DAY,
                 "description": f"{job.report_type.value} report {job.id}",
             }
         if step is Step.DOCUMENT:
             return {"timeout": 600}
-        settings = self._settings  # notify: the callback's attempts, or each email's
-        attempts = max(settings.callback_max_attempts, settings.email_max_attempts)
+        attempts = self._notify_attempts  # notify: the callback's attempts, or each email's
         return {
             "timeout": 120,
             "retry": Retry(max=attempts, interval=retry_intervals(self._retry, attempts)),

@@ -1,7 +1,7 @@
 """Celery tasks: parse the id, call the service, map the outcome. Nothing else.
 
 :func:`register_report_tasks` defines them on the worker's app, which the composition
-root builds (:func:`app.bootstrap.celery_worker_app`). Start a worker with
+root builds (:func:`app.workers.celery_worker.celery_worker_app`). Start a worker with
 ``python celery_manager.py worker reports 4`` (or
 ``celery -A app.workers.celery_main worker -Q reports``).
 """
@@ -18,8 +18,9 @@ from celery.worker import state as worker_state
 from celery.worker.request import Request
 
 from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT
-from app.core.config import Settings, get_settings
+from app.core.config import get_settings
 from app.core.logging import setup_logging
+from app.core.settings.jobs import JobSettings
 from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import Backend, JobError, worker_name
 from app.services.delivery import next_delivery
@@ -66,13 +67,13 @@ class ReportTask(Task[[str], str]):
     Request = f"{__name__}:ReportRequest"
 
 
-def register_report_tasks(app: Celery, settings: Settings) -> None:
+def register_report_tasks(app: Celery, jobs: JobSettings) -> None:
     """Define the render, document, notify and ping tasks on ``app``."""
     #: While the ledger is down, follow-up steps come back with backoff, never dropped.
     ledger_retry: dict[str, Any] = {
         "autoretry_for": (LedgerUnavailable,),
         "retry_backoff": True,
-        "retry_backoff_max": settings.defer_max_seconds,
+        "retry_backoff_max": jobs.defer_max_seconds,
     }
     delivery: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
     # shared=False, here and for the system tasks: a task belongs to the app it is defined
@@ -108,8 +109,8 @@ def register_report_tasks(app: Celery, settings: Settings) -> None:
 
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
-    settings = get_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    process = get_settings().process
+    setup_logging(process.log_level, process.log_format)
 
 
 @signals.worker_init.connect
