@@ -11,14 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
 from app.core.settings.base import Environment, SettingsGroup
 from app.core.settings.operations import OperationsSettings
 from app.core.settings.runtime import ProcessSettings
 from app.domain.errors import Misconfigured
 from app.services.deps import MailPolicy
 from app.services.schedules import SchedulePolicy
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
 
 
 class StorageSettings(SettingsGroup):

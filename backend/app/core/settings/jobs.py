@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Self
 
+from pydantic import Field, field_validator, model_validator
+
 from app.core.settings.base import SettingsGroup
 from app.domain.jobs import ReportType, RetryPolicy
 from app.services.deps import JobPolicy
-from pydantic import Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from app.core.settings.delivery import CallbackSettings, MailSettings

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import Field, field_validator
+
 from app.core.settings.base import SettingsGroup
 from app.services.housekeeping import HousekeepingPolicy
-from pydantic import Field, field_validator
 
 
 class SecuritySettings(SettingsGroup):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
+from pydantic import Field, field_validator
+
 from app.core.circuit import CircuitPolicy
 from app.core.settings.base import Environment, SettingsGroup
 from app.core.settings.runtime import ProcessSettings
@@ -12,7 +14,6 @@ from app.dispatch.router import RoutingPolicy
 from app.domain.errors import InvalidInput
 from app.domain.jobs import Backend
 from app.domain.traffic import GuardPolicy, TrafficSplit
-from pydantic import Field, field_validator
 
 
 class RoutingSettings(SettingsGroup):

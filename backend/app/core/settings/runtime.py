@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
+from pydantic import Field, model_validator
+
 from app.core.settings.base import Environment, SettingsGroup
 from app.core.settings.jobs import JobSettings
 from app.core.settings.operations import OperationsSettings
-from pydantic import Field, model_validator
 
 
 class ProcessSettings(SettingsGroup):
