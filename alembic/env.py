@@ -9,7 +9,7 @@ from app.db.session import make_engine
 from alembic import context
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+url = config.get_main_option("sqlalchemy.url") or get_settings().ledger.database_url
 
 
 def run_migrations_offline() -> None:

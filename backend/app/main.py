@@ -56,7 +56,11 @@ def start_dial(container: bootstrap.Container) -> DialLoop | None:
         return None
     dial.start()
     settings = container.settings
-    loop = DialLoop(dial, poll=settings.traffic_poll_seconds, guard=settings.traffic_guard_interval)
+    loop = DialLoop(
+        dial,
+        poll=settings.traffic.traffic_poll_seconds,
+        guard=settings.traffic.traffic_guard_interval,
+    )
     loop.start()
     return loop
 
@@ -64,7 +68,7 @@ def start_dial(container: bootstrap.Container) -> DialLoop | None:
 def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     """The API; ``overrides`` replace ports of the container (see :func:`bootstrap.build`)."""
     settings = settings or get_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.process.log_level, settings.process.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,7 +95,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             ticker.start()
         log.info(
             "api.started",
-            extra={"environment": settings.environment.value, "backend": settings.dispatch_backend},
+            extra={
+                "environment": settings.process.environment.value,
+                "backend": settings.routing.dispatch_backend,
+            },
         )
         # What start-up built lives as long as the process: out of the collector's sight, a
         # full collection no longer walks it (~100 ms with every request of the loop waiting).
@@ -120,7 +127,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     install_error_handlers(app)
     app.add_exception_handler(console_web.Away, console_web.go_away)
     app.add_middleware(DrainMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.security.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(reports.router)

@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.core.circuit import CircuitBreaker, CircuitListener
+from app.core.circuit import CircuitBreaker, CircuitListener, CircuitPolicy
 from app.core.logging import correlation_id_var
+from app.core.settings.delivery import CallbackSettings
 from app.domain.errors import CallbackFailed, CallbackNotAllowed
 
 MAX_URL = 2048
@@ -68,6 +69,26 @@ class HttpCallbackSender:
         self._on_circuit = on_circuit
         self._breakers: dict[str, CircuitBreaker] = {}
         self._breakers_lock = threading.Lock()
+
+    @classmethod
+    def of(
+        cls,
+        callbacks: CallbackSettings,
+        *,
+        circuit: CircuitPolicy,
+        on_circuit: CircuitListener | None = None,
+    ) -> HttpCallbackSender | None:
+        """The sender ``callbacks`` ask for (None: no host allowed), breakers per ``circuit``."""
+        if not callbacks.callback_allowed_hosts:
+            return None
+        return cls(
+            allowed_hosts=callbacks.callback_allowed_hosts,
+            secret=callbacks.callback_secret,
+            timeout=callbacks.callback_timeout,
+            circuit_failures=circuit.failures,
+            circuit_reset_seconds=circuit.reset_after,
+            on_circuit=on_circuit,
+        )
 
     @property
     def circuits(self) -> list[CircuitBreaker]:

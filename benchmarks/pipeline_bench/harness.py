@@ -98,7 +98,7 @@ class Bench:
     def settings(self, backend: str) -> Settings:
         """In-process settings equal to what a platform process with ``backend`` reads."""
         env = self.env(DISPATCH_BACKEND=backend)
-        fields = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
+        fields = {k.lower(): v for k, v in env.items() if k.lower() in Settings.fields()}
         return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
 
     def log(self, name: str) -> Path:

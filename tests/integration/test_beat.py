@@ -1,7 +1,7 @@
 """Beat: two real ``celery_manager.py beat`` processes and a real worker, and the cadence.
 
 The runtime test starts two Beats (a mistake the platform must absorb) on the real beat
-configuration (``app.bootstrap.celery_worker_app()``: task names, the ``celery`` queue,
+configuration (``app.workers.celery_worker.celery_worker_app()``: task names, the ``celery`` queue,
 options) with one change: a scheduler that makes every entry due each second instead of
 on its crontab, so that a few seconds show many deliveries of each task. Slots stay the
 documented periods (the minute, 5 minutes, the hour): each task must run once per slot,
@@ -84,12 +84,12 @@ def test_two_beats_run_each_task_once_per_slot_and_housekeeping_does_its_work(
     ops = container.housekeeping.ops
     assert isinstance(ops, SqlHousekeepingRepository)
     now = datetime.now(UTC)
-    retention = timedelta(days=container.settings.retention_days)
+    retention = timedelta(days=container.settings.operations.retention_days)
     expired = finished_job(deps, now - retention - timedelta(days=2))
     young = finished_job(deps, now - retention + timedelta(days=1))
     expired_files = files_of(deps, expired)
     assert len(expired_files) == 2
-    queued_after = timedelta(seconds=container.settings.recovery_queued_after)
+    queued_after = timedelta(seconds=container.settings.operations.recovery_queued_after)
     lost_message = add_job(deps, now - queued_after - timedelta(minutes=5))  # never dispatched
     silent = now - timedelta(seconds=deps.policy.heartbeat_timeout + 30)
     lost_worker = add_job(deps, silent - timedelta(seconds=1))
@@ -167,7 +167,7 @@ def test_the_beat_schedule_is_the_documented_cadence() -> None:
     """Hourly cleanup at :00, health every 5 minutes, recovery and report schedules every
     minute, daily figures at midnight, in Europe/Paris: the entries the ``beat`` command's
     app is given."""
-    from app.bootstrap import celery_worker_app
+    from app.workers.celery_worker import celery_worker_app
 
     app = celery_worker_app()
 

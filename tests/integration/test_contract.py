@@ -76,7 +76,7 @@ def rabbitmq_platform(rabbitmq_env: dict[str, str], log_dir: Path) -> Iterator[b
     """A Celery worker on RabbitMQ (every queue) and an API-side container sending to it."""
     for _ in celery_worker(rabbitmq_env, log_dir, concurrency=2):
         container = bootstrap.build(settings_from(rabbitmq_env, dispatch_backend="celery"))
-        assert container.settings.celery_broker_url.startswith("amqp://")
+        assert container.settings.brokers.celery_broker_url.startswith("amqp://")
         try:
             yield container
         finally:
@@ -263,7 +263,7 @@ def test_a_delivery_while_the_ledger_is_down_waits_for_it_and_runs_once(
     deps.repo.add(job)  # committed, then sent while the ledger is down
     caplog.handler.setFormatter(TextFormatter())  # the inline pool's lines, with their job id
     sender = threading.Thread(target=deps.dispatcher.dispatch, args=(job,))
-    with ledger_refused(container.settings.database_url), caplog.at_level(logging.WARNING):
+    with ledger_refused(container.settings.ledger.database_url), caplog.at_level(logging.WARNING):
         sender.start()
         time.sleep(4)
         still_down = utcnow()
@@ -326,7 +326,7 @@ def test_packaging_that_meets_the_ledgers_outage_completes_once(
     _, container = platform
     caplog.handler.setFormatter(TextFormatter())
     gate = Gate(
-        container.settings.database_url,
+        container.settings.ledger.database_url,
         "UPDATE ON report_jobs",
         "OLD.document_sha256 IS NULL AND NEW.document_sha256 IS NOT NULL",
     )
@@ -365,7 +365,7 @@ def test_notification_that_meets_the_ledgers_outage_emails_each_recipient_once(
     _, container = platform
     caplog.handler.setFormatter(TextFormatter())
     recipients = ("claims@example.com", "audit@example.com")
-    gate = Gate(container.settings.database_url, "INSERT ON email_deliveries", "true")
+    gate = Gate(container.settings.ledger.database_url, "INSERT ON email_deliveries", "true")
     with gate, caplog.at_level(logging.WARNING):
         job, sender = _dispatched_in_a_thread(platform, recipients=recipients)
         gate.wait_held(timeout=30)

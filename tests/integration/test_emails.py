@@ -43,7 +43,7 @@ def platform(
     if request.param != "inline":
         request.getfixturevalue(f"{request.param}_session_worker")
     container = containers[request.param]
-    assert container.settings.mail_backend == "smtp"
+    assert container.settings.mail.mail_backend == "smtp"
     yield container
     smtp_server.refused.clear()
     if not smtp_server.running:
@@ -102,7 +102,7 @@ def test_each_recipient_gets_the_report_once_on_every_backend(
         assert message["Subject"] == "Pdf report: completed"
         # (folded: it is longer than a line; mail clients unfold it)
         assert message["Message-ID"].strip() == message_id(
-            done, recipient, container.settings.mail_from
+            done, recipient, container.settings.mail.mail_from
         )
         body = message.get_body(("plain",))
         assert body is not None

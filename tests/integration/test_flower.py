@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from app.core.celery_app import PING, create_celery_app
+from app.bootstrap import celery_app
+from app.core.celery_app import PING
 
 from tests.e2e.server import free_port
 from tests.integration.workers import WorkerProcess, run_cli, running_worker, settings_from
@@ -44,7 +45,7 @@ def test_flower_needs_credentials_and_lists_the_live_worker(
             time.sleep(0.3)
         assert node in workers, (list(workers), flower.logs()[-2000:])
         # Workers send no task events of their own: Flower enables them (every few seconds).
-        celery = create_celery_app(settings_from(backend_env))
+        celery = celery_app(settings_from(backend_env))
         deadline = time.monotonic() + 30
         seen: dict[str, object] = {}
         while not seen and time.monotonic() < deadline:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import pytest
 from app import bootstrap
-from app.core.celery_app import create_celery_app
+from app.bootstrap import celery_app
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.domain.jobs import Backend, JobStatus, ReportJob, ReportType, parse_params
 from app.services.daily_stats import compute_daily_stats
@@ -257,7 +257,7 @@ def test_daily_figures_are_stored_and_served(
     assert not compute_daily_stats(deps=at(deps, midnight), kit=kit).ran
 
     with (
-        running(tmp_path / "api", container.settings.database_url) as live,
+        running(tmp_path / "api", container.settings.ledger.database_url) as live,
         live.client() as client,
     ):
         response = client.get(f"/api/v1/reports/stats/daily?day={day}")
@@ -292,20 +292,20 @@ def test_system_tasks_run_on_a_real_worker(
     deps, kit = container.deps, container.housekeeping
     ops = _ops(kit)
     now = datetime.now(UTC)
-    retention = timedelta(days=container.settings.retention_days)
+    retention = timedelta(days=container.settings.operations.retention_days)
     expired = finished_job(deps, now - retention - timedelta(days=2))
     young = finished_job(deps, now - retention + timedelta(days=1))
     expired_files = files_of(deps, expired)
     assert len(expired_files) == 2
     assert all(p.exists() for p in expired_files)
-    queued_after = timedelta(seconds=container.settings.recovery_queued_after)
+    queued_after = timedelta(seconds=container.settings.operations.recovery_queued_after)
     lost_message = add_job(deps, now - queued_after - timedelta(minutes=5))  # never dispatched
     silent = now - timedelta(seconds=deps.policy.heartbeat_timeout + 30)
     lost_worker = _running_since(deps, silent, max_attempts=3)
 
     for worker in celery_worker(env, work_dir, queues="celery,reports", concurrency=2):
         clear_of_slot_boundaries()
-        app = create_celery_app(settings_from(env))
+        app = celery_app(settings_from(env))
         try:
             for name in (HEALTH, RECOVER, CLEANUP) * 2:
                 app.send_task(name)

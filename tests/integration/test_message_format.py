@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from app.core.celery_app import RUN_REPORT, create_celery_app, queue_name
+from app.bootstrap import celery_app
+from app.core.celery_app import RUN_REPORT, queue_name
 from app.dispatch.rq_dispatcher import redis_client
 from app.domain.jobs import JobStatus, Queue, ReportType
 from app.services.enqueue import enqueue_report
@@ -42,12 +43,12 @@ def test_a_pickled_celery_message_is_refused(
 ) -> None:
     marker = tmp_path / "celery-unpickled"
     settings = settings_from(backend_env)
-    app = create_celery_app(settings)
+    app = celery_app(settings)
     app.conf.accept_content = ["json", "pickle"]  # a rogue producer, not the platform
     app.send_task(
         RUN_REPORT,
         args=[Payload(marker)],
-        queue=queue_name(settings, Queue.REPORTS),
+        queue=queue_name(settings.brokers, Queue.REPORTS),
         serializer="pickle",
     )
     deadline = time.monotonic() + 20
@@ -70,8 +71,8 @@ def test_a_pickled_rq_job_is_refused(
     marker = tmp_path / "rq-unpickled"
     ran = tmp_path / "rq-ran"
     settings = settings_from(backend_env)
-    connection = redis_client(settings.redis_url, 2.0)
-    rogue = RqQueue(f"{settings.queue_prefix}{Queue.REPORTS.value}", connection=connection)
+    connection = redis_client(settings.brokers.redis_url, 2.0)
+    rogue = RqQueue(f"{settings.brokers.queue_prefix}{Queue.REPORTS.value}", connection=connection)
     job = rogue.enqueue("os.makedirs", str(ran), meta={"payload": Payload(marker)})
     deadline = time.monotonic() + 20
     while f"DeserializationError\n queue={rogue.name} job_id={job.id}" not in (

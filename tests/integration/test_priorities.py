@@ -64,7 +64,7 @@ def delete_amqp_queues(env: dict[str, str]) -> None:
     settings = settings_from(env)
     with Connection(AMQP_URL, connect_timeout=5) as conn:
         for queue in Queue:
-            KombuQueue(queue_name(settings, queue)).bind(conn.default_channel).delete()
+            KombuQueue(queue_name(settings.brokers, queue)).bind(conn.default_channel).delete()
 
 
 def deliveries(log: str) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from app.core.celery_app import create_celery_app
+from app.bootstrap import celery_app
 from app.db.migrations import upgrade
 from app.services.housekeeping import HEALTH
 
@@ -153,7 +153,7 @@ def prometheus(
 ) -> Iterator[str]:
     _run_jobs(api)
     settings = settings_from(env, celery_traffic_overrides={"dummy": 0})
-    create_celery_app(settings).send_task(HEALTH)
+    celery_app(settings).send_task(HEALTH)
     binary = shutil.which("prometheus")
     assert binary, "prometheus missing: run `bash scripts/ensure-services.sh`"
     root = tmp_path_factory.mktemp("prometheus")

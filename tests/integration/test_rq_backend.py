@@ -81,7 +81,7 @@ def test_cancelled_queued_job_is_withdrawn_and_a_stale_delivery_is_skipped(
         cancel_job(deps=deps, job_id=job.id)
         wait_rq(container, str(job.id), {RqStatus.CANCELED}, 5)  # cancel_job took it out
         # A stale copy of the message (say, re-enqueued by hand) must still never run it.
-        queue = rq_queue(rq_of(container).connection, container.settings, Queue.REPORTS)
+        queue = rq_queue(rq_of(container).connection, container.settings.brokers, Queue.REPORTS)
         stale = queue.enqueue_call(FUNCTIONS[Step.RENDER], args=(str(job.id),))
         burst = run_cli(["manage.py", "rq-worker", "reports", "--burst"], env)
         assert burst.returncode == 0, burst.stdout + burst.stderr

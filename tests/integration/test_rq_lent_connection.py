@@ -104,7 +104,7 @@ def test_a_horse_killed_in_a_statement_does_not_pass_its_session_on(
 ) -> None:
     container, worker, url = platform
     pid_file = work_dir / "horse.pid"
-    queue = rq_queue(container.rq_connection, container.settings, Queue.REPORTS)
+    queue = rq_queue(container.rq_connection, container.settings.brokers, Queue.REPORTS)
     queue.enqueue(
         "tests.integration.rq_probe_jobs.sleep_in_ledger", 10.0, str(pid_file), job_timeout=60
     )

@@ -89,9 +89,9 @@ def tick(phase: str, env: dict[str, str]) -> None:
         send_task(settings_from(env), SCHEDULES)
     elif phase == "rq":
         settings = settings_from(env)
-        connection = Redis.from_url(settings.redis_url)
+        connection = Redis.from_url(settings.brokers.redis_url)
         try:
-            [job] = cron_scheduler(connection, settings).get_jobs()
+            [job] = cron_scheduler(connection, settings.brokers).get_jobs()
             job.enqueue(connection)
         finally:
             connection.close()

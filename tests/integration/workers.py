@@ -28,7 +28,8 @@ from uuid import UUID
 
 import redis
 from app import bootstrap
-from app.core.celery_app import create_celery_app, queue_name
+from app.bootstrap import celery_app
+from app.core.celery_app import queue_name
 from app.core.config import Settings
 from app.db.migrations import upgrade
 from app.domain.jobs import JobStatus, Queue, ReportJob
@@ -52,7 +53,7 @@ def worker_env(base: dict[str, str], **extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **base, **extra}
 
 
-_SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+_SETTING_NAMES = {name.upper() for name in Settings.fields()}
 
 
 def base_env(database_url: str, data_dir: Path, prefix: str) -> dict[str, str]:
@@ -426,7 +427,7 @@ def own_ledger(work_dir: Path, name: str, **settings: str) -> Iterator[dict[str,
 
 def send_task(settings: Settings, name: str) -> None:
     """Publish a task by name to the workers of ``settings``, as Beat would."""
-    app = create_celery_app(settings)
+    app = celery_app(settings)
     try:
         app.send_task(name)
     finally:
@@ -447,4 +448,4 @@ def on_rabbitmq(env: dict[str, str]) -> Iterator[dict[str, str]]:
     settings = settings_from(amqp)
     with Connection(AMQP_URL, connect_timeout=5) as conn:
         for queue in Queue:
-            KombuQueue(queue_name(settings, queue)).bind(conn.default_channel).delete()
+            KombuQueue(queue_name(settings.brokers, queue)).bind(conn.default_channel).delete()

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from app.bootstrap import celery_app
 from app.cli import celery_manager
 from app.cli.celery_manager import parse_queues, redact
-from app.core.celery_app import check_visibility_timeout, create_celery_app
+from app.core.celery_app import check_visibility_timeout
 from app.core.circuit import CircuitBreaker, CircuitState
 from app.core.config import Settings, soft_limit
 from app.dispatch.availability import Availability, steady
@@ -98,9 +99,9 @@ def test_inline_is_allowed_in_development_when_forced_or_when_enabled(
 
 def test_broker_defaults_to_redis_url_and_time_limits_merge_over_defaults() -> None:
     s = settings(redis_url="redis://cache:6379/3", report_time_limits={"pdf": 600})
-    assert s.celery_broker_url == "redis://cache:6379/3"
-    assert (s.hard_time_limit("pdf"), s.soft_time_limit("pdf")) == (600, 540)
-    assert s.hard_time_limit("dummy") == 3700
+    assert s.brokers.celery_broker_url == "redis://cache:6379/3"
+    assert (s.jobs.hard_time_limit("pdf"), s.jobs.soft_time_limit("pdf")) == (600, 540)
+    assert s.jobs.hard_time_limit("dummy") == 3700
 
 
 @pytest.mark.parametrize(
@@ -128,7 +129,7 @@ def test_bad_migration_or_limit_settings_are_refused(bad: dict[str, object]) -> 
 
 def test_callback_hosts_are_read_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALLBACK_ALLOWED_HOSTS", "Hooks.Example.com, 127.0.0.1")
-    assert Settings(_env_file=None).callback_allowed_hosts == [  # type: ignore[call-arg]
+    assert Settings(_env_file=None).callbacks.callback_allowed_hosts == [  # type: ignore[call-arg]
         "hooks.example.com",
         "127.0.0.1",
     ]
@@ -138,7 +139,7 @@ def test_callback_hosts_are_read_comma_separated(monkeypatch: pytest.MonkeyPatch
 
 
 def test_celery_app_is_json_only_with_the_seed_queues_and_bounded_publishes() -> None:
-    conf = create_celery_app(settings(queue_prefix="x-")).conf
+    conf = celery_app(settings(queue_prefix="x-")).conf
     assert (conf.task_serializer, conf.result_serializer, conf.accept_content) == (
         "json",
         "json",
@@ -163,12 +164,12 @@ def test_celery_app_is_json_only_with_the_seed_queues_and_bounded_publishes() ->
 
 def test_visibility_timeout_must_exceed_the_longest_hard_limit() -> None:
     with pytest.raises(Misconfigured, match="CELERY_VISIBILITY_TIMEOUT"):
-        check_visibility_timeout(settings(celery_visibility_timeout=3000))
-    check_visibility_timeout(settings(celery_visibility_timeout=4000))
+        check_visibility_timeout(settings(celery_visibility_timeout=3000).celery_policy())
+    check_visibility_timeout(settings(celery_visibility_timeout=4000).celery_policy())
     amqp = settings(
         celery_broker_url="amqp://guest:guest@localhost//", celery_visibility_timeout=60
     )
-    check_visibility_timeout(amqp)  # RabbitMQ has no visibility timeout
+    check_visibility_timeout(amqp.celery_policy())  # RabbitMQ has no visibility timeout
 
 
 # --------------------------------------------------------------------------- RQ
@@ -221,7 +222,9 @@ def test_celery_messages_carry_only_the_job_id_with_per_type_limits_and_queues(
     monkeypatch.setattr(Signature, "apply_async", lambda sig, *a, **k: sent.append(sig))
     monkeypatch.setattr(_chain, "apply_async", lambda chain, *a, **k: sent.append(chain))
     s = settings(queue_prefix="x-", report_time_limits={"pdf": 600})
-    dispatcher = CeleryDispatcher(create_celery_app(s), s, breaker=CircuitBreaker())
+    dispatcher = CeleryDispatcher(
+        celery_app(s), s.brokers, jobs=s.jobs, routing=s.routing, breaker=CircuitBreaker()
+    )
     job = ReportJob.new(
         report_type=ReportType.PDF, params=PdfParams(), max_attempts=3, now=datetime.now(UTC)
     )

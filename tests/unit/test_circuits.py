@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from app import bootstrap
+from app.bootstrap import adapters
 from app.core.circuit import CircuitBreaker, CircuitState
 from app.core.config import Settings
 from app.core.metrics import record_circuit
@@ -129,7 +129,7 @@ def test_a_failing_listener_never_breaks_the_guarded_call() -> None:
 
 def test_the_composition_root_names_the_brokers_breakers_and_wires_the_metrics() -> None:
     s = Settings(_env_file=None, dispatch_backend="auto", celery_enabled=True, rq_enabled=True)
-    brokers = bootstrap._brokers(s)
+    brokers = adapters.brokers(s)
     assert [b.circuit.name for b in brokers] == ["broker.celery", "broker.rq"]
     assert all(b.circuit.state is CircuitState.CLOSED for b in brokers)
     assert gauge("broker.rq") == 0

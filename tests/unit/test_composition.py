@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from tests.unit.fakes import MemoryRepository, RecordingDispatcher
 
 
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, **values: Any) -> Settings:
     with socket.socket() as sock:  # a port nothing listens on: the rate limit stays local
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -29,7 +30,7 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         database_url=f"sqlite:///{tmp_path / 'never-created.db'}",
         redis_url=f"redis://127.0.0.1:{port}/0",
-        inline_fallback=False,
+        **{"inline_fallback": False, **values},
     )
 
 
@@ -61,7 +62,7 @@ class _GoneStore(LocalArtifactStore):
 
 
 def test_ready_needs_the_store_even_where_jobs_may_run_inline(tmp_path: Path) -> None:
-    dev = settings(tmp_path).model_copy(update={"inline_fallback": True})
+    dev = settings(tmp_path, inline_fallback=True)
     assert dev.inline_allowed
     app = create_app(dev, repo=MemoryRepository(), store=_GoneStore(tmp_path / "artifacts"))
     with TestClient(app) as client:
@@ -71,6 +72,6 @@ def test_ready_needs_the_store_even_where_jobs_may_run_inline(tmp_path: Path) ->
 
 
 def test_s3_storage_without_a_bucket_is_misconfigured(tmp_path: Path) -> None:
-    s3 = settings(tmp_path).model_copy(update={"storage_backend": "s3"})
+    s3 = settings(tmp_path, storage_backend="s3")
     with pytest.raises(Misconfigured, match="S3_BUCKET"):
         bootstrap.artifact_store(s3)

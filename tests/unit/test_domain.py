@@ -155,7 +155,7 @@ def test_the_default_retries_are_the_specs_60_120_240_seconds_plus_a_little_jitt
         delays = [policy.delay(attempt) for _ in range(200)]
         assert all(nominal <= d <= nominal * 1.1 for d in delays)
         assert max(delays) > nominal  # jittered: a burst of failures does not retry at once
-    defaults = {name: f.default for name, f in Settings.model_fields.items()}
+    defaults = {name: f.default for name, f in Settings.fields().items()}
     assert (defaults["max_attempts"], defaults["retry_backoff_base"]) == (4, 60.0)
     assert (defaults["callback_max_attempts"], defaults["email_max_attempts"]) == (4, 4)
 

@@ -7,7 +7,7 @@ import threading
 from uuid import UUID
 
 import pytest
-from app.bootstrap import _in_process
+from app.bootstrap.adapters import in_process
 from app.core.config import Settings
 from app.dispatch.asyncio_dispatcher import AsyncioDispatcher
 from app.dispatch.inline_dispatcher import InlineDispatcher
@@ -87,7 +87,7 @@ def test_asyncio_runs_the_job_as_a_task_of_the_given_loop_and_returns_at_once() 
 )
 def test_forced_in_process_backend_is_the_routers_choice(mode: str, kind: type) -> None:
     settings = Settings(_env_file=None, dispatch_backend=mode)
-    adapter = _in_process(settings, None)
+    adapter = in_process(settings, None)
     assert adapter is not None
     assert isinstance(adapter, kind)
     router = Router([], inline=adapter, policy=RoutingPolicy(forced=Backend(mode)))
@@ -102,5 +102,5 @@ def test_forced_in_process_backend_is_the_routers_choice(mode: str, kind: type) 
 @pytest.mark.parametrize("environment", ["development", "production"])
 def test_auto_never_picks_sync_or_asyncio(environment: str) -> None:
     settings = Settings(_env_file=None, environment=environment)
-    adapter = _in_process(settings, None)
+    adapter = in_process(settings, None)
     assert adapter is None or adapter.backend is Backend.INLINE

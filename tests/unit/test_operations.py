@@ -10,9 +10,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from app.bootstrap import celery_app
 from app.cli.celery_manager import flower_auth
 from app.core import metrics_export
-from app.core.celery_app import create_celery_app
 from app.core.config import Settings
 from app.core.metrics import MetricsObserver, end_run, reason_kind
 from app.domain.errors import Misconfigured
@@ -162,12 +162,12 @@ def test_flower_credentials() -> None:
 
 
 def test_beat_tasks_are_registered_and_routed_to_the_celery_queue() -> None:
-    from app.bootstrap import celery_worker_app
     from app.workers.beat_schedule import BEAT_SCHEDULE
+    from app.workers.celery_worker import celery_worker_app
 
     worker_app = celery_worker_app()
 
-    client = create_celery_app(Settings(_env_file=None, queue_prefix="x-"))  # type: ignore[call-arg]
+    client = celery_app(Settings(_env_file=None, queue_prefix="x-"))  # type: ignore[call-arg]
     assert worker_app.conf.beat_schedule == BEAT_SCHEDULE
     for entry in BEAT_SCHEDULE.values():
         assert entry["task"].startswith("system.")
@@ -184,15 +184,15 @@ def test_each_worker_app_keeps_its_own_tasks() -> None:
     """Tests build several worker apps in one process: each keeps the tasks registered on
     it (Celery shares a task with every later app unless told not to, and warns of the
     duplicate names), and the API's publishing app registers none."""
-    from app.bootstrap import celery_worker_app
     from app.core.celery_app import RUN_REPORT
+    from app.workers.celery_worker import celery_worker_app
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first, second = celery_worker_app(), celery_worker_app()
         assert first.tasks[RUN_REPORT] is not second.tasks[RUN_REPORT]
         assert first.tasks[RUN_REPORT].app is first
-        client = create_celery_app(Settings(_env_file=None))  # type: ignore[call-arg]
+        client = celery_app(Settings(_env_file=None))  # type: ignore[call-arg]
         assert RUN_REPORT not in client.tasks
 
 

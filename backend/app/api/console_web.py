@@ -75,7 +75,7 @@ async def by_address(request: Request) -> None:
 
 
 def idle_timeout(container: Container) -> timedelta:
-    return timedelta(minutes=container.settings.console_idle_minutes)
+    return timedelta(minutes=container.settings.security.console_idle_minutes)
 
 
 def check_origin(request: Request) -> None:

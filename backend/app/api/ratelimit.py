@@ -32,6 +32,9 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
+from app.core.settings.operations import SecuritySettings
+from app.core.settings.runtime import BrokerSettings
+
 log = logging.getLogger(__name__)
 
 #: Seconds a Redis call may take before the hit falls back to the local bucket.
@@ -165,6 +168,17 @@ class RateLimiter:
         self._state_lock = threading.Lock()
         self._down = False
         self._retry_at = 0.0
+
+    @classmethod
+    def of(cls, security: SecuritySettings, brokers: BrokerSettings) -> RateLimiter:
+        """RATE_LIMIT_REQUESTS per RATE_LIMIT_WINDOW, in the brokers' Redis (under
+        QUEUE_PREFIX, as the queues: environments sharing a Redis keep apart)."""
+        return cls(
+            capacity=security.rate_limit_requests,
+            window=security.rate_limit_window,
+            redis_url=brokers.redis_url or None,
+            prefix=f"ratelimit:{brokers.queue_prefix}",
+        )
 
     @property
     def shared(self) -> bool:

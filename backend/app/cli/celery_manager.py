@@ -60,7 +60,8 @@ def redact(url: str) -> str:
 def run_worker(queues: list[Queue], concurrency: int, *, name: str | None, extra: list[str]) -> int:
     """A Celery worker (prefork) consuming ``queues`` with ``concurrency`` processes."""
     prepare_multiprocess_dir()  # before any child exists: exact metrics across the pool
-    from app.bootstrap import artifact_store, celery_worker_app
+    from app.bootstrap import artifact_store
+    from app.workers.celery_worker import celery_worker_app
 
     settings = get_settings()
     artifact_store(settings, verify=True)  # a missing bucket stops the worker now
@@ -69,15 +70,15 @@ def run_worker(queues: list[Queue], concurrency: int, *, name: str | None, extra
     argv = [
         "worker",
         "--queues",
-        ",".join(queue_name(settings, q) for q in queues),
+        ",".join(queue_name(settings.brokers, q) for q in queues),
         "--concurrency",
         str(concurrency),
         "--pool",
         "prefork",
         "--hostname",
-        name or f"{settings.queue_prefix}{label}@%h",
+        name or f"{settings.brokers.queue_prefix}{label}@%h",
         "--loglevel",
-        settings.log_level,
+        settings.process.log_level,
         *extra,
     ]
     app.worker_main(argv)
@@ -85,14 +86,14 @@ def run_worker(queues: list[Queue], concurrency: int, *, name: str | None, extra
 
 
 def run_beat(extra: list[str]) -> int:
-    from app.bootstrap import celery_worker_app
+    from app.workers.celery_worker import celery_worker_app
 
     settings = get_settings()
     app = celery_worker_app(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    schedule = settings.data_dir / "celerybeat-schedule"
+    settings.ledger.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.ledger.data_dir / "celerybeat-schedule"
     code: object = app.start(
-        ["beat", "--schedule", str(schedule), "--loglevel", settings.log_level, *extra]
+        ["beat", "--schedule", str(schedule), "--loglevel", settings.process.log_level, *extra]
     )
     return code if isinstance(code, int) else 0
 
@@ -103,11 +104,11 @@ def flower_auth(settings: Settings) -> str:
     Raises:
         Misconfigured: malformed ``FLOWER_BASIC_AUTH``, or none with ``ENVIRONMENT=production``.
     """
-    auth = settings.flower_basic_auth.strip()
+    auth = settings.security.flower_basic_auth.strip()
     pairs = [p.partition(":") for p in auth.split(",") if p.strip()]
     if any(not user or not sep or not password for user, sep, password in pairs):
         raise Misconfigured("FLOWER_BASIC_AUTH must be user:password[,user2:password2].")
-    if not pairs and settings.environment is Environment.PRODUCTION:
+    if not pairs and settings.process.environment is Environment.PRODUCTION:
         raise Misconfigured("Flower refuses to start without FLOWER_BASIC_AUTH in production.")
     return auth
 
@@ -118,32 +119,28 @@ def run_flower(port: int, extra: list[str]) -> int:
     auth = flower_auth(settings)
     if auth:  # Flower reads it from the environment: never on a visible command line
         os.environ["FLOWER_BASIC_AUTH"] = auth
-    from app.bootstrap import celery_worker_app
+    from app.workers.celery_worker import celery_worker_app
 
     app = celery_worker_app(settings)
 
-    options = [f"--port={port}", f"--address={settings.flower_address}"]
+    options = [f"--port={port}", f"--address={settings.operations.flower_address}"]
     code: object = app.start(["flower", *options, *extra])
     return code if isinstance(code, int) else 0
 
 
 def status(out: TextIO = sys.stdout, settings: Settings | None = None) -> int:
     """Print Celery and RQ workers and queue depths; 0 when at least one worker answers."""
-    from app.core.celery_app import create_celery_app
-    from app.dispatch.celery_dispatcher import inspect_workers
-    from app.dispatch.rq_dispatcher import inspect_queues, redis_client
+    from app import bootstrap
 
     settings = settings or get_settings()
-    timeout = max(settings.broker_timeout, 1.0)
+    timeout = max(settings.brokers.broker_timeout, 1.0)
     alive = 0
-    print(f"Celery broker {redact(settings.celery_broker_url)}", file=out)
+    print(f"Celery broker {redact(settings.brokers.celery_broker_url)}", file=out)
     try:
-        workers = inspect_workers(create_celery_app(settings), timeout, details=True)
+        workers = bootstrap.celery_workers(settings, timeout)
     except Exception as exc:
         print(f"  unreachable: {type(exc).__name__}: {exc}", file=out)
     else:
-        ours = {queue_name(settings, q) for q in Queue}
-        workers = [w for w in workers if ours & set(w.queues)]
         alive += len(workers)
         for w in workers:
             print(
@@ -153,9 +150,9 @@ def status(out: TextIO = sys.stdout, settings: Settings | None = None) -> int:
             )
         if not workers:
             print("  reachable; no worker answered", file=out)
-    print(f"RQ on {redact(settings.redis_url)}", file=out)
+    print(f"RQ on {redact(settings.brokers.redis_url)}", file=out)
     try:
-        infos = inspect_queues(redis_client(settings.redis_url, timeout), settings)
+        infos = bootstrap.rq_queues(settings, timeout)
     except Exception as exc:
         print(f"  unreachable: {type(exc).__name__}: {exc}", file=out)
     else:

@@ -40,9 +40,9 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "app.main:create_app",
         factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.api_workers,
+        host=args.host or settings.process.host,
+        port=args.port or settings.process.port,
+        workers=args.workers or settings.process.api_workers,
         loop="auto",
         http="auto",
         log_config=None,
@@ -63,17 +63,17 @@ def _migrate(args: argparse.Namespace) -> int:
     from app.db.migrations import upgrade
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    settings.ledger.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.ledger.database_url)
     print("database schema at head")
-    if args.create_bucket and settings.storage_backend == "s3":
+    if args.create_bucket and settings.storage.storage_backend == "s3":
         from app.bootstrap import artifact_store
         from app.storage.s3 import S3ArtifactStore
 
         store = artifact_store(settings)
         assert isinstance(store, S3ArtifactStore)
         made = store.create_bucket()
-        print(f"bucket {settings.s3_bucket} {'created' if made else 'already there'}")
+        print(f"bucket {settings.storage.s3_bucket} {'created' if made else 'already there'}")
     return 0
 
 
@@ -94,7 +94,9 @@ def _rq_worker(args: argparse.Namespace) -> int:
     queues = parse_queues(args.queues)
     settings = get_settings()
     _check_storage(settings)
-    setup_logging(settings.log_level, settings.log_format)  # RQ then logs through it too
+    setup_logging(
+        settings.process.log_level, settings.process.log_format
+    )  # RQ then logs through it too
     # Work horses write their metrics there, one after the other; this process serves them.
     prepare_multiprocess_dir(children_in_turn=True)
     start_worker_metrics()
@@ -108,10 +110,10 @@ def _rq_cron(args: argparse.Namespace) -> int:
     from app.workers.rq_cron import cron_scheduler
 
     settings = get_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.process.log_level, settings.process.log_format)
     container = build_worker(Backend.RQ, settings)
     try:
-        cron_scheduler(container.rq_connection, settings).start()  # type: ignore[no-untyped-call]
+        cron_scheduler(container.rq_connection, settings.brokers).start()  # type: ignore[no-untyped-call]
     finally:
         container.close()
     return 0
@@ -121,7 +123,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
     """Exit 0 when ``url`` answers 200 (container healthchecks need no curl)."""
     import httpx
 
-    url = args.url or f"http://127.0.0.1:{get_settings().port}/health/ready"
+    url = args.url or f"http://127.0.0.1:{get_settings().process.port}/health/ready"
     try:
         status = httpx.get(url, timeout=args.timeout).status_code
     except httpx.HTTPError as exc:

@@ -41,7 +41,7 @@ def maintenance_interval(settings: Settings) -> int:
     killed with it is started again within about that time (two passes at most), so the
     job's retry does not wait for RQ's default 10-minute pass.
     """
-    return max(1, math.ceil(settings.heartbeat_timeout / 2))
+    return max(1, math.ceil(settings.jobs.heartbeat_timeout / 2))
 
 
 class LentConnection:
@@ -151,7 +151,7 @@ def run_rq_worker(queues: list[Queue], *, name: str | None = None, burst: bool =
     container = worker_container(Backend.RQ)
     connection = container.rq_connection
     worker = ReportWorker(
-        [rq_queue(connection, settings, q) for q in queues],
+        [rq_queue(connection, settings.brokers, q) for q in queues],
         connection=connection,
         serializer=JSONSerializer,
         name=name,
@@ -162,5 +162,5 @@ def run_rq_worker(queues: list[Queue], *, name: str | None = None, burst: bool =
     # All that start-up built, out of the collector's sight: a collection in a work horse
     # no longer walks (and so copies, page by page) the heap it shares with this process.
     gc.freeze()
-    worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level.upper())
+    worker.work(burst=burst, with_scheduler=True, logging_level=settings.process.log_level.upper())
     return 0

@@ -14,8 +14,9 @@ from celery import Celery, signals
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
-from app.core.config import Environment, Settings, get_settings, soft_limit
 from app.core.logging import request_id_var
+from app.core.settings.jobs import soft_limit
+from app.core.settings.runtime import BrokerSettings, CeleryPolicy
 from app.domain.errors import Misconfigured
 from app.domain.jobs import Queue
 
@@ -45,12 +46,12 @@ def _carry_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
         headers.setdefault("request_id", request_id)
 
 
-def queue_name(settings: Settings, queue: Queue) -> str:
+def queue_name(brokers: BrokerSettings, queue: Queue) -> str:
     """The broker-side name of ``queue`` (QUEUE_PREFIX isolates environments sharing a broker)."""
-    return f"{settings.queue_prefix}{queue.value}"
+    return f"{brokers.queue_prefix}{queue.value}"
 
 
-def message_priority(settings: Settings, queue: Queue) -> int:
+def message_priority(brokers: BrokerSettings, queue: Queue) -> int:
     """The priority that messages to ``queue`` carry, so that a worker takes higher queues first.
 
     RabbitMQ orders by it within a queue (declared with ``x-max-priority``; higher first).
@@ -61,36 +62,37 @@ def message_priority(settings: Settings, queue: Queue) -> int:
     before ``celery`` (6 → 3) and ``reports`` (5 → 4, both step 3), ``notifications``
     (3 → 6) last. Without the inversion a worker would take a ``reports`` backlog first.
     """
-    if settings.celery_broker_is_redis:
+    if brokers.celery_broker_is_redis:
         return MAX_PRIORITY - queue.priority
     return queue.priority
 
 
-def check_visibility_timeout(settings: Settings) -> None:
+def check_visibility_timeout(policy: CeleryPolicy) -> None:
     """Refuse a Redis broker whose visibility timeout would redeliver running or waiting tasks.
 
     Raises:
         Misconfigured: the timeout does not exceed the longest hard time limit and the
             longest retry countdown.
     """
-    if not settings.celery_broker_is_redis:
+    brokers = policy.brokers
+    if not brokers.celery_broker_is_redis:
         return
-    needed = max(settings.longest_time_limit, settings.retry_backoff_max)
-    if settings.celery_visibility_timeout <= needed:
+    needed = max(policy.time_limit, policy.longest_countdown)
+    if brokers.celery_visibility_timeout <= needed:
         raise Misconfigured(
-            f"CELERY_VISIBILITY_TIMEOUT={settings.celery_visibility_timeout}s must exceed the "
+            f"CELERY_VISIBILITY_TIMEOUT={brokers.celery_visibility_timeout}s must exceed the "
             f"longest hard time limit or retry countdown ({needed:g}s): otherwise Redis "
             "redelivers tasks that are still running or waiting for their retry."
         )
 
 
-def _transport_options(settings: Settings, role: Role) -> dict[str, Any]:
+def _transport_options(brokers: BrokerSettings, role: Role) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if settings.celery_broker_is_redis:
+    if brokers.celery_broker_is_redis:
         options.update(
-            visibility_timeout=settings.celery_visibility_timeout,
+            visibility_timeout=brokers.celery_visibility_timeout,
             queue_order_strategy="priority",
-            socket_connect_timeout=settings.broker_timeout,
+            socket_connect_timeout=brokers.broker_timeout,
         )
     if role == "client":
         # A producer (API, CLI) must never hang on a dead broker: one quick retry, bounded.
@@ -99,58 +101,61 @@ def _transport_options(settings: Settings, role: Role) -> dict[str, Any]:
             interval_start=0,
             interval_step=0.1,
             interval_max=0.2,
-            connect_retries_timeout=settings.broker_timeout * 2,
+            connect_retries_timeout=brokers.broker_timeout * 2,
         )
-        if settings.celery_broker_is_redis:
-            options["socket_timeout"] = max(1.0, settings.broker_timeout * 2)
+        if brokers.celery_broker_is_redis:
+            options["socket_timeout"] = max(1.0, brokers.broker_timeout * 2)
         else:
             options.update(read_timeout=2.0, write_timeout=2.0)
     return options
 
 
-def _queues(settings: Settings) -> tuple[KombuQueue, ...]:
+def _queues(brokers: BrokerSettings) -> tuple[KombuQueue, ...]:
     return tuple(
         KombuQueue(
-            queue_name(settings, q),
-            Exchange(queue_name(settings, q), type="direct"),
-            routing_key=queue_name(settings, q),
+            queue_name(brokers, q),
+            Exchange(queue_name(brokers, q), type="direct"),
+            routing_key=queue_name(brokers, q),
             queue_arguments={"x-max-priority": MAX_PRIORITY},
         )
         for q in Queue
     )
 
 
-def create_celery_app(settings: Settings | None = None, *, role: Role = "client") -> Celery:
-    """A configured Celery app; ``role="worker"`` keeps reconnecting instead of failing fast."""
-    settings = settings or get_settings()
-    check_visibility_timeout(settings)
-    production = settings.environment is Environment.PRODUCTION
+def create_celery_app(policy: CeleryPolicy, *, role: Role = "client") -> Celery:
+    """A configured Celery app; ``role="worker"`` keeps reconnecting instead of failing fast.
+
+    ``policy`` comes from the settings (``settings.celery_policy()``); the composition
+    root builds the apps (:func:`app.bootstrap.celery_app`).
+    """
+    check_visibility_timeout(policy)
+    brokers = policy.brokers
     app = Celery("report_jobs", set_as_current=False)
     app.conf.update(
-        broker_url=settings.celery_broker_url,
-        result_backend=settings.celery_result_backend or None,
-        task_ignore_result=not settings.celery_result_backend,
+        broker_url=brokers.celery_broker_url,
+        result_backend=brokers.celery_result_backend or None,
+        task_ignore_result=not brokers.celery_result_backend,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
         event_serializer="json",
-        timezone=settings.stats_timezone,  # Beat's schedule: the business day
+        timezone=policy.timezone,  # Beat's schedule: the business day
         enable_utc=True,
-        task_queues=_queues(settings),
-        task_default_queue=queue_name(settings, Queue.CELERY),
-        task_default_priority=message_priority(settings, Queue.CELERY),
+        task_queues=_queues(brokers),
+        task_default_queue=queue_name(brokers, Queue.CELERY),
+        task_default_priority=message_priority(brokers, Queue.CELERY),
         task_queue_max_priority=MAX_PRIORITY,
         task_routes={
-            pattern: {"queue": queue_name(settings, q), "priority": message_priority(settings, q)}
+            pattern: {"queue": queue_name(brokers, q), "priority": message_priority(brokers, q)}
             for pattern, q in TASK_QUEUES.items()
         },
-        task_time_limit=settings.longest_time_limit,
-        task_soft_time_limit=soft_limit(settings.longest_time_limit),
+        task_time_limit=policy.time_limit,
+        task_soft_time_limit=soft_limit(policy.time_limit),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_max_tasks_per_child=settings.celery_max_tasks_per_child,
-        worker_max_memory_per_child=settings.celery_max_memory_per_child,
+        worker_max_tasks_per_child=policy.max_tasks_per_child,
+        worker_max_memory_per_child=policy.max_memory_per_child,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         # No task-sent event: it was a second message per publish, about half of
@@ -160,12 +165,12 @@ def create_celery_app(settings: Settings | None = None, *, role: Role = "client"
         # running Flower switches them on (every few seconds), so Flower still sees every
         # task while someone watches, and nobody pays three messages a task otherwise.
         task_send_sent_event=False,
-        broker_connection_timeout=settings.broker_timeout if role == "client" else 4.0,
+        broker_connection_timeout=brokers.broker_timeout if role == "client" else 4.0,
         broker_connection_retry_on_startup=True,
-        broker_connection_max_retries=None if production and role == "worker" else 10,
+        broker_connection_max_retries=None if policy.reconnect_forever and role == "worker" else 10,
         broker_pool_limit=10,
         broker_heartbeat=30 if role == "worker" else 0,
-        broker_transport_options=_transport_options(settings, role),
+        broker_transport_options=_transport_options(brokers, role),
         task_publish_retry=True,
         task_publish_retry_policy={
             "max_retries": 1,

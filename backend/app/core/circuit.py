@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,14 @@ class CircuitState(StrEnum):
 
 #: Hears ``(name, state)`` of a breaker: its initial state, then every change.
 CircuitListener = Callable[[str, CircuitState], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitPolicy:
+    """When a breaker opens (consecutive ``failures``) and tries again (``reset_after`` s)."""
+
+    failures: int = 2
+    reset_after: float = 10.0
 
 
 class CircuitBreaker:
@@ -57,6 +66,13 @@ class CircuitBreaker:
         self._lock = threading.RLock()
         self._reported = CircuitState.CLOSED
         self._notify(CircuitState.CLOSED)
+
+    @classmethod
+    def of(
+        cls, policy: CircuitPolicy, *, name: str, listener: CircuitListener | None = None
+    ) -> CircuitBreaker:
+        """A breaker named ``name`` that follows ``policy``."""
+        return cls(policy.failures, policy.reset_after, name=name, listener=listener)
 
     @property
     def state(self) -> CircuitState:

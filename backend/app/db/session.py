@@ -11,6 +11,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from app.core.settings.runtime import LedgerSettings
 from app.db.metrics import instrument
 from app.domain.errors import LedgerUnavailable
 
@@ -53,6 +54,13 @@ def make_engine(
     if metered:
         instrument(engine)
     return engine
+
+
+def ledger_engine(ledger: LedgerSettings) -> Engine:
+    """A process's engine on the ledger: DATABASE_URL, DB_POOL_SIZE, DB_MAX_OVERFLOW, metered."""
+    return make_engine(
+        ledger.database_url, pool_size=ledger.db_pool_size, max_overflow=ledger.db_max_overflow
+    )
 
 
 def _ping_when_idle(engine: Engine) -> None:

@@ -19,8 +19,10 @@ from kombu.exceptions import LimitExceeded
 
 from app.core.celery_app import NOTIFY, POSTPROCESS, RUN_REPORT, message_priority, queue_name
 from app.core.circuit import CircuitBreaker
-from app.core.config import Settings
 from app.core.logging import Trace
+from app.core.settings.jobs import JobSettings
+from app.core.settings.routing import RoutingSettings
+from app.core.settings.runtime import BrokerSettings
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
 from app.domain.jobs import Backend, Queue, ReportJob, Step
@@ -82,15 +84,29 @@ class CeleryDispatcher(BrokeredBackend):
 
     backend = Backend.CELERY
 
-    def __init__(self, app: Celery, settings: Settings, *, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        brokers: BrokerSettings,
+        *,
+        jobs: JobSettings,
+        routing: RoutingSettings,
+        breaker: CircuitBreaker,
+    ) -> None:
+        """Publish on ``app``.
+
+        ``brokers``: queue names, priorities, timeouts; ``jobs``: the time limits and the
+        stop backstop's grace; ``routing``: how often the workers are probed.
+        """
         self.app = app
-        self._settings = settings
-        self._names = {queue_name(settings, q): q for q in Queue}
+        self._brokers = brokers
+        self._jobs = jobs
+        self._names = {queue_name(brokers, q): q for q in Queue}
         super().__init__(
             breaker=breaker,
-            probe_interval=settings.availability_cache_seconds,
-            probe_wait=settings.first_probe_wait,
-            cancel_grace=settings.cancel_grace_seconds,
+            probe_interval=routing.availability_cache_seconds,
+            probe_wait=routing.first_probe_wait,
+            cancel_grace=jobs.cancel_grace_seconds,
         )
 
     def probe(self) -> Availability:
@@ -101,9 +117,7 @@ class CeleryDispatcher(BrokeredBackend):
         """
         connection = self.app.connection_for_write()
         try:
-            workers = inspect_workers(
-                self.app, self._settings.broker_timeout, connection=connection
-            )
+            workers = inspect_workers(self.app, self._brokers.broker_timeout, connection=connection)
         except LimitExceeded:
             # kombu's broadcast takes a producer from the pool the publishes use (shared by
             # broker URL) without waiting: every producer busy means the broker is taking
@@ -138,16 +152,16 @@ class CeleryDispatcher(BrokeredBackend):
         self.app.control.revoke(str(job.id), terminate=True, signal="SIGTERM")
 
     def _signature(self, step: Step, job: ReportJob) -> Signature[Any]:
-        queue = queue_name(self._settings, step.queue(job))
+        queue = queue_name(self._brokers, step.queue(job))
         options: dict[str, Any] = {
             "task_id": step.message_id(job),
             "queue": queue,
             "routing_key": queue,
-            "priority": message_priority(self._settings, step.queue(job)),
+            "priority": message_priority(self._brokers, step.queue(job)),
             # every step's message carries the ids; a retry's message copies them
             "headers": Trace.current(job.id).fields(),
         }
         if step is Step.RENDER:
-            options["time_limit"] = self._settings.hard_time_limit(job.report_type.value)
-            options["soft_time_limit"] = self._settings.soft_time_limit(job.report_type.value)
+            options["time_limit"] = self._jobs.hard_time_limit(job.report_type.value)
+            options["soft_time_limit"] = self._jobs.soft_time_limit(job.report_type.value)
         return self.app.signature(TASKS[step], args=(str(job.id),), immutable=True, options=options)

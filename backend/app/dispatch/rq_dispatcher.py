@@ -24,8 +24,10 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app.core.circuit import CircuitBreaker
-from app.core.config import Settings
 from app.core.logging import Trace
+from app.core.settings.jobs import JobSettings
+from app.core.settings.routing import RoutingSettings
+from app.core.settings.runtime import BrokerSettings
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
 from app.domain.jobs import Backend, Queue, ReportJob, Step
@@ -55,21 +57,21 @@ def redis_client(url: str, timeout: float) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=max(1.0, timeout * 2))
 
 
-def rq_queue(connection: Redis, settings: Settings, queue: Queue) -> RqQueue:
+def rq_queue(connection: Redis, brokers: BrokerSettings, queue: Queue) -> RqQueue:
     """The RQ queue of ``queue``: its name prefixed (``QUEUE_PREFIX``), JSON-serialised."""
     return RqQueue(
-        f"{settings.queue_prefix}{queue.value}",
+        f"{brokers.queue_prefix}{queue.value}",
         connection=connection,
         serializer=JSONSerializer,
     )
 
 
-def inspect_queues(connection: Redis, settings: Settings) -> list[RqQueueInfo]:
+def inspect_queues(connection: Redis, brokers: BrokerSettings) -> list[RqQueueInfo]:
     """Depth and listening workers of each RQ queue. Raises if Redis does not answer."""
     connection.ping()
     infos = []
     for queue in Queue:
-        rq = rq_queue(connection, settings, queue)
+        rq = rq_queue(connection, brokers, queue)
         workers = Worker.all(queue=rq, serializer=JSONSerializer)
         infos.append(RqQueueInfo(rq.name, queue, rq.count, tuple(sorted(w.name for w in workers))))
     return infos
@@ -80,20 +82,34 @@ class RqDispatcher(BrokeredBackend):
 
     backend = Backend.RQ
 
-    def __init__(self, connection: Redis, settings: Settings, *, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        connection: Redis,
+        brokers: BrokerSettings,
+        *,
+        jobs: JobSettings,
+        routing: RoutingSettings,
+        breaker: CircuitBreaker,
+    ) -> None:
+        """Enqueue on ``connection``.
+
+        ``brokers``: the queues' prefix; ``jobs``: the time limits and the stop backstop's
+        grace; ``routing``: how often the workers are probed.
+        """
         self.connection = connection
-        self._settings = settings
+        self._brokers = brokers
+        self._jobs = jobs
         super().__init__(
             breaker=breaker,
-            probe_interval=settings.availability_cache_seconds,
-            probe_wait=settings.first_probe_wait,
-            cancel_grace=settings.cancel_grace_seconds,
+            probe_interval=routing.availability_cache_seconds,
+            probe_wait=routing.first_probe_wait,
+            cancel_grace=jobs.cancel_grace_seconds,
         )
 
     def probe(self) -> Availability:
         """How many workers listen on each of our queues; raises if Redis does not answer."""
         consumers: Counter[Queue] = Counter()
-        for info in inspect_queues(self.connection, self._settings):
+        for info in inspect_queues(self.connection, self._brokers):
             consumers[info.queue] += len(info.workers)
         return Availability(True, dict(consumers))
 
@@ -106,7 +122,7 @@ class RqDispatcher(BrokeredBackend):
         previous: Job | None = None
         meta = Trace.current(job.id).fields()  # every step's RQ job; its retries keep it
         for step in job.pipeline:
-            previous = rq_queue(self.connection, self._settings, step.queue(job)).enqueue_call(
+            previous = rq_queue(self.connection, self._brokers, step.queue(job)).enqueue_call(
                 FUNCTIONS[step],
                 args=(str(job.id),),
                 job_id=step.message_id(job),
@@ -120,7 +136,7 @@ class RqDispatcher(BrokeredBackend):
         """Time limit of one step (and, for the render, how long a failed one is kept)."""
         if step is Step.RENDER:
             return {
-                "timeout": math.ceil(self._settings.hard_time_limit(job.report_type.value)),
+                "timeout": math.ceil(self._jobs.hard_time_limit(job.report_type.value)),
                 "failure_ttl": 7 * _DAY,
                 "description": f"{job.report_type.value} report {job.id}",
             }

@@ -15,6 +15,7 @@ from email.policy import SMTP, SMTPUTF8
 from email.utils import parseaddr
 from typing import Literal
 
+from app.core.settings.delivery import MailSettings
 from app.domain.mail import MailFailed
 
 Security = Literal["none", "starttls", "tls"]
@@ -39,6 +40,18 @@ class SmtpMailer:
         self._user, self._password = user, password
         self._timeout = timeout
         self._tls = tls
+
+    @classmethod
+    def of(cls, mail: MailSettings) -> SmtpMailer:
+        """The SMTP server ``mail`` names (SMTP_HOST, SMTP_PORT, its security and login)."""
+        return cls(
+            mail.smtp_host,
+            mail.smtp_port,
+            security=mail.smtp_security,
+            user=mail.smtp_user,
+            password=mail.smtp_password,
+            timeout=mail.smtp_timeout,
+        )
 
     def send(self, message: EmailMessage, *, recipient: str) -> str:
         """Send the message to ``recipient`` over a new connection; returns the server's reply.

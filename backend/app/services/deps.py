@@ -37,8 +37,6 @@ class JobPolicy:
         lost_worker_checks: Times a delivery that found the job running under another worker
             comes back to look again.
         defer_max_seconds: Longest wait between two deliveries while the ledger does not answer.
-        defer_budget_seconds: How long one delivery may hold an RQ work horse waiting for the
-            ledger.
         max_recipients: Recipients one job or schedule may name.
     """
 
@@ -49,7 +47,6 @@ class JobPolicy:
     callback_attempts: int = 4
     lost_worker_checks: int = 5
     defer_max_seconds: float = 60.0
-    defer_budget_seconds: float = 600.0
     max_recipients: int = 20
 
 

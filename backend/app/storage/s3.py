@@ -21,6 +21,7 @@ import base64
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -30,6 +31,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from app.core.settings.delivery import StorageSettings
 from app.domain.errors import Misconfigured, NotFound, StorageUnavailable
 from app.domain.jobs import Artifact
 from app.storage.scratch import ScratchFiles, artifact_key
@@ -85,6 +87,24 @@ class S3ArtifactStore(ScratchFiles):
         self.bucket = bucket
         self.part_size = multipart_threshold
         super().__init__(scratch)
+
+    @classmethod
+    def of(cls, storage: StorageSettings, *, scratch: Path) -> S3ArtifactStore:
+        """The bucket ``storage`` names, on its service; presigned for S3_PUBLIC_URL if set."""
+        client = partial(
+            s3_client,
+            region=storage.s3_region,
+            path_style=storage.s3_path_style,
+            timeout=storage.s3_timeout,
+        )
+        public = storage.s3_public_url
+        return cls(
+            client(endpoint_url=storage.s3_endpoint_url),
+            bucket=storage.s3_bucket,
+            scratch=scratch,
+            multipart_threshold=storage.s3_multipart_threshold,
+            signer=client(endpoint_url=public) if public else None,
+        )
 
     def verify(self) -> None:
         """Refuse to start on a bucket that is missing or credentials it refuses.

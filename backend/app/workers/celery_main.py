@@ -3,6 +3,6 @@
 ``celery_manager.py`` builds the same app itself; nothing else imports this module.
 """
 
-from app.bootstrap import celery_worker_app
+from app.workers.celery_worker import celery_worker_app
 
 app = celery_worker_app()

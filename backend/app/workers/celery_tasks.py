@@ -1,7 +1,7 @@
 """Celery tasks: parse the id, deliver the step, carry out the decision. Nothing else.
 
 :func:`register_report_tasks` defines them on the worker's app, which the composition
-root builds (:func:`app.bootstrap.celery_worker_app`). Start a worker with
+root builds (:func:`app.workers.celery_worker.celery_worker_app`). Start a worker with
 ``python celery_manager.py worker reports 4`` (or
 ``celery -A app.workers.celery_main worker -Q reports``).
 """
@@ -103,8 +103,8 @@ def _deliver(task: Task[[str], str], step: Step, job_id: str) -> str:
 
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
-    settings = get_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    process = get_settings().process
+    setup_logging(process.log_level, process.log_format)
 
 
 @signals.worker_init.connect

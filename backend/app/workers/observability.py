@@ -65,8 +65,8 @@ def start_worker_metrics() -> None:
     """In a worker's master: multiprocess mode on (if the CLI did not), then the port."""
     if multiprocess_dir() is None:  # started as `celery -A app.workers.celery_main worker`
         prepare_multiprocess_dir()
-    settings = get_settings()
-    serve_metrics(settings.metrics_port, settings.metrics_host)
+    operations = get_settings().operations
+    serve_metrics(operations.metrics_port, operations.metrics_host)
 
 
 _bound: dict[str, ExitStack] = {}

@@ -14,7 +14,7 @@ from redis import Redis
 from rq.cron import CronJob, CronScheduler
 from rq.job import Job
 
-from app.core.config import Settings
+from app.core.settings.runtime import BrokerSettings
 from app.dispatch.rq_dispatcher import rq_queue
 from app.domain.jobs import Backend, Queue
 from app.services.ticker import tick
@@ -36,22 +36,22 @@ class _JsonCronJob(CronJob):
     """A cron job enqueued as the platform's RQ jobs are (JSON, its queue's prefixed name):
     RQ's own enqueues with its default serializer, which the platform's workers refuse."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, brokers: BrokerSettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._settings = settings
+        self._brokers = brokers
 
     def enqueue(self, connection: Redis) -> Job:
         assert self.func is not None
-        queue = rq_queue(connection, self._settings, Queue.CELERY)
+        queue = rq_queue(connection, self._brokers, Queue.CELERY)
         job = queue.enqueue(self.func, job_timeout=300, result_ttl=600, failure_ttl=86_400)
         log.info("rq_cron.tick.sent", extra={"queue": queue.name, "rq_job": job.id})
         return job
 
 
-def cron_scheduler(connection: Redis, settings: Settings) -> CronScheduler:
+def cron_scheduler(connection: Redis, brokers: BrokerSettings) -> CronScheduler:
     """RQ's cron scheduler with the tick registered."""
     scheduler = CronScheduler(connection)
-    queue_name = f"{settings.queue_prefix}{Queue.CELERY.value}"
-    job = _JsonCronJob(settings, queue_name=queue_name, func=tick_job, cron=EVERY_MINUTE)
+    queue_name = f"{brokers.queue_prefix}{Queue.CELERY.value}"
+    job = _JsonCronJob(brokers, queue_name=queue_name, func=tick_job, cron=EVERY_MINUTE)
     scheduler.get_jobs().append(job)  # the list it runs (``register`` would build RQ's class)
     return scheduler

@@ -161,7 +161,7 @@ async def download(request: Request, session: web.Session, job_id: UUID) -> Resp
         )
     except AppError as exc:
         return web.page(request, "error.html", 404, session=session, error=exc)
-    seconds = settings.download_url_seconds if settings.download_redirect else 0
+    seconds = settings.storage.download_url_seconds if settings.storage.download_redirect else 0
     response = await run_in_threadpool(  # the store is asked before the status line
         artifact_response, request, deps.store, artifact, redirect_seconds=seconds
     )

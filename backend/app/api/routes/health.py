@@ -81,7 +81,7 @@ def startup(request: Request) -> JSONResponse:
             "status": "ok",
             "schema": "at head",
             "settings": "valid",
-            "environment": container.settings.environment.value,
+            "environment": container.settings.process.environment.value,
         }
     )
 

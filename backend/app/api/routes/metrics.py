@@ -42,7 +42,7 @@ class LedgerCollector:
             labels=["job_type"],
         )
         for report_type in ReportType:
-            hard = self._container.settings.hard_time_limit(report_type.value)
+            hard = self._container.settings.jobs.hard_time_limit(report_type.value)
             limits.add_metric([report_type.value], hard)
         yield limits
         depth = GaugeMetricFamily(
@@ -72,7 +72,7 @@ class LedgerCollector:
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     container = get_container(request)
-    token = container.settings.metrics_token
+    token = container.settings.security.metrics_token
     if token:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

@@ -283,7 +283,7 @@ def download(request: Request, deps: ServiceDeps, caller: Caller, job_id: UUID) 
     """The finished report; 409 `JOB_NOT_COMPLETED` until the job has completed."""
     artifact = artifact_of(deps=deps, job_id=job_id, owner=caller.scope)
     settings = get_container(request).settings
-    seconds = settings.download_url_seconds if settings.download_redirect else 0
+    seconds = settings.storage.download_url_seconds if settings.storage.download_redirect else 0
     return artifact_response(request, deps.store, artifact, redirect_seconds=seconds)
 
 
