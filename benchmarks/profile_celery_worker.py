@@ -160,7 +160,7 @@ def raw_round(jobs: int, env: dict[str, str], tmp: str) -> str:
 def platform_round(jobs: int, env: dict[str, str], tmp: str, profile: Path | None) -> str:
     from app import bootstrap
     from app.core.config import get_settings
-    from app.domain.jobs import ReportType
+    from app.domain.queues import ReportType
     from app.services.enqueue import enqueue_report
 
     api = bootstrap.build(get_settings())

@@ -32,7 +32,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "backend"), str(ROOT / "benchmarks")]
 
-from app.domain.jobs import Backend  # noqa: E402
+from app.domain.queues import Backend  # noqa: E402
 from bench_support import scratch_dir  # noqa: E402
 
 ADMIN = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,7 +124,7 @@ def main() -> None:
         )
         from app import bootstrap
         from app.core.config import get_settings
-        from app.domain.jobs import ReportType
+        from app.domain.queues import ReportType
         from app.services.enqueue import enqueue_report
         from app.services.run_report import run_report
 

@@ -74,7 +74,7 @@ def main() -> None:
         subprocess.run([sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True)
         from app import bootstrap
         from app.core.config import get_settings
-        from app.domain.jobs import ReportType
+        from app.domain.queues import ReportType
         from app.services.enqueue import enqueue_report
 
         logging.disable(logging.WARNING)  # no worker yet: the no-worker warning is noise

@@ -57,7 +57,7 @@ BARE = {
 
 
 def ours(kind: str) -> Callable[[int, Path], None]:
-    from app.domain.jobs import AnalysisParams, ExcelParams, PdfParams
+    from app.domain.params import AnalysisParams, ExcelParams, PdfParams
     from app.domain.progress import NullProgress
     from app.reports import AnalysisRenderer, ExcelRenderer, PdfRenderer
 
@@ -129,7 +129,7 @@ def bare(kind: str) -> Callable[[int, Path], None]:
 
 def peer(role: str) -> Callable[[int, Path], None]:
     import xlsx_peers  # benchmarks/, this script's folder
-    from app.domain.jobs import ExcelParams
+    from app.domain.params import ExcelParams
 
     write = xlsx_peers.WRITERS[role]
     if role == "openpyxl-lxml":

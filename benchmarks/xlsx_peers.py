@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.domain.jobs import ExcelParams
+from app.domain.params import ExcelParams
 from app.domain.progress import NullProgress
 from app.reports import ExcelRenderer, data
 from app.reports.excel import (

@@ -8,7 +8,7 @@ import time
 import psycopg
 import raw_tasks
 from app import bootstrap
-from app.domain.jobs import Backend
+from app.domain.queues import Backend
 from bench_support import wait_results, wait_until
 from celery import Celery
 from profile_ledger import parallel_rate

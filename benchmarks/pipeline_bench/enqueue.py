@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import raw_tasks
-from app.domain.jobs import ReportType
+from app.domain.queues import ReportType
 from app.services.enqueue import enqueue_report
 from bench_support import load
 

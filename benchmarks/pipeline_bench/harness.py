@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "backend"), str(HERE)]
 import raw_tasks  # noqa: E402
 from app import bootstrap  # noqa: E402
 from app.core.config import Settings  # noqa: E402
-from app.domain.jobs import ReportType  # noqa: E402
+from app.domain.queues import ReportType  # noqa: E402
 from app.services.deps import Deps  # noqa: E402
 from app.services.enqueue import enqueue_report  # noqa: E402
 from bench_support import load, process, wait_until  # noqa: E402

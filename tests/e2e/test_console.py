@@ -14,8 +14,9 @@ import httpx
 import pytest
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.session import make_engine, make_sessions
-from app.domain.jobs import Backend, JobStatus, ReportType
 from app.domain.ports import JobTiming
+from app.domain.queues import Backend, ReportType
+from app.domain.states import JobStatus
 from app.services.daily_stats import daily_figures
 
 from tests.conftest import fresh_pg_database

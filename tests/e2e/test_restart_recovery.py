@@ -12,7 +12,8 @@ from uuid import UUID
 import pytest
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
-from app.domain.jobs import JobStatus, ReportJob
+from app.domain.jobs import ReportJob
+from app.domain.states import JobStatus
 
 from tests.e2e.server import LiveServer, running, terminate, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from app.domain.jobs import Backend
+from app.domain.queues import Backend
 from app.workers import worker_container
 from sqlalchemy import text
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from app import bootstrap
 from app.db.housekeeping import SqlHousekeepingRepository
-from app.domain.jobs import JobStatus
+from app.domain.states import JobStatus
 from app.services.housekeeping import CLEANUP, DAILY, HEALTH, PERIODS, RECOVER
 from app.workers.beat_schedule import SCHEDULES
 from celery.beat import PersistentScheduler

@@ -17,7 +17,9 @@ import pytest
 from app import bootstrap
 from app.core.celery_app import RUN_REPORT
 from app.dispatch.celery_dispatcher import CeleryDispatcher
-from app.domain.jobs import JobStatus, ReportJob, ReportType
+from app.domain.jobs import ReportJob
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
 from app.services.queries import queue_status

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from app import bootstrap
-from app.domain.jobs import JobStatus, ReportType
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.enqueue import enqueue_report
 
 from tests.integration.workers import (

@@ -19,17 +19,11 @@ from typing import Any
 import pytest
 from app import bootstrap
 from app.core.logging import TextFormatter
-from app.domain.jobs import (
-    LOST,
-    Backend,
-    JobStatus,
-    ReportJob,
-    ReportType,
-    enter,
-    parse_params,
-    utcnow,
-)
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.params import parse_params
 from app.domain.progress import NullProgress
+from app.domain.queues import Backend, ReportType
+from app.domain.states import LOST, JobStatus, enter
 from app.reports import default_renderers
 from app.services.enqueue import enqueue_report
 from app.services.lost_worker import WORKER_LOST

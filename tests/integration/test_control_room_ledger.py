@@ -20,7 +20,10 @@ from app.db.session import make_engine, make_sessions
 from app.db.traffic import SqlTrafficRepository
 from app.domain.auth import ApiKey, Role
 from app.domain.console import ConsoleFilter, ConsoleSession
-from app.domain.jobs import Backend, JobStatus, PdfParams, Queue, ReportJob, ReportType, utcnow
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.params import PdfParams
+from app.domain.queues import Backend, Queue, ReportType
+from app.domain.states import JobStatus
 from app.domain.traffic import ChangeKind, TrafficSplit
 from sqlalchemy import Engine
 

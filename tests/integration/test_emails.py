@@ -16,8 +16,10 @@ from app.api.schemas import JobOut
 from app.db.emails import SqlEmailDeliveryRepository
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.session import make_engine, make_sessions
-from app.domain.jobs import JobStatus, ReportJob, ReportType, utcnow
+from app.domain.jobs import ReportJob, utcnow
 from app.domain.mail import DeliveryStatus, EmailDelivery, MailFailed
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.mail.smtp import SmtpMailer
 from app.services.emails import message_id
 from app.services.enqueue import enqueue_report

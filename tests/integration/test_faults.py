@@ -23,7 +23,9 @@ import httpx
 import pytest
 from app import bootstrap
 from app.db.migrations import upgrade
-from app.domain.jobs import JobStatus, ReportJob, ReportType
+from app.domain.jobs import ReportJob
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import RECOVER
 

@@ -20,7 +20,10 @@ import pytest
 from app import bootstrap
 from app.bootstrap import celery_app
 from app.db.housekeeping import SqlHousekeepingRepository
-from app.domain.jobs import Backend, JobStatus, ReportJob, ReportType, parse_params
+from app.domain.jobs import ReportJob
+from app.domain.params import parse_params
+from app.domain.queues import Backend, ReportType
+from app.domain.states import JobStatus
 from app.services.daily_stats import compute_daily_stats
 from app.services.deps import Deps
 from app.services.housekeeping import (

@@ -22,19 +22,11 @@ from typing import Any
 import pytest
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
-from app.domain.jobs import (
-    LOST,
-    Artifact,
-    Backend,
-    JobError,
-    JobStatus,
-    PdfParams,
-    ReportJob,
-    ReportType,
-    enter,
-    utcnow,
-)
+from app.domain.jobs import Artifact, JobError, ReportJob, utcnow
+from app.domain.params import PdfParams
 from app.domain.ports import JobFilter, JobRepository
+from app.domain.queues import Backend, ReportType
+from app.domain.states import LOST, JobStatus, enter
 
 from tests.unit.fakes import MemoryRepository
 

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 from app.db.migrations import upgrade
 from app.db.repository import SqlJobRepository
-from app.domain.jobs import Backend, JobStatus, ReportJob
+from app.domain.jobs import ReportJob
+from app.domain.queues import Backend
+from app.domain.states import JobStatus
 
 from tests.conftest import fresh_pg_database
 from tests.e2e.server import LiveServer

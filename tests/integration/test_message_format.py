@@ -11,7 +11,8 @@ import pytest
 from app.bootstrap import celery_app
 from app.core.celery_app import RUN_REPORT, queue_name
 from app.dispatch.rq_dispatcher import redis_client
-from app.domain.jobs import JobStatus, Queue, ReportType
+from app.domain.queues import Queue, ReportType
+from app.domain.states import JobStatus
 from app.services.enqueue import enqueue_report
 from rq import Queue as RqQueue
 

@@ -19,7 +19,8 @@ from app import bootstrap
 from app.core.logging import request_id_var
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
-from app.domain.jobs import JobStatus, ReportType
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
 from prometheus_client import REGISTRY

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from app.db.migrations import upgrade
-from app.domain.jobs import Backend, Queue, ReportType
+from app.domain.queues import Backend, Queue, ReportType
 from app.services.housekeeping import CLEANUP, DAILY, HEALTH, RECOVER
 
 from tests.conftest import fresh_pg_database

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from app import bootstrap
-from app.domain.jobs import JobStatus, ReportType
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.enqueue import enqueue_report
 
 from tests.e2e.server import free_port

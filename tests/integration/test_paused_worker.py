@@ -25,15 +25,11 @@ import pytest
 from app import bootstrap
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
-from app.domain.jobs import (
-    Backend,
-    JobStatus,
-    ReportJob,
-    ReportType,
-    RetryPolicy,
-    parse_params,
-    utcnow,
-)
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.params import parse_params
+from app.domain.queues import Backend, ReportType
+from app.domain.retry import RetryPolicy
+from app.domain.states import JobStatus
 from app.reports import default_renderers
 from app.services.deps import Deps, JobPolicy
 from app.services.enqueue import enqueue_report

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from app import bootstrap
 from app.core.celery_app import NOTIFY, POSTPROCESS, RUN_REPORT, queue_name
-from app.domain.jobs import JobStatus, Queue, ReportType
+from app.domain.queues import Queue, ReportType
+from app.domain.states import JobStatus
 from app.services.enqueue import enqueue_report
 from kombu import Connection
 from kombu import Queue as KombuQueue

@@ -35,7 +35,8 @@ from uuid import UUID
 import pytest
 from app import bootstrap
 from app.domain.errors import Unavailable
-from app.domain.jobs import JobStatus, ReportType
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.enqueue import enqueue_report
 from kombu import Connection
 from sqlalchemy import bindparam, text

@@ -14,7 +14,8 @@ from uuid import UUID
 import pytest
 from app.bootstrap import Container
 from app.domain.auth import Role
-from app.domain.jobs import ReportType, utcnow
+from app.domain.jobs import utcnow
+from app.domain.queues import ReportType
 from app.main import create_app
 from app.services.auth import create_api_key
 from fastapi.testclient import TestClient

@@ -9,7 +9,9 @@ import time
 import pytest
 from app import bootstrap
 from app.dispatch.rq_dispatcher import FUNCTIONS, RqDispatcher, rq_queue
-from app.domain.jobs import JobStatus, NotifyStatus, Queue, ReportType, Step
+from app.domain.jobs import NotifyStatus
+from app.domain.queues import Queue, ReportType, Step
+from app.domain.states import JobStatus
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report
 from app.services.queries import queue_status

@@ -20,7 +20,9 @@ from app import bootstrap, workers
 from app.cli.rq_worker import LentConnection
 from app.db.session import make_engine
 from app.dispatch.rq_dispatcher import rq_queue
-from app.domain.jobs import JobStatus, Queue, ReportJob, ReportType
+from app.domain.jobs import ReportJob
+from app.domain.queues import Queue, ReportType
+from app.domain.states import JobStatus
 from app.services.enqueue import enqueue_report
 from sqlalchemy.engine import make_url
 

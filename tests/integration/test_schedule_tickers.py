@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 from app import bootstrap
-from app.domain.jobs import JobStatus, ReportJob
+from app.domain.jobs import ReportJob
 from app.domain.ports import JobFilter
 from app.domain.schedules import Schedule
+from app.domain.states import JobStatus
 from app.services.schedules import (
     Scheduling,
     create_schedule,

@@ -26,7 +26,10 @@ import httpx
 import pytest
 from app import bootstrap
 from app.domain.auth import Role
-from app.domain.jobs import JobStatus, ReportJob, ReportType, parse_params, utcnow
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.params import parse_params
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.auth import create_api_key
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report

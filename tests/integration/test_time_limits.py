@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 from app import bootstrap
-from app.domain.jobs import JobStatus, ReportJob, ReportType, utcnow
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import RECOVER
 

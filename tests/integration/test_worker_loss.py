@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 from app import bootstrap
-from app.domain.jobs import JobStatus, ReportJob, ReportType, parse_params
+from app.domain.jobs import ReportJob
+from app.domain.params import parse_params
 from app.domain.progress import NullProgress
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.reports import default_renderers
 from app.services.enqueue import enqueue_report
 

@@ -23,7 +23,8 @@ from uuid import UUID
 
 import pytest
 from app import bootstrap
-from app.domain.jobs import ReportJob, ReportType, utcnow
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.queues import ReportType
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import RECOVER
 

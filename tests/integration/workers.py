@@ -32,8 +32,10 @@ from app.bootstrap import celery_app
 from app.core.celery_app import queue_name
 from app.core.config import Settings
 from app.db.migrations import upgrade
-from app.domain.jobs import JobStatus, Queue, ReportJob
+from app.domain.jobs import ReportJob
 from app.domain.ports import JobRepository
+from app.domain.queues import Queue
+from app.domain.states import JobStatus
 from kombu import Connection
 from kombu import Queue as KombuQueue
 

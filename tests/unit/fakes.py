@@ -13,23 +13,14 @@ from typing import Any
 from uuid import UUID
 
 from app.domain.errors import BackendUnavailable, IdempotencyKeyTaken, SlotTaken
-from app.domain.jobs import (
-    TERMINAL,
-    Artifact,
-    Backend,
-    JobError,
-    JobStatus,
-    Queue,
-    ReportJob,
-    ReportParams,
-    ReportType,
-    RetryPolicy,
-    enter,
-    sources_of,
-)
+from app.domain.jobs import Artifact, JobError, ReportJob
 from app.domain.mail import DeliveryStatus, EmailDelivery
+from app.domain.params import ReportParams
 from app.domain.ports import Cursor, JobFilter, JobPage, Renderer, StatusCount, WorkerCount
 from app.domain.progress import Progress
+from app.domain.queues import Backend, Queue, ReportType
+from app.domain.retry import RetryPolicy
+from app.domain.states import TERMINAL, JobStatus, enter, sources_of
 from app.domain.traffic import ChangeKind, DialChange, DialState, TrafficSplit, WindowJob
 from app.services.deps import Deps, JobPolicy
 from app.storage.local import LocalArtifactStore

@@ -17,7 +17,8 @@ from app.domain.errors import (
     NotFound,
     Unauthenticated,
 )
-from app.domain.jobs import ReportType, utcnow
+from app.domain.jobs import utcnow
+from app.domain.queues import ReportType
 from app.services.auth import authenticate, create_api_key, require_operator, revoke_api_key
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report

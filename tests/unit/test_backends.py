@@ -17,12 +17,9 @@ from app.core.config import Settings, soft_limit
 from app.dispatch.availability import Availability, steady
 from app.dispatch.celery_dispatcher import CeleryDispatcher
 from app.domain.errors import InvalidInput, Misconfigured
-from app.domain.jobs import (
-    PdfParams,
-    Queue,
-    ReportJob,
-    ReportType,
-)
+from app.domain.jobs import ReportJob
+from app.domain.params import PdfParams
+from app.domain.queues import Queue, ReportType
 from celery.canvas import Signature, _chain
 
 

@@ -12,7 +12,8 @@ import pytest
 from app import bootstrap
 from app.core.config import Settings
 from app.domain.errors import Misconfigured
-from app.domain.jobs import Backend, JobStatus
+from app.domain.queues import Backend
+from app.domain.states import JobStatus
 from app.main import create_app
 from app.storage.local import LocalArtifactStore
 from fastapi.testclient import TestClient

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from app.domain.jobs import RetryPolicy
+from app.domain.retry import RetryPolicy
 from app.services.delivery import Outcome, OutcomeKind, next_delivery
 from app.services.deps import JobPolicy
 

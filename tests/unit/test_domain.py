@@ -8,24 +8,18 @@ from datetime import timedelta
 import pytest
 from app.core.config import Settings
 from app.domain.errors import IllegalTransition, InvalidParams
-from app.domain.jobs import (
+from app.domain.jobs import JobError, ReportJob, utcnow
+from app.domain.params import AnalysisParams, ExcelParams, PdfParams, parse_params
+from app.domain.queues import Queue, ReportType
+from app.domain.retry import RetryPolicy
+from app.domain.states import (
     LOST,
     TERMINAL,
-    AnalysisParams,
     Attempt,
-    ExcelParams,
-    JobError,
     JobStatus,
-    PdfParams,
-    Queue,
-    ReportJob,
-    ReportType,
-    RetryPolicy,
     check_transition,
     enter,
-    parse_params,
     sources_of,
-    utcnow,
 )
 
 S = JobStatus

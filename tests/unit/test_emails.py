@@ -14,16 +14,11 @@ from uuid import UUID, uuid4
 import pytest
 from app.core.metrics import EMAILS, MetricsObserver
 from app.domain.errors import CallbackFailed, StorageUnavailable
-from app.domain.jobs import (
-    Artifact,
-    DummyParams,
-    JobError,
-    JobStatus,
-    ReportJob,
-    ReportType,
-    Slot,
-)
+from app.domain.jobs import Artifact, JobError, ReportJob, Slot
 from app.domain.mail import DeliveryStatus, MailFailed
+from app.domain.params import DummyParams
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.mail.files import FileMailer
 from app.services.deps import Deps, Mailing, MailPolicy
 from app.services.emails import message_id, send_emails

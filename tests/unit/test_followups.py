@@ -13,16 +13,11 @@ from uuid import UUID
 
 import pytest
 from app.domain.errors import CallbackFailed, CallbackNotAllowed
-from app.domain.jobs import (
-    Artifact,
-    DummyParams,
-    JobStatus,
-    Notification,
-    NotifyStatus,
-    ReportJob,
-    ReportType,
-    RetryPolicy,
-)
+from app.domain.jobs import Artifact, Notification, NotifyStatus, ReportJob
+from app.domain.params import DummyParams
+from app.domain.queues import ReportType
+from app.domain.retry import RetryPolicy
+from app.domain.states import JobStatus
 from app.services.deps import Deps, JobPolicy
 from app.services.notify import notify_callback
 from app.services.postprocess import metadata, write_package

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from app.api.forms import HEAVY, DummyQuery, HeavyQuery, ReportRequest
-from app.domain.jobs import PARAMS_MODELS, ReportType
+from app.domain.params import PARAMS_MODELS
+from app.domain.queues import ReportType
 
 
 def test_every_domain_parameter_is_in_the_body_and_its_routes_query_form() -> None:

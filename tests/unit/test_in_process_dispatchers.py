@@ -14,7 +14,9 @@ from app.dispatch.inline_dispatcher import InlineDispatcher
 from app.dispatch.router import Router, RoutingPolicy
 from app.dispatch.sync_dispatcher import SyncDispatcher
 from app.domain.errors import BackendUnavailable
-from app.domain.jobs import Backend, DummyParams, Queue, ReportJob, ReportType, utcnow
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.params import DummyParams
+from app.domain.queues import Backend, Queue, ReportType
 
 
 def a_job() -> ReportJob:

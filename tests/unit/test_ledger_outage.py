@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from app.domain.errors import LedgerUnavailable
-from app.domain.jobs import JobStatus, ReportType, Step
+from app.domain.queues import ReportType, Step
+from app.domain.states import JobStatus
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.pipeline import deliver

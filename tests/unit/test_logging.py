@@ -28,7 +28,9 @@ from app.core.logging import (
     request_id_var,
 )
 from app.dispatch.inline_dispatcher import InlineDispatcher
-from app.domain.jobs import Backend, PdfParams, ReportJob, ReportType, utcnow
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.params import PdfParams
+from app.domain.queues import Backend, ReportType
 from app.main import create_app
 from app.services.emails import send_emails
 from app.webhooks import HttpCallbackSender

@@ -16,8 +16,11 @@ from app.core import metrics_export
 from app.core.config import Settings
 from app.core.metrics import MetricsObserver, end_run, reason_kind
 from app.domain.errors import Misconfigured
-from app.domain.jobs import Backend, JobStatus, ReportJob, ReportType, parse_params
+from app.domain.jobs import ReportJob
+from app.domain.params import parse_params
 from app.domain.ports import JobTiming
+from app.domain.queues import Backend, ReportType
+from app.domain.states import JobStatus
 from app.services.daily_stats import daily_figures, day_bounds, percentile
 from app.services.housekeeping import slot_of
 from prometheus_client import REGISTRY

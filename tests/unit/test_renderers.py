@@ -19,16 +19,16 @@ from typing import get_type_hints
 import openpyxl
 import pytest
 from app.domain.errors import RenderError
-from app.domain.jobs import (
+from app.domain.params import (
     PARAMS_MODELS,
     AnalysisParams,
     DummyParams,
     ExcelParams,
     PdfParams,
     ReportParams,
-    ReportType,
 )
 from app.domain.progress import JobCancelled, NullProgress
+from app.domain.queues import ReportType
 from app.reports import (
     AnalysisRenderer,
     DummyRenderer,
@@ -372,7 +372,7 @@ def test_excel_cancelled_while_zipping_leaves_no_temporary_file(tmp_path: Path) 
 _OTHER_PROCESS = """
 import sys
 from pathlib import Path
-from app.domain.jobs import AnalysisParams, ExcelParams, PdfParams
+from app.domain.params import AnalysisParams, ExcelParams, PdfParams
 from app.domain.progress import NullProgress
 from app.reports import AnalysisRenderer, ExcelRenderer, PdfRenderer
 PdfRenderer().render(PdfParams(pages=2, seed=8), Path(sys.argv[1]), NullProgress())

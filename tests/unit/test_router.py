@@ -13,7 +13,9 @@ from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
 from app.dispatch.router import Fallback, Router, RoutingPolicy
 from app.domain.errors import BackendUnavailable
-from app.domain.jobs import Backend, DummyParams, Queue, ReportJob, ReportType
+from app.domain.jobs import ReportJob
+from app.domain.params import DummyParams
+from app.domain.queues import Backend, Queue, ReportType
 from app.domain.traffic import TrafficSplit
 
 from tests.unit.fakes import RecordingDispatcher

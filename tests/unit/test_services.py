@@ -13,8 +13,9 @@ from app.domain.errors import (
     JobNotFound,
     RenderError,
 )
-from app.domain.jobs import Backend, JobStatus, ReportType
 from app.domain.progress import JobCancelled
+from app.domain.queues import Backend, ReportType
+from app.domain.states import JobStatus
 from app.services.cancel import cancel_job
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report

@@ -12,15 +12,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from app.domain.jobs import (
-    Backend,
-    JobStatus,
-    ReportJob,
-    ReportParams,
-    ReportType,
-    utcnow,
-)
+from app.domain.jobs import ReportJob, utcnow
+from app.domain.params import ReportParams
 from app.domain.progress import Progress
+from app.domain.queues import Backend, ReportType
+from app.domain.states import JobStatus
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.housekeeping import Housekeeping, HousekeepingPolicy, recover_stuck

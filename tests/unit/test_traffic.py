@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from app.domain.jobs import Backend, JobStatus, ReportType
+from app.domain.queues import Backend, ReportType
+from app.domain.states import JobStatus
 from app.domain.traffic import (
     ChangeKind,
     GuardPolicy,

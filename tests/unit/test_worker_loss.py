@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from app.core.config import Settings
-from app.domain.jobs import JobStatus, ReportType, utcnow
+from app.domain.jobs import utcnow
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus
 from app.services.deps import Deps
 from app.services.enqueue import enqueue_report
 from app.services.lost_worker import WORKER_LOST

@@ -18,7 +18,9 @@ from app.api.dependencies import get_container, spend
 from app.bootstrap import Container
 from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.errors import Forbidden, InvalidInput, Unauthenticated
-from app.domain.jobs import Backend, JobStatus, Queue, ReportType, utcnow
+from app.domain.jobs import utcnow
+from app.domain.queues import Backend, Queue, ReportType
+from app.domain.states import JobStatus
 from app.services import console as svc
 
 ROOT = Path(__file__).resolve().parents[1] / "console"

@@ -16,7 +16,8 @@ from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from app.domain.jobs import PARAMS_MODELS, ReportType
+from app.domain.params import PARAMS_MODELS
+from app.domain.queues import ReportType
 
 HEAVY = (ReportType.PDF, ReportType.EXCEL, ReportType.ANALYSIS)
 _CALLBACK = "Optional: the finished job is POSTed here (HMAC-signed; allowed hosts only)."

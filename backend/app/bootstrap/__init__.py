@@ -36,7 +36,7 @@ from app.dispatch.celery_dispatcher import CeleryWorkerInfo, inspect_workers
 from app.dispatch.router import Router, set_celery_available
 from app.dispatch.rq_dispatcher import RqQueueInfo, inspect_queues, redis_client
 from app.domain.errors import LedgerUnavailable
-from app.domain.jobs import Backend, Queue, worker_name
+from app.domain.queues import Backend, Queue, worker_name
 from app.reports import default_renderers
 from app.services.deps import Deps
 from app.services.pipeline import run_pipeline

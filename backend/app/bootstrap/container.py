@@ -27,7 +27,7 @@ from app.dispatch.base import BrokeredBackend, InProcessBackend
 from app.dispatch.inline_dispatcher import inline_worker_alive
 from app.dispatch.router import Router
 from app.domain.errors import AppError
-from app.domain.jobs import Backend, worker_name
+from app.domain.queues import Backend, worker_name
 from app.domain.traffic import TrafficSplit
 from app.services.deps import Deps
 from app.services.health import Check, HealthService

@@ -17,7 +17,7 @@ from app.core.celery_app import queue_name
 from app.core.config import Environment, Settings, get_settings
 from app.core.metrics_export import prepare_multiprocess_dir
 from app.domain.errors import AppError, InvalidInput, Misconfigured
-from app.domain.jobs import Queue
+from app.domain.queues import Queue
 
 
 def parse_queues(spec: Sequence[str] | str) -> list[Queue]:

@@ -13,7 +13,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from app.core.config import Settings, get_settings
-from app.domain.jobs import Backend
+from app.domain.queues import Backend
 
 if TYPE_CHECKING:
     from app.domain.ports import ApiKeyRepository

@@ -27,7 +27,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from app.core.config import Settings, get_settings
 from app.dispatch.rq_dispatcher import rq_queue
-from app.domain.jobs import Backend, Queue
+from app.domain.queues import Backend, Queue
 from app.workers import lend_to_next_child, shutdown, worker_container
 from app.workers.observability import rq_trace
 

@@ -18,7 +18,7 @@ from app.core.logging import request_id_var
 from app.core.settings.jobs import soft_limit
 from app.core.settings.runtime import BrokerSettings, CeleryPolicy
 from app.domain.errors import Misconfigured
-from app.domain.jobs import Queue
+from app.domain.queues import Queue
 
 Role = Literal["client", "worker"]
 

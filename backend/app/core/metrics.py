@@ -48,7 +48,8 @@ from app.core.instruments import (
     WAIT_BUCKETS,
     pool_gauges,
 )
-from app.domain.jobs import Backend, ReportJob, ReportType
+from app.domain.jobs import ReportJob
+from app.domain.queues import Backend, ReportType
 from app.domain.traffic import GUARD_CAUSES, ChangeKind, TrafficSplit
 
 #: The instruments stay importable from here, as before they moved.

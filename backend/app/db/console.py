@@ -13,8 +13,9 @@ from app.db.models import ApiKeyRow, ConsoleSessionRow, ReportJobRow
 from app.db.paging import keyset_page
 from app.domain.auth import Role
 from app.domain.console import ConsoleFilter, ConsoleSession
-from app.domain.jobs import Backend, JobStatus
 from app.domain.ports import Cursor, JobPage
+from app.domain.queues import Backend
+from app.domain.states import JobStatus
 
 _J = cast(Table, ReportJobRow.__table__)
 _S = cast(Table, ConsoleSessionRow.__table__)

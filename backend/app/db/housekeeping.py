@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.job_rows import to_job
 from app.db.models import DailyStatsRow, EmailDeliveryRow, PeriodicRunRow, ReportJobRow
-from app.domain.jobs import TERMINAL, Backend, JobStatus, ReportJob, ReportType
+from app.domain.jobs import ReportJob
 from app.domain.ports import DailyStats, JobTiming
+from app.domain.queues import Backend, ReportType
+from app.domain.states import TERMINAL, JobStatus
 
 _FINISHED = [s.value for s in TERMINAL]
 _WAITING = [JobStatus.PENDING.value, JobStatus.QUEUED.value]

@@ -13,19 +13,9 @@ from typing import Any, cast
 from sqlalchemy import Row, Table
 
 from app.db.models import ReportJobRow
-from app.domain.jobs import (
-    Artifact,
-    Attempt,
-    Backend,
-    JobError,
-    JobStatus,
-    Notification,
-    NotifyStatus,
-    Queue,
-    ReportJob,
-    ReportType,
-    Slot,
-)
+from app.domain.jobs import Artifact, JobError, Notification, NotifyStatus, ReportJob, Slot
+from app.domain.queues import Backend, Queue, ReportType
+from app.domain.states import Attempt, JobStatus
 
 #: The ledger's table, for SQLAlchemy Core statements.
 JOBS = cast(Table, ReportJobRow.__table__)

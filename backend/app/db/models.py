@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.domain.auth import Role
-from app.domain.jobs import JobStatus
+from app.domain.states import JobStatus
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

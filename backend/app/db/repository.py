@@ -29,18 +29,10 @@ from app.db.transitions import (
     transition_statement,
 )
 from app.domain.errors import IdempotencyKeyTaken, SlotTaken
-from app.domain.jobs import (
-    TERMINAL,
-    Artifact,
-    Backend,
-    JobError,
-    JobStatus,
-    NotifyStatus,
-    Queue,
-    ReportJob,
-    sources_of,
-)
+from app.domain.jobs import Artifact, JobError, NotifyStatus, ReportJob
 from app.domain.ports import Cursor, JobFilter, JobPage, StatusCount
+from app.domain.queues import Backend, Queue
+from app.domain.states import TERMINAL, JobStatus, sources_of
 
 
 class SqlJobRepository:
@@ -49,7 +41,7 @@ class SqlJobRepository:
     The hot path (insert, claim, progress, finish) is one statement per call, built once
     per shape and reused, so SQLAlchemy compiles it once and only binds values after: no
     ORM unit of work, no per-call statement building. ``transition`` writes the columns
-    the domain's :data:`~app.domain.jobs.ENTRIES` say the target status sets.
+    the domain's :data:`~app.domain.states.ENTRIES` say the target status sets.
 
     A job costs three commits, each one statement and one round trip: the insert, already
     ``queued``, before the publish (the row exists before its message); the claim (the

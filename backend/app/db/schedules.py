@@ -13,8 +13,8 @@ from sqlalchemy.engine import Row
 
 from app.db.models import ScheduleRow
 from app.db.paging import keyset_rows
-from app.domain.jobs import ReportType
 from app.domain.ports import Cursor
+from app.domain.queues import ReportType
 from app.domain.schedules import Preset, Schedule
 
 _S = cast(Table, ScheduleRow.__table__)

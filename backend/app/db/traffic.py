@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import ReportJobRow, TrafficChangeRow, TrafficDialRow
-from app.domain.jobs import Backend, JobStatus
+from app.domain.queues import Backend
+from app.domain.states import JobStatus
 from app.domain.traffic import (
     ChangeKind,
     DialChange,

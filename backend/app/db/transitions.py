@@ -1,6 +1,6 @@
 """The ledger's transitions as SQL: one conditional UPDATE each, in two dialects.
 
-:func:`transition_statement` turns the domain's :data:`~app.domain.jobs.ENTRIES` into
+:func:`transition_statement` turns the domain's :data:`~app.domain.states.ENTRIES` into
 ``UPDATE … SET … WHERE <claimable> RETURNING *``, its attempt timeline included
 (:func:`logged_attempts`, with PostgreSQL's JSONB functions or SQLite's JSON ones);
 :func:`progress_statement` is the heartbeat. Each shape is built once and cached: only
@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.db.job_rows import ARTIFACT_COLUMNS, JOBS
-from app.domain.jobs import ENTRIES, LOST, JobStatus, sources_of
+from app.domain.states import ENTRIES, LOST, JobStatus, sources_of
 
 #: The time of a write, typed so that the ledger's UTC rule applies to it.
 NOW = bindparam("now", type_=JOBS.c.updated_at.type)
@@ -125,7 +125,7 @@ def transition_statement(shape: Shape) -> Update:
 
 
 def logged_attempts(shape: Shape) -> ColumnElement[Any]:
-    """The domain's :func:`~app.domain.jobs.log_attempts` in SQL.
+    """The domain's :func:`~app.domain.states.log_attempts` in SQL.
 
     A job leaving ``running`` ends its last attempt; entering it appends the next. Part of
     the transition's one UPDATE, so the timeline costs no statement of its own.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from app.domain.jobs import Queue
+from app.domain.queues import Queue
 
 log = logging.getLogger(__name__)
 

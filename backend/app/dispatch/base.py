@@ -12,8 +12,9 @@ from uuid import UUID
 from app.core.circuit import CircuitBreaker
 from app.dispatch.availability import Availability, AvailabilityMonitor, BackendState
 from app.domain.errors import BackendUnavailable
-from app.domain.jobs import Backend, Queue, ReportJob
+from app.domain.jobs import ReportJob
 from app.domain.ports import WorkerCount
+from app.domain.queues import Backend, Queue
 
 log = logging.getLogger(__name__)
 

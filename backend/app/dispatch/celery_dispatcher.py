@@ -25,7 +25,8 @@ from app.core.settings.routing import RoutingSettings
 from app.core.settings.runtime import BrokerSettings
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
-from app.domain.jobs import Backend, Queue, ReportJob, Step
+from app.domain.jobs import ReportJob
+from app.domain.queues import Backend, Queue, Step
 
 #: The task that runs each pipeline step.
 TASKS = {Step.RENDER: RUN_REPORT, Step.DOCUMENT: POSTPROCESS, Step.NOTIFY: NOTIFY}

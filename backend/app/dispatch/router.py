@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from app.dispatch.availability import BackendState
 from app.dispatch.base import BackendAdapter, BrokeredBackend
 from app.domain.errors import BackendUnavailable
-from app.domain.jobs import Backend, ReportJob
+from app.domain.jobs import ReportJob
 from app.domain.ports import WorkerCount
+from app.domain.queues import Backend
 from app.domain.traffic import TrafficSplit
 
 log = logging.getLogger(__name__)

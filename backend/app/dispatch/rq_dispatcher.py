@@ -30,7 +30,8 @@ from app.core.settings.routing import RoutingSettings
 from app.core.settings.runtime import BrokerSettings
 from app.dispatch.availability import Availability
 from app.dispatch.base import BrokeredBackend
-from app.domain.jobs import Backend, Queue, ReportJob, Step
+from app.domain.jobs import ReportJob
+from app.domain.queues import Backend, Queue, Step
 
 #: The job function of each pipeline step, by import path: the API never imports it.
 FUNCTIONS = {

@@ -17,8 +17,9 @@ from uuid import UUID
 from app.core.logging import job_id_var
 from app.dispatch.base import InProcessBackend
 from app.domain.errors import BackendUnavailable
-from app.domain.jobs import Backend, Queue, ReportJob
+from app.domain.jobs import ReportJob
 from app.domain.ports import WorkerCount
+from app.domain.queues import Backend, Queue
 
 log = logging.getLogger(__name__)
 

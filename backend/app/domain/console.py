@@ -7,7 +7,8 @@ from datetime import datetime
 from uuid import UUID
 
 from app.domain.auth import Principal, Role
-from app.domain.jobs import Backend, JobStatus, Queue, ReportType
+from app.domain.queues import Backend, Queue, ReportType
+from app.domain.states import JobStatus
 
 
 @dataclass(frozen=True, slots=True)

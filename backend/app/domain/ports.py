@@ -11,17 +11,10 @@ from uuid import UUID
 
 from app.domain.auth import ApiKey
 from app.domain.console import ConsoleFilter, ConsoleSession
-from app.domain.jobs import (
-    Artifact,
-    Backend,
-    JobError,
-    JobStatus,
-    NotifyStatus,
-    Queue,
-    ReportJob,
-    ReportType,
-)
+from app.domain.jobs import Artifact, JobError, NotifyStatus, ReportJob
 from app.domain.progress import Progress
+from app.domain.queues import Backend, Queue, ReportType
+from app.domain.states import JobStatus
 from app.domain.traffic import ChangeKind, DialChange, DialState, TrafficSplit, WindowJob
 
 

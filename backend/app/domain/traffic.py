@@ -14,7 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 from app.domain.errors import InvalidInput
-from app.domain.jobs import Backend, JobStatus, ReportType
+from app.domain.queues import Backend, ReportType
+from app.domain.states import JobStatus
 
 
 class InvalidTrafficSplit(InvalidInput):

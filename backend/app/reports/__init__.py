@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.domain.jobs import ReportType
+from app.domain.queues import ReportType
 from app.reports.analysis import AnalysisRenderer
 from app.reports.dummy import DummyRenderer
 from app.reports.excel import ExcelRenderer

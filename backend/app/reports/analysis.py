@@ -15,7 +15,7 @@ from reportlab.lib.units import cm
 from reportlab.platypus import PageBreak, Paragraph, Spacer
 from reportlab.platypus.flowables import HRFlowable
 
-from app.domain.jobs import AnalysisParams
+from app.domain.params import AnalysisParams
 from app.domain.progress import Progress
 from app.reports import data
 from app.reports._charts import histogram, loss_ratio_bars, monthly_trend

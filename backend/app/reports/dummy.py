@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from app.domain.errors import RenderError
-from app.domain.jobs import DummyParams
+from app.domain.params import DummyParams
 from app.domain.progress import Progress
 
 STEPS = 10

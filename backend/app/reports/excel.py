@@ -21,7 +21,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.writer.excel import ExcelWriter
 
-from app.domain.jobs import ExcelParams
+from app.domain.params import ExcelParams
 from app.domain.progress import Progress
 from app.reports import data
 from app.reports._xlsx import Column, Kind, RowSerializer, StableZipFile

@@ -21,7 +21,7 @@ from reportlab.lib.units import cm
 from reportlab.platypus import PageBreak, Paragraph, Spacer
 from reportlab.platypus.flowables import HRFlowable
 
-from app.domain.jobs import PdfParams
+from app.domain.params import PdfParams
 from app.domain.progress import Progress
 from app.reports import data
 from app.reports._pdfstyle import (

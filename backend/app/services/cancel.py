@@ -6,7 +6,8 @@ import logging
 from uuid import UUID
 
 from app.domain.errors import JobAlreadyFinished
-from app.domain.jobs import JobStatus, ReportJob
+from app.domain.jobs import ReportJob
+from app.domain.states import JobStatus
 from app.services.deps import Deps
 from app.services.queries import get_job
 

@@ -20,7 +20,7 @@ from uuid import UUID
 from app.domain.auth import Principal, Role
 from app.domain.console import ConsoleFilter, ConsoleSession
 from app.domain.errors import Forbidden, Unauthenticated
-from app.domain.jobs import Backend, JobStatus, ReportJob
+from app.domain.jobs import ReportJob
 from app.domain.ports import (
     ApiKeyRepository,
     ConsoleRepository,
@@ -29,6 +29,8 @@ from app.domain.ports import (
     HousekeepingRepository,
     JobPage,
 )
+from app.domain.queues import Backend
+from app.domain.states import JobStatus
 from app.services.auth import authenticate
 from app.services.daily_stats import get_daily_stats
 from app.services.deps import Deps

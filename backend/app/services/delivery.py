@@ -2,7 +2,7 @@
 
 Every step (render, package, notify) answers with an :class:`Outcome`, and decides what
 is final from the ledger's own count of attempts
-(:meth:`~app.domain.jobs.RetryPolicy.after`); a step that meets a ledger that does not
+(:meth:`~app.domain.retry.RetryPolicy.after`); a step that meets a ledger that does not
 answer is ``deferred``, whichever step it is. One function, :func:`next_delivery`,
 decides whether and when the step is delivered again. The backends only carry the
 decision out: Celery re-publishes with a countdown, RQ schedules the same RQ job again

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.domain.jobs import ReportType, RetryPolicy, utcnow
+from app.domain.jobs import utcnow
 from app.domain.mail import EmailDeliveryRepository, Mailer
 from app.domain.ports import (
     ArtifactStore,
@@ -17,6 +17,8 @@ from app.domain.ports import (
     JobRepository,
     Renderer,
 )
+from app.domain.queues import ReportType
+from app.domain.retry import RetryPolicy
 
 
 def _never() -> bool:

@@ -23,8 +23,9 @@ from uuid import UUID
 
 from app.domain.context import correlation_id_var
 from app.domain.errors import AppError, Unavailable
-from app.domain.jobs import JobStatus, ReportJob
+from app.domain.jobs import ReportJob
 from app.domain.mail import DeliveryStatus, EmailDelivery, MailFailed
+from app.domain.states import JobStatus
 from app.services.delivery import Outcome
 from app.services.deps import Deps, MailPolicy
 

@@ -15,16 +15,11 @@ from app.domain.errors import (
     IdempotencyKeyTaken,
     Unavailable,
 )
-from app.domain.jobs import (
-    JobError,
-    JobStatus,
-    ReportJob,
-    ReportType,
-    Slot,
-    enter,
-    parse_params,
-)
+from app.domain.jobs import JobError, ReportJob, Slot
 from app.domain.mail import check_recipients
+from app.domain.params import parse_params
+from app.domain.queues import ReportType
+from app.domain.states import JobStatus, enter
 from app.services.deps import Deps
 
 _QUEUED = frozenset({JobStatus.QUEUED})

@@ -15,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.domain.errors import Unavailable
-from app.domain.jobs import JobStatus, ReportJob
+from app.domain.jobs import ReportJob
 from app.domain.ports import (
     ArtifactStore,
     ComponentHealth,
     HousekeepingRepository,
     OpsRecorder,
 )
+from app.domain.states import JobStatus
 from app.services.deps import Deps
 from app.services.lost_worker import (
     heartbeat_lost,

@@ -16,7 +16,8 @@ import logging
 from datetime import datetime, timedelta
 
 from app.domain.errors import Unavailable
-from app.domain.jobs import JobError, JobStatus, ReportJob
+from app.domain.jobs import JobError, ReportJob
+from app.domain.states import JobStatus
 from app.services.deps import Deps
 
 log = logging.getLogger(__name__)

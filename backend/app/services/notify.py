@@ -16,7 +16,8 @@ from typing import Any
 from uuid import UUID
 
 from app.domain.errors import AppError, CallbackFailed
-from app.domain.jobs import JobStatus, NotifyStatus, ReportJob
+from app.domain.jobs import NotifyStatus, ReportJob
+from app.domain.states import JobStatus
 from app.services.delivery import Outcome, OutcomeKind
 from app.services.deps import Deps
 from app.services.emails import send_emails

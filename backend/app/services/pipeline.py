@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from app.domain.errors import LedgerUnavailable
-from app.domain.jobs import JobError, JobStatus, ReportJob, Step
+from app.domain.jobs import JobError, ReportJob
+from app.domain.queues import Step
+from app.domain.states import JobStatus
 from app.services.delivery import Outcome, deferred, next_delivery
 from app.services.deps import Deps
 from app.services.notify import notify

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from app.domain.jobs import JobStatus, ReportJob
+from app.domain.jobs import ReportJob
+from app.domain.states import JobStatus
 from app.services.delivery import Outcome
 from app.services.deps import Deps
 

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from app.domain.jobs import Backend, JobStatus
+from app.domain.queues import Backend
+from app.domain.states import JobStatus
 from app.services.deps import Deps
 from app.services.lost_worker import redispatch, take_back
 

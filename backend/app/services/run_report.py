@@ -9,9 +9,10 @@ from datetime import datetime
 from uuid import UUID
 
 from app.domain.errors import AppError, LedgerUnavailable, RenderError, Unavailable
-from app.domain.jobs import Artifact, JobError, JobStatus, ReportJob
+from app.domain.jobs import Artifact, JobError, ReportJob
 from app.domain.ports import JobRepository
 from app.domain.progress import JobCancelled, JobInterrupted
+from app.domain.states import JobStatus
 from app.services.delivery import Outcome
 from app.services.deps import Deps
 from app.services.lost_worker import (

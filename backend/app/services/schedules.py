@@ -17,9 +17,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from app.domain.errors import AppError, NotFound, SlotTaken
-from app.domain.jobs import ReportType, Slot, parse_params
+from app.domain.jobs import Slot
 from app.domain.mail import check_recipients
+from app.domain.params import parse_params
 from app.domain.ports import Cursor, JobFilter, JobPage
+from app.domain.queues import ReportType
 from app.domain.schedules import (
     InvalidSchedule,
     Preset,

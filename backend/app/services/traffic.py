@@ -25,8 +25,9 @@ from datetime import datetime
 from typing import Any
 
 from app.domain.errors import Unavailable
-from app.domain.jobs import Backend, ReportType, utcnow
+from app.domain.jobs import utcnow
 from app.domain.ports import TrafficRecorder, TrafficRepository
+from app.domain.queues import Backend, ReportType
 from app.domain.traffic import (
     ChangeKind,
     DialChange,

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from app import bootstrap
 from app.core.logging import job_id_var
-from app.domain.jobs import Backend
+from app.domain.queues import Backend
 from app.services.deps import Deps
 from app.workers import shutdown
 

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
-from app.domain.jobs import Backend
+from app.domain.queues import Backend
 from app.services.daily_stats import compute_daily_stats
 from app.services.deps import Deps
 from app.services.housekeeping import (

@@ -20,7 +20,8 @@ from celery.worker.request import Request
 from app.core.celery_app import NOTIFY, PING, POSTPROCESS, RUN_REPORT
 from app.core.config import get_settings
 from app.core.logging import setup_logging
-from app.domain.jobs import Backend, JobError, Step, worker_name
+from app.domain.jobs import JobError
+from app.domain.queues import Backend, Step, worker_name
 from app.services.pipeline import deliver, fail_lost_attempt
 from app.workers import (
     close_worker_container,

@@ -16,7 +16,7 @@ from rq.job import Job
 
 from app.core.settings.runtime import BrokerSettings
 from app.dispatch.rq_dispatcher import rq_queue
-from app.domain.jobs import Backend, Queue
+from app.domain.queues import Backend, Queue
 from app.services.ticker import tick
 from app.workers import worker_container
 

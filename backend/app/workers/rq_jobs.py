@@ -11,7 +11,7 @@ import math
 
 from rq import Retry, get_current_job
 
-from app.domain.jobs import Backend, Step
+from app.domain.queues import Backend, Step
 from app.services.pipeline import deliver
 from app.workers import job_context, worker_deps
 

@@ -21,7 +21,8 @@ from app.api.dependencies import get_container
 from app.api.download import artifact_response
 from app.domain.console import ConsoleSession
 from app.domain.errors import AppError, Forbidden, InvalidInput, Unauthenticated
-from app.domain.jobs import Backend, JobStatus, Queue, ReportType
+from app.domain.queues import Backend, Queue, ReportType
+from app.domain.states import JobStatus
 from app.services import console as svc
 from app.services.auth import require_operator
 from app.services.cancel import cancel_job

@@ -21,7 +21,7 @@ from app.api.errors import error_response
 from app.api.observability import TrackedRoute
 from app.bootstrap import Container
 from app.core.metrics_export import scrape_registry
-from app.domain.jobs import ReportType
+from app.domain.queues import ReportType
 from app.services.queries import queue_status
 
 log = logging.getLogger(__name__)

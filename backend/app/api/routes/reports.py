@@ -28,8 +28,10 @@ from app.api.observability import TrackedRoute
 from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut
 from app.domain.auth import Principal
 from app.domain.errors import InvalidInput
-from app.domain.jobs import Backend, JobStatus, ReportType, utcnow
+from app.domain.jobs import utcnow
 from app.domain.ports import JobFilter
+from app.domain.queues import Backend, ReportType
+from app.domain.states import JobStatus
 from app.reports import MEDIA_TYPES
 from app.services.cancel import cancel_job
 from app.services.enqueue import enqueue_report

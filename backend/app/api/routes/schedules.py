@@ -15,7 +15,7 @@ from app.api.dependencies import Caller, ServiceDeps, get_container
 from app.api.errors import error_responses
 from app.api.observability import TrackedRoute
 from app.api.schemas import JobList
-from app.domain.jobs import ReportType
+from app.domain.queues import ReportType
 from app.domain.schedules import Preset, Schedule
 from app.services.schedules import (
     Scheduling,

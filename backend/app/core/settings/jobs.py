@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Self
 from pydantic import Field, field_validator, model_validator
 
 from app.core.settings.base import SettingsGroup
-from app.domain.jobs import ReportType, RetryPolicy
+from app.domain.queues import ReportType
+from app.domain.retry import RetryPolicy
 from app.services.deps import JobPolicy
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from app.core.settings.base import Environment, SettingsGroup
 from app.core.settings.runtime import ProcessSettings
 from app.dispatch.router import RoutingPolicy
 from app.domain.errors import InvalidInput
-from app.domain.jobs import Backend
+from app.domain.queues import Backend
 from app.domain.traffic import GuardPolicy, TrafficSplit
 
 
