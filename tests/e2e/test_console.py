@@ -14,7 +14,7 @@ import httpx
 import pytest
 from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.session import make_engine, make_sessions
-from app.domain.ports import JobTiming
+from app.domain.operations import JobTiming
 from app.domain.queues import Backend, ReportType
 from app.domain.states import JobStatus
 from app.services.daily_stats import daily_figures

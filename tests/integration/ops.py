@@ -27,7 +27,7 @@ from app.db.housekeeping import SqlHousekeepingRepository
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine, make_sessions
 from app.domain.jobs import ReportJob
-from app.domain.ports import JobFilter
+from app.domain.ledger import JobFilter
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
 

@@ -23,8 +23,8 @@ import pytest
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
 from app.domain.jobs import Artifact, JobError, ReportJob, utcnow
+from app.domain.ledger import JobFilter, JobRepository
 from app.domain.params import PdfParams
-from app.domain.ports import JobFilter, JobRepository
 from app.domain.queues import Backend, ReportType
 from app.domain.states import LOST, JobStatus, enter
 

@@ -16,8 +16,8 @@ from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
 from app.domain.errors import LedgerUnavailable
 from app.domain.jobs import Artifact, JobError, ReportJob, utcnow
+from app.domain.ledger import JobFilter
 from app.domain.params import PdfParams
-from app.domain.ports import JobFilter
 from app.domain.queues import Backend, ReportType
 from app.domain.states import JobStatus
 from sqlalchemy import Engine, text, update

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from app import bootstrap
 from app.domain.jobs import ReportJob
-from app.domain.ports import JobFilter
+from app.domain.ledger import JobFilter
 from app.domain.schedules import Schedule
 from app.domain.states import JobStatus
 from app.services.schedules import (

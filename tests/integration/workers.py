@@ -33,7 +33,7 @@ from app.core.celery_app import queue_name
 from app.core.config import Settings
 from app.db.migrations import upgrade
 from app.domain.jobs import ReportJob
-from app.domain.ports import JobRepository
+from app.domain.ledger import JobRepository
 from app.domain.queues import Queue
 from app.domain.states import JobStatus
 from kombu import Connection

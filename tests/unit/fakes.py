@@ -14,9 +14,10 @@ from uuid import UUID
 
 from app.domain.errors import BackendUnavailable, IdempotencyKeyTaken, SlotTaken
 from app.domain.jobs import Artifact, JobError, ReportJob
+from app.domain.ledger import Cursor, JobFilter, JobPage, StatusCount
 from app.domain.mail import DeliveryStatus, EmailDelivery
 from app.domain.params import ReportParams
-from app.domain.ports import Cursor, JobFilter, JobPage, Renderer, StatusCount, WorkerCount
+from app.domain.ports import Renderer, WorkerCount
 from app.domain.progress import Progress
 from app.domain.queues import Backend, Queue, ReportType
 from app.domain.retry import RetryPolicy
@@ -227,7 +228,7 @@ def memory_deps(
 
 
 class MemoryTrafficRepository:
-    """:class:`~app.domain.ports.TrafficRepository` in memory; ``jobs`` feed the window."""
+    """:class:`~app.domain.traffic.TrafficRepository` in memory; ``jobs`` feed the window."""
 
     def __init__(self) -> None:
         self.dial: DialState | None = None
@@ -292,7 +293,7 @@ class MemoryTrafficRepository:
 
 
 class RecordingTrafficRecorder:
-    """:class:`~app.domain.ports.TrafficRecorder` keeping what it was told."""
+    """:class:`~app.domain.traffic.TrafficRecorder` keeping what it was told."""
 
     def __init__(self) -> None:
         self.applied_splits: list[TrafficSplit] = []

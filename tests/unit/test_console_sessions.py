@@ -24,7 +24,7 @@ T0 = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
 
 
 class MemorySessions:
-    """The session half of :class:`~app.domain.ports.ConsoleRepository`, beside ``keys``."""
+    """The session half of :class:`~app.domain.console.ConsoleRepository`, beside ``keys``."""
 
     def __init__(self, keys: MemoryKeys) -> None:
         self.keys = keys

@@ -17,8 +17,8 @@ from app.core.config import Settings
 from app.core.metrics import MetricsObserver, end_run, reason_kind
 from app.domain.errors import Misconfigured
 from app.domain.jobs import ReportJob
+from app.domain.operations import JobTiming
 from app.domain.params import parse_params
-from app.domain.ports import JobTiming
 from app.domain.queues import Backend, ReportType
 from app.domain.states import JobStatus
 from app.services.daily_stats import daily_figures, day_bounds, percentile

@@ -8,7 +8,7 @@ from datetime import datetime
 from uuid import UUID
 
 from app.domain.errors import InvalidInput
-from app.domain.ports import Cursor
+from app.domain.ledger import Cursor
 
 
 def encode_cursor(cursor: Cursor) -> str:

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.cursor import encode_cursor
 from app.domain.jobs import ReportJob
+from app.domain.ledger import JobPage
 from app.domain.mail import DeliveryStatus, EmailDelivery
-from app.domain.ports import JobPage
 from app.domain.queues import Backend, Queue, ReportType
 from app.domain.states import JobStatus
 from app.services.queries import QueueStatus

@@ -16,7 +16,7 @@ from app.core.config import Settings, get_settings
 from app.domain.queues import Backend
 
 if TYPE_CHECKING:
-    from app.domain.ports import ApiKeyRepository
+    from app.domain.auth import ApiKeyRepository
 
 
 def _stopped_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -209,7 +209,7 @@ def record_circuit(name: str, state: str) -> None:
 
 
 class MetricsTrafficRecorder:
-    """:class:`~app.domain.ports.TrafficRecorder`: the applied split and the dial's changes."""
+    """:class:`~app.domain.traffic.TrafficRecorder`: the applied split and the dial's changes."""
 
     def applied(self, split: TrafficSplit) -> None:
         for job_type in ReportType:
@@ -222,7 +222,7 @@ class MetricsTrafficRecorder:
 
 
 class MetricsOpsRecorder:
-    """:class:`~app.domain.ports.OpsRecorder`: periodic runs and component health as metrics."""
+    """:class:`~app.domain.operations.OpsRecorder`: periodic runs and health as metrics."""
 
     def periodic_run(self, task: str, outcome: str) -> None:
         PERIODIC_RUNS.labels(task, outcome).inc()

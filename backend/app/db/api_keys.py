@@ -13,7 +13,7 @@ from app.domain.auth import ApiKey, Role
 
 
 class SqlApiKeyRepository:
-    """:class:`~app.domain.ports.ApiKeyRepository` over SQLAlchemy."""
+    """:class:`~app.domain.auth.ApiKeyRepository` over SQLAlchemy."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions

@@ -13,7 +13,7 @@ from app.db.models import ApiKeyRow, ConsoleSessionRow, ReportJobRow
 from app.db.paging import keyset_page
 from app.domain.auth import Role
 from app.domain.console import ConsoleFilter, ConsoleSession
-from app.domain.ports import Cursor, JobPage
+from app.domain.ledger import Cursor, JobPage
 from app.domain.queues import Backend
 from app.domain.states import JobStatus
 
@@ -23,7 +23,7 @@ _K = cast(Table, ApiKeyRow.__table__)
 
 
 class SqlConsoleRepository:
-    """:class:`~app.domain.ports.ConsoleRepository` over SQLAlchemy."""
+    """:class:`~app.domain.console.ConsoleRepository` over SQLAlchemy."""
 
     def __init__(self, engine: Engine, sessions: sessionmaker[Session]) -> None:
         self._engine = engine

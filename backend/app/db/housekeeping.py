@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.job_rows import to_job
 from app.db.models import DailyStatsRow, EmailDeliveryRow, PeriodicRunRow, ReportJobRow
 from app.domain.jobs import ReportJob
-from app.domain.ports import DailyStats, JobTiming
+from app.domain.operations import DailyStats, JobTiming
 from app.domain.queues import Backend, ReportType
 from app.domain.states import TERMINAL, JobStatus
 
@@ -25,7 +25,7 @@ _BROKERED = [Backend.CELERY.value, Backend.RQ.value]
 
 
 class SqlHousekeepingRepository:
-    """:class:`~app.domain.ports.HousekeepingRepository` over SQLAlchemy; one transaction a call."""
+    """:class:`~app.domain.operations.HousekeepingRepository` in SQLAlchemy: a transaction each."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions

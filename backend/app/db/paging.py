@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, Select, Table, and_, or_
 
 from app.db.job_rows import JOBS, to_job
-from app.domain.ports import Cursor, JobPage
+from app.domain.ledger import Cursor, JobPage
 
 
 def keyset_page(engine: Engine, jobs: Select[Any], *, limit: int, after: Cursor | None) -> JobPage:

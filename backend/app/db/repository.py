@@ -30,13 +30,13 @@ from app.db.transitions import (
 )
 from app.domain.errors import IdempotencyKeyTaken, SlotTaken
 from app.domain.jobs import Artifact, JobError, NotifyStatus, ReportJob
-from app.domain.ports import Cursor, JobFilter, JobPage, StatusCount
+from app.domain.ledger import Cursor, JobFilter, JobPage, StatusCount
 from app.domain.queues import Backend, Queue
 from app.domain.states import TERMINAL, JobStatus, sources_of
 
 
 class SqlJobRepository:
-    """:class:`~app.domain.ports.JobRepository` in SQLAlchemy Core; one transaction per call.
+    """:class:`~app.domain.ledger.JobRepository` in SQLAlchemy Core; one transaction per call.
 
     The hot path (insert, claim, progress, finish) is one statement per call, built once
     per shape and reused, so SQLAlchemy compiles it once and only binds values after: no

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 
 from app.db.models import ScheduleRow
 from app.db.paging import keyset_rows
-from app.domain.ports import Cursor
+from app.domain.ledger import Cursor
 from app.domain.queues import ReportType
 from app.domain.schedules import Preset, Schedule
 

@@ -25,7 +25,7 @@ _BROKERED = (Backend.CELERY.value, Backend.RQ.value)
 
 
 class SqlTrafficRepository:
-    """:class:`~app.domain.ports.TrafficRepository` over SQLAlchemy (PostgreSQL or SQLite)."""
+    """:class:`~app.domain.traffic.TrafficRepository` over SQLAlchemy (PostgreSQL or SQLite)."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 
 class Role(StrEnum):
@@ -47,3 +49,23 @@ class Principal:
     def scope(self) -> str | None:
         """The owner whose jobs this caller may see; ``None``: every owner's."""
         return None if self.sees_all else self.owner
+
+
+class ApiKeyRepository(Protocol):
+    """API keys: public records plus the SHA-256 of each secret."""
+
+    def add(self, key: ApiKey, secret_hash: str) -> None:
+        """Store a new key with the SHA-256 of its secret (never the secret itself)."""
+        ...
+
+    def find(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The key and its secret hash, revoked or not."""
+        ...
+
+    def list_keys(self) -> Sequence[ApiKey]:
+        """Every key, revoked or not."""
+        ...
+
+    def revoke(self, key_id: str, *, now: datetime) -> ApiKey | None:
+        """Revoke an active key; ``None`` when no active key has this id."""
+        ...

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 
 from app.domain.errors import InvalidInput
-from app.domain.ports import Cursor
+from app.domain.ledger import Cursor
 from app.domain.queues import ReportType
 
 #: How far the catch-up rule counts missed slots before it says "at least this many".

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from app.domain.errors import InvalidInput
 from app.domain.queues import Backend, ReportType
@@ -232,3 +232,63 @@ def judge(celery: SideFigures, rq: SideFigures, policy: GuardPolicy) -> Verdict:
 
 
 GUARD_CAUSES = ("failure_rate", "queue_wait")
+
+
+class TrafficRepository(Protocol):
+    """The traffic dial (one row) and its audit trail; each call is one transaction."""
+
+    def current(self) -> DialState | None:
+        """The dial, or None before it was first seeded."""
+        ...
+
+    def seed(self, split: TrafficSplit, *, now: datetime) -> tuple[DialState, bool]:
+        """Create the dial at ``split`` unless it exists (audited as a seed).
+
+        Returns:
+            The dial, and whether this call created it.
+        """
+        ...
+
+    def change(
+        self,
+        split: TrafficSplit,
+        *,
+        pinned: bool,
+        actor: str,
+        kind: ChangeKind,
+        reason: str,
+        now: datetime,
+        expected_version: int | None = None,
+        healthy: TrafficSplit | None = None,
+    ) -> tuple[DialState, DialChange] | None:
+        """Move the dial and record the change in one transaction.
+
+        ``healthy`` also replaces the last healthy value. With ``expected_version``, only
+        if the dial is still at that version (None when it moved meanwhile: another
+        replica's guard or an operator got there first).
+        """
+        ...
+
+    def mark_healthy(self, split: TrafficSplit, *, version: int) -> bool:
+        """Remember ``split`` as the last healthy value if the dial is still at ``version``."""
+        ...
+
+    def history(self, *, limit: int) -> Sequence[DialChange]:
+        """The latest changes, newest first."""
+        ...
+
+    def window_jobs(self, since: datetime, *, limit: int) -> Sequence[WindowJob]:
+        """Celery and RQ jobs created since ``since``, newest first, at most ``limit``."""
+        ...
+
+
+class TrafficRecorder(Protocol):
+    """Where the dial reports what it applied and what changed (metrics)."""
+
+    def applied(self, split: TrafficSplit) -> None:
+        """This process now routes by ``split``."""
+        ...
+
+    def changed(self, kind: ChangeKind, cause: str | None = None) -> None:
+        """This process changed the dial (a rollback gives its ``cause``)."""
+        ...

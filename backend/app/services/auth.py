@@ -21,9 +21,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 
-from app.domain.auth import ApiKey, Principal, Role
+from app.domain.auth import ApiKey, ApiKeyRepository, Principal, Role
 from app.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
-from app.domain.ports import ApiKeyRepository
 
 _PREFIX = "rk_"
 _UNKNOWN_HASH = hashlib.sha256(b"no such key").hexdigest()

@@ -17,18 +17,12 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
-from app.domain.auth import Principal, Role
-from app.domain.console import ConsoleFilter, ConsoleSession
+from app.domain.auth import ApiKeyRepository, Principal, Role
+from app.domain.console import ConsoleFilter, ConsoleRepository, ConsoleSession
 from app.domain.errors import Forbidden, Unauthenticated
 from app.domain.jobs import ReportJob
-from app.domain.ports import (
-    ApiKeyRepository,
-    ConsoleRepository,
-    Cursor,
-    DailyStats,
-    HousekeepingRepository,
-    JobPage,
-)
+from app.domain.ledger import Cursor, JobPage
+from app.domain.operations import DailyStats, HousekeepingRepository
 from app.domain.queues import Backend
 from app.domain.states import JobStatus
 from app.services.auth import authenticate

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from app.domain.auth import Principal
+from app.domain.console import ConsoleRepository
 from app.domain.jobs import ReportJob
-from app.domain.ports import ConsoleRepository, Cursor
+from app.domain.ledger import Cursor
 from app.domain.schedules import Schedule
 from app.services.console import PAGE_SIZE, progress_of
 from app.services.deps import Deps

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.domain.errors import NotFound
-from app.domain.ports import DailyStats, HousekeepingRepository, JobTiming
+from app.domain.operations import DailyStats, HousekeepingRepository, JobTiming
 from app.domain.states import JobStatus
 from app.services.deps import Deps
 from app.services.housekeeping import DAILY, Housekeeping, PeriodicOutcome, run_periodic

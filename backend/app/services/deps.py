@@ -8,15 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.domain.jobs import utcnow
+from app.domain.ledger import JobRepository
 from app.domain.mail import EmailDeliveryRepository, Mailer
-from app.domain.ports import (
-    ArtifactStore,
-    CallbackSender,
-    JobDispatcher,
-    JobObserver,
-    JobRepository,
-    Renderer,
-)
+from app.domain.ports import ArtifactStore, CallbackSender, JobDispatcher, JobObserver, Renderer
 from app.domain.queues import ReportType
 from app.domain.retry import RetryPolicy
 

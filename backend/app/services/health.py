@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from app.domain.ports import ComponentHealth
+from app.domain.operations import ComponentHealth
 
 Check = Callable[[], object]
 

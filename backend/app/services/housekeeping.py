@@ -16,12 +16,8 @@ from typing import Any
 
 from app.domain.errors import Unavailable
 from app.domain.jobs import ReportJob
-from app.domain.ports import (
-    ArtifactStore,
-    ComponentHealth,
-    HousekeepingRepository,
-    OpsRecorder,
-)
+from app.domain.operations import ComponentHealth, HousekeepingRepository, OpsRecorder
+from app.domain.ports import ArtifactStore
 from app.domain.states import JobStatus
 from app.services.deps import Deps
 from app.services.lost_worker import (

@@ -9,8 +9,8 @@ from uuid import UUID
 
 from app.domain.errors import JobNotCompleted, JobNotFound
 from app.domain.jobs import Artifact, ReportJob
+from app.domain.ledger import Cursor, JobFilter, JobPage
 from app.domain.mail import EmailDelivery
-from app.domain.ports import Cursor, JobFilter, JobPage
 from app.domain.queues import Backend, Queue
 from app.domain.states import JobStatus
 from app.services.deps import Deps

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from app.domain.errors import AppError, LedgerUnavailable, RenderError, Unavailable
 from app.domain.jobs import Artifact, JobError, ReportJob
-from app.domain.ports import JobRepository
+from app.domain.ledger import JobRepository
 from app.domain.progress import JobCancelled, JobInterrupted
 from app.domain.states import JobStatus
 from app.services.delivery import Outcome

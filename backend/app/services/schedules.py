@@ -18,9 +18,9 @@ from uuid import UUID, uuid4
 
 from app.domain.errors import AppError, NotFound, SlotTaken
 from app.domain.jobs import Slot
+from app.domain.ledger import Cursor, JobFilter, JobPage
 from app.domain.mail import check_recipients
 from app.domain.params import parse_params
-from app.domain.ports import Cursor, JobFilter, JobPage
 from app.domain.queues import ReportType
 from app.domain.schedules import (
     InvalidSchedule,

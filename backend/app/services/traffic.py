@@ -26,13 +26,14 @@ from typing import Any
 
 from app.domain.errors import Unavailable
 from app.domain.jobs import utcnow
-from app.domain.ports import TrafficRecorder, TrafficRepository
 from app.domain.queues import Backend, ReportType
 from app.domain.traffic import (
     ChangeKind,
     DialChange,
     DialState,
     GuardPolicy,
+    TrafficRecorder,
+    TrafficRepository,
     TrafficSplit,
     Verdict,
     check_reason,

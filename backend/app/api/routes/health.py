@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from app.api.dependencies import get_container
 from app.api.observability import TrackedRoute
 from app.core.circuit import CircuitState
-from app.domain.ports import ComponentHealth
+from app.domain.operations import ComponentHealth
 
 router = APIRouter(tags=["health"], route_class=TrackedRoute)
 _ALWAYS_REQUIRED = frozenset({"database", "storage"})

@@ -29,7 +29,7 @@ from app.api.schemas import JobList, JobOut, QueuesOut, QueueStatusOut
 from app.domain.auth import Principal
 from app.domain.errors import InvalidInput
 from app.domain.jobs import utcnow
-from app.domain.ports import JobFilter
+from app.domain.ledger import JobFilter
 from app.domain.queues import Backend, ReportType
 from app.domain.states import JobStatus
 from app.reports import MEDIA_TYPES
