@@ -244,17 +244,9 @@ def test_a_delivery_while_the_ledger_is_down_waits_for_it_and_runs_once(
     place, the inline timer, the asyncio task's sleep) until the ledger answers, then runs
     once, its attempts untouched. The dispatch runs in a thread of its own: on sync it
     returns only once the job ran, after the outage this thread ends."""
-    backend, container = platform
+    _, container = platform
     deps = container.deps
-    now = utcnow()
-    job = ReportJob.new(
-        report_type=ReportType.DUMMY,
-        params=parse_params(ReportType.DUMMY, {"seed": 13}),
-        max_attempts=3,
-        now=now,
-    ).with_backend(Backend(backend))
-    job = enter(job, JobStatus.QUEUED, now=now)
-    deps.repo.add(job)  # committed, then sent while the ledger is down
+    job = _committed(platform)  # then sent while the ledger is down
     caplog.handler.setFormatter(TextFormatter())  # the inline pool's lines, with their job id
     sender = threading.Thread(target=deps.dispatcher.dispatch, args=(job,))
     with ledger_refused(container.settings.ledger.database_url), caplog.at_level(logging.WARNING):
@@ -266,19 +258,12 @@ def test_a_delivery_while_the_ledger_is_down_waits_for_it_and_runs_once(
     assert (done.status, done.attempts, done.error) == (JobStatus.COMPLETED, 1, None)
     assert done.started_at is not None
     assert done.started_at > still_down  # claimed only once the ledger answered
-    worker_logs = "".join(p.read_text(errors="replace") for p in log_dir.glob("*.log"))
-    deferred = [
-        line
-        for line in [*worker_logs.splitlines(), *caplog.text.splitlines()]
-        if "report_job.step.deferred" in line and str(job.id) in line
-    ]
-    assert deferred, "no delivery met the outage: the test proved nothing"
+    steps = _deferred_steps(log_dir, caplog, job)
+    assert "render" in steps, "no delivery met the outage: the test proved nothing"
 
 
-def _dispatched_in_a_thread(
-    platform: tuple[str, bootstrap.Container], **fields: Any
-) -> tuple[ReportJob, threading.Thread]:
-    """A dummy job committed, then sent from a thread of its own (sync runs it there)."""
+def _committed(platform: tuple[str, bootstrap.Container], **fields: Any) -> ReportJob:
+    """A dummy job on the platform's backend, committed ``queued`` and not yet sent."""
     now = utcnow()
     job = ReportJob.new(
         report_type=ReportType.DUMMY,
@@ -288,11 +273,28 @@ def _dispatched_in_a_thread(
         **fields,
     ).with_backend(Backend(platform[0]))
     job = enter(job, JobStatus.QUEUED, now=now)
-    container = platform[1]
-    container.deps.repo.add(job)
-    sender = threading.Thread(target=container.deps.dispatcher.dispatch, args=(job,))
-    sender.start()
-    return job, sender
+    platform[1].deps.repo.add(job)
+    return job
+
+
+def _through_an_outage(
+    platform: tuple[str, bootstrap.Container],
+    caplog: pytest.LogCaptureFixture,
+    gate: Gate,
+    **fields: Any,
+) -> ReportJob:
+    """Send a job from a thread of its own (sync runs it there); when a write of it waits
+    at ``gate``, the ledger fails for 2 s, that write first. Returns once the thread ends."""
+    caplog.handler.setFormatter(TextFormatter())  # the in-process lines, with their job id
+    with gate, caplog.at_level(logging.WARNING):
+        job = _committed(platform, **fields)
+        sender = threading.Thread(target=platform[1].deps.dispatcher.dispatch, args=(job,))
+        sender.start()
+        gate.wait_held(timeout=30)
+        with gate.fail():
+            time.sleep(2)
+    sender.join(60)
+    return job
 
 
 def _deferred_steps(log_dir: Path, caplog: pytest.LogCaptureFixture, job: ReportJob) -> set[str]:
@@ -318,18 +320,12 @@ def test_packaging_that_meets_the_ledgers_outage_completes_once(
     countdown, RQ's scheduled retry, the in-process timer or sleep) and completes once,
     and the callback that follows goes out once. The render's attempt is untouched."""
     _, container = platform
-    caplog.handler.setFormatter(TextFormatter())
     gate = Gate(
         container.settings.ledger.database_url,
         "UPDATE ON report_jobs",
         "OLD.document_sha256 IS NULL AND NEW.document_sha256 IS NOT NULL",
     )
-    with gate, caplog.at_level(logging.WARNING):
-        job, sender = _dispatched_in_a_thread(platform, callback_url=receiver.url)
-        gate.wait_held(timeout=30)
-        with gate.fail():
-            time.sleep(2)
-    sender.join(60)
+    job = _through_an_outage(platform, caplog, gate, callback_url=receiver.url)
     done = wait_for(container.deps.repo, job.id, lambda j: j.notification is not None, timeout=60)
     assert done.document is not None
     assert done.artifact is not None
@@ -357,15 +353,9 @@ def test_notification_that_meets_the_ledgers_outage_emails_each_recipient_once(
     gate and fails with the ledger; delivered again once the ledger is back, the step
     emails each recipient once and records it: one attempt each, sent."""
     _, container = platform
-    caplog.handler.setFormatter(TextFormatter())
     recipients = ("claims@example.com", "audit@example.com")
     gate = Gate(container.settings.ledger.database_url, "INSERT ON email_deliveries", "true")
-    with gate, caplog.at_level(logging.WARNING):
-        job, sender = _dispatched_in_a_thread(platform, recipients=recipients)
-        gate.wait_held(timeout=30)
-        with gate.fail():
-            time.sleep(2)
-    sender.join(60)
+    job = _through_an_outage(platform, caplog, gate, recipients=recipients)
     assert container.deps.mail is not None
     deliveries = container.deps.mail.deliveries
 
