@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue as RqQueue
-from rq import Worker
+from rq import Retry, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -134,14 +134,23 @@ class RqDispatcher(BrokeredBackend):
             )
 
     def _options(self, step: Step, job: ReportJob) -> dict[str, Any]:
-        """Time limit of one step (and, for the render, how long a failed one is kept)."""
+        """Time limit of one step, and RQ's redelivery of a delivery lost with its horse.
+
+        The job functions never raise (their decisions are returned), so RQ's own retry
+        acts only when a work horse dies mid-delivery (SIGKILL, out of memory): the step is
+        enqueued again at once, and the delivery engine takes it from there (a render
+        finds its job running, waits for the heartbeat to go stale, then reclaims it). The
+        ledger's attempts bound how often a job can lose its worker, hence the same bound.
+        """
+        lost = Retry(max=job.max_attempts)
         if step is Step.RENDER:
             return {
                 "timeout": math.ceil(self._jobs.hard_time_limit(job.report_type.value)),
+                "retry": lost,
                 "failure_ttl": 7 * _DAY,
                 "description": f"{job.report_type.value} report {job.id}",
             }
-        return {"timeout": 600 if step is Step.DOCUMENT else 120}
+        return {"timeout": 600 if step is Step.DOCUMENT else 120, "retry": lost}
 
     def withdraw(self, job: ReportJob) -> None:
         """``cancel_job`` for the waiting RQ jobs of this ledger job (every step)."""
