@@ -62,8 +62,9 @@ def notify_callback(*, deps: Deps, job_id: UUID) -> Outcome:
         deps.callbacks.send(job.callback_url, payload(job), delivery_id=str(job.id))
     except AppError as exc:
         retryable = isinstance(exc, CallbackFailed) and exc.retryable
-        delay = deps.policy.retry.after(attempt, deps.policy.callback_attempts)
-        if retryable and delay is not None:
+        limit = deps.policy.callback_attempts
+        delay = deps.policy.retry.after(attempt, limit) if retryable else None
+        if delay is not None:
             updated = deps.repo.record_notification(
                 job.id, status=NotifyStatus.RETRYING, now=deps.clock(), error=exc.message
             )

@@ -23,7 +23,7 @@ from app.services.delivery import Outcome, deferred, next_delivery
 from app.services.deps import Deps
 from app.services.notify import notify
 from app.services.postprocess import postprocess_report
-from app.services.run_report import run_report
+from app.services.run_report import leave_running, run_report
 
 #: The service of each step.
 STEPS: dict[Step, Callable[..., Outcome]] = {
@@ -80,14 +80,7 @@ def fail_lost_attempt(
     reclaimed the job since (the attempt stopped heartbeating), the job is theirs and stays
     as it is.
     """
-    failed = deps.repo.transition(
-        job_id,
-        JobStatus.FAILED,
-        now=deps.clock(),
-        expected=frozenset({JobStatus.RUNNING}),
-        error=error,
-        expected_worker=worker,
-    )
+    failed = leave_running(deps, job_id, JobStatus.FAILED, worker=worker, error=error)
     if failed is not None:
         deps.observer.job_event("failed", failed, error=error.code)
     return failed

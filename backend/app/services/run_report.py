@@ -33,7 +33,7 @@ def run_report(*, deps: Deps, job_id: UUID) -> Outcome:
 
     A job that is not claimable (already running elsewhere, finished, cancelled, unknown)
     is skipped: that is what makes a duplicate delivery harmless. Every write that takes
-    the job out of ``running`` names this worker (:func:`_leave_running`): one paused past
+    the job out of ``running`` names this worker (:func:`leave_running`): one paused past
     the heartbeat timeout, whose job another worker reclaimed, is refused, discards its own
     artifact (published under its attempt, never the winner's path) and is skipped too.
 
@@ -70,7 +70,7 @@ def run_report(*, deps: Deps, job_id: UUID) -> Outcome:
         return _let_go(deps, job)
     except JobInterrupted:
         deps.store.discard(temp)
-        requeued = _leave_running(deps, job, JobStatus.QUEUED)
+        requeued = leave_running(deps, job.id, JobStatus.QUEUED, worker=deps.worker_id)
         if requeued is None:
             return _let_go(deps, job)
         log.info("report_job.run.interrupted", extra={"requeued": True})
@@ -82,7 +82,9 @@ def run_report(*, deps: Deps, job_id: UUID) -> Outcome:
         deps.store.discard(temp)
         raise
     try:
-        done = _leave_running(deps, job, JobStatus.COMPLETED, artifact=artifact)
+        done = leave_running(
+            deps, job.id, JobStatus.COMPLETED, worker=deps.worker_id, artifact=artifact
+        )
     except LedgerUnavailable:  # not recorded: the attempt that completes will publish its own
         deps.store.delete(artifact)
         raise
@@ -93,21 +95,25 @@ def run_report(*, deps: Deps, job_id: UUID) -> Outcome:
     return Outcome("completed", done)
 
 
-def _leave_running(
+def leave_running(
     deps: Deps,
-    job: ReportJob,
+    job_id: UUID,
     status: JobStatus,
     *,
+    worker: str | None,
     error: JobError | None = None,
     artifact: Artifact | None = None,
 ) -> ReportJob | None:
-    """Move the job out of ``running``, only while it is still this worker's (else None)."""
+    """Move the job out of ``running``, only while ``worker`` still holds it (None: any).
+
+    Returns the updated job, or None when it was not running under that worker.
+    """
     return deps.repo.transition(
-        job.id,
+        job_id,
         status,
         now=deps.clock(),
         expected=_RUNNING,
-        expected_worker=deps.worker_id,
+        expected_worker=worker,
         error=error,
         artifact=artifact,
     )
@@ -180,7 +186,7 @@ def _record_failure(deps: Deps, job: ReportJob, exc: Exception) -> Outcome:
         retryable = True
     delay = deps.policy.retry.after(job.attempts, job.max_attempts) if retryable else None
     status = JobStatus.FAILED if delay is None else JobStatus.RETRYING
-    updated = _leave_running(deps, job, status, error=error)
+    updated = leave_running(deps, job.id, status, worker=deps.worker_id, error=error)
     if updated is None:
         return _let_go(deps, job)
     if delay is not None:
