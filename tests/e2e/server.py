@@ -106,11 +106,14 @@ def launch(
     *args: str,
     probe: str = "/health/ready",
     timeout: float = 30,
+    with_key: bool = True,
 ) -> LiveServer:
-    """Run `manage.py serve ARGS` with ``env`` (HOST/PORT set) until ``probe`` answers 200."""
+    """Run `manage.py serve ARGS` with ``env`` (HOST/PORT set) until ``probe`` answers 200;
+    ``with_key``: outside development, create an operator key for :meth:`LiveServer.client`."""
     api_key = None
     if (
-        env.get("ENVIRONMENT", "development") != "development"
+        with_key
+        and env.get("ENVIRONMENT", "development") != "development"
         and env.get("AUTH_ENABLED") != "false"
     ):
         api_key = create_key(env, "operations", "operator")

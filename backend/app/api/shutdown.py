@@ -1,10 +1,12 @@
 """Graceful shutdown (drain) for the API.
 
-On SIGTERM (or SIGINT) the API first *drains* — readiness answers 503 and new work (any
-non-GET request outside ``/health``) is refused with 503 ``SHUTTING_DOWN`` — for
-``SHUTDOWN_DRAIN_SECONDS``, so a load balancer stops sending traffic; then uvicorn's own
-shutdown stops accepting connections and lets in-flight requests finish (``--grace``
-seconds) before the lifespan closes the container.
+On SIGTERM (or SIGINT) the API first *drains* for ``SHUTDOWN_DRAIN_SECONDS``: readiness
+answers 503, so the load balancer's next health check takes the instance out of rotation,
+while every request that still arrives is served as usual — refusing it would turn the
+balancer's notice period into errors. Responses during the drain carry ``Connection:
+close``, so a client holding a keep-alive connection to this instance reconnects (through
+the balancer, elsewhere). Then uvicorn's own shutdown stops accepting connections and lets
+in-flight requests finish (``--grace`` seconds) before the lifespan closes the container.
 """
 
 from __future__ import annotations
@@ -17,37 +19,30 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from app.api.errors import error_response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+_CLOSE = (b"connection", b"close")
 
 
 class DrainMiddleware:
-    """While the app drains, refuse new work with 503 (reads and probes still answer)."""
+    """While the app drains, serve as usual but close each connection after its response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] not in _SAFE
-            and not scope["path"].startswith("/health")
-            and getattr(scope["app"].state, "draining", False)
-        ):
-            response = error_response(
-                503,
-                "SHUTTING_DOWN",
-                "This instance is shutting down; retry on another one.",
-                headers={"Connection": "close", "Retry-After": "5"},
-            )
-            await response(scope, receive, send)
+        if scope["type"] != "http" or not getattr(scope["app"].state, "draining", False):
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), _CLOSE]
+            await send(message)
+
+        await self.app(scope, receive, closing)
 
 
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None

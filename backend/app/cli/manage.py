@@ -47,6 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
         http="auto",
         log_config=None,
         timeout_graceful_shutdown=args.grace,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.process.forwarded_allow_ips,
     )
     return 0
 

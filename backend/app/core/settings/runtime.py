@@ -34,6 +34,12 @@ class ProcessSettings(SettingsGroup):
     api_workers: int = Field(
         1, ge=1, le=64, description="uvicorn worker processes of `manage.py serve` (--workers)."
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Addresses (comma-separated, `*` for any) whose `X-Forwarded-For` and "
+        "`X-Forwarded-Proto` the API believes: the load balancer's. From any other peer the "
+        "headers are ignored and the peer's own address is the client's.",
+    )
     enqueue_concurrency: int | None = Field(
         None,
         ge=1,

@@ -1,0 +1,338 @@
+"""Three API replicas behind HAProxy under steady traffic (tests/e2e/cluster.py).
+
+Six clients drive a mix through the balancer — enqueues of every report type (half with an
+``Idempotency-Key``), polling, listing, queue status, downloads checked against their
+sha256 — while the test restarts every replica in turn, scales the ``reports`` Celery
+workers from one process to three and back (one of them losing a render to SIGKILL), and
+sends one idempotency key to two replicas at once. At the end: no client saw a 5xx or a
+connection error, every accepted job completed exactly once (one ledger row per accepted
+answer, one object per job in the bucket, attempts only where a render was cut), and one
+caller's rate limit held across the replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from app.domain.states import JobStatus
+
+from tests.e2e.cluster import Cluster, cluster, wait_until
+from tests.e2e.server import create_key
+from tests.integration.ops import all_jobs, ledger
+from tests.integration.s3 import s3_client
+
+pytestmark = pytest.mark.timeout(420)
+
+#: Requests each caller may make per day (the budget the burst at the end exhausts); each
+#: mix client stays below it: at most one request every PACE seconds for about a minute.
+RATE_LIMIT = 700
+PACE = 0.12
+#: What the enqueuers send, in turn: every report type, kept small, and a dummy that lasts
+#: long enough to be caught running by a SIGKILL.
+MIX: list[tuple[str, dict[str, Any]]] = [
+    ("dummy", {"processing_time": 1.5}),
+    ("heavy", {"report_type": "pdf", "pages": 4}),
+    ("heavy", {"report_type": "excel", "rows": 2000, "sheets": 2}),
+    ("heavy", {"report_type": "analysis", "rows": 500}),
+]
+
+
+@dataclass
+class Traffic:
+    """The clients' mix, run in threads until :meth:`stop`; every answer is recorded."""
+
+    url: str
+    outcomes: list[tuple[str, int | None, str]] = field(default_factory=list)
+    accepted: dict[str, str] = field(default_factory=dict)  # job id -> route
+    downloaded: dict[str, str] = field(default_factory=dict)  # job id -> sha256
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def call(self, client: httpx.Client, route: str, method: str, path: str, **kw: Any) -> Any:
+        try:
+            response = client.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            with self.lock:
+                self.outcomes.append((route, None, repr(exc)))
+            return None
+        detail = response.text[:300] if response.status_code >= 500 else ""
+        with self.lock:
+            self.outcomes.append((route, response.status_code, detail))
+        return response
+
+    def enqueuer(self, key: str, first: int) -> None:
+        mine: list[str] = []
+        with self.client(key) as client:
+            n = first
+            while not self.done.is_set():
+                route, body = MIX[n % len(MIX)]
+                headers = {"Idempotency-Key": uuid.uuid4().hex} if n % 2 else {}
+                n += 1
+                answer = self.call(
+                    client, f"POST {route}", "POST", f"/api/v1/reports/{route}",
+                    json=body, headers=headers,
+                )  # fmt: skip
+                if answer is not None and answer.status_code == 200:
+                    with self.lock:
+                        self.accepted[answer.json()["id"]] = route
+                    mine.append(answer.json()["id"])
+                for job_id in list(mine[-3:]):
+                    time.sleep(PACE)
+                    found = self.call(client, "GET job", "GET", f"/api/v1/reports/jobs/{job_id}")
+                    if found is not None and found.json().get("status") == "completed":
+                        mine.remove(job_id)
+                        self.download(client, job_id)
+                time.sleep(PACE)
+
+    def download(self, client: httpx.Client, job_id: str) -> None:
+        path = f"/api/v1/reports/jobs/{job_id}/download"
+        answer = self.call(client, "GET download", "GET", path)
+        if answer is not None and answer.status_code == 200:
+            with self.lock:
+                self.downloaded[job_id] = hashlib.sha256(answer.content).hexdigest()
+
+    def reader(self, key: str) -> None:
+        with self.client(key) as client:
+            while not self.done.is_set():
+                self.call(client, "GET jobs", "GET", "/api/v1/reports/jobs", params={"limit": 20})
+                time.sleep(PACE)
+                self.call(client, "GET queues", "GET", "/api/v1/reports/queues/status")
+                time.sleep(PACE)
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"X-API-Key": key}, timeout=30, follow_redirects=True
+        )
+
+    def failures(self) -> list[tuple[str, int | None, str]]:
+        return [o for o in self.outcomes if o[1] is None or o[1] >= 500]
+
+
+def keys(stack: Cluster, roles: list[str]) -> list[str]:
+    """One new API key per role, made at once (each is a `manage.py` process)."""
+    with ThreadPoolExecutor(len(roles)) as pool:
+        futures = [
+            pool.submit(create_key, stack.env, f"client-{n}", role) for n, role in enumerate(roles)
+        ]
+        return [f.result() for f in futures]
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children first), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(0), [])
+        found += children
+        todo += children
+    return found
+
+
+def kill_a_render(stack: Cluster, worker: str) -> str:
+    """SIGKILL the pool process of ``worker`` that is running a job; that job's id."""
+    process = stack.workers[worker].process
+    assert process is not None
+    victim: list[str] = []
+
+    def running_there() -> bool:
+        pids = set(descendants(process.pid))
+        with ledger(stack.database_url) as repo:
+            for job in all_jobs(repo):
+                if job.status is JobStatus.RUNNING and job.worker:
+                    pid = int(job.worker.rsplit(":", 1)[1])
+                    if pid in pids:
+                        os.kill(pid, signal.SIGKILL)
+                        victim.append(str(job.id))
+                        return True
+        return False
+
+    wait_until(running_there, 30, f"a job running on {worker}")
+    return victim[0]
+
+
+def same_key_on_two_replicas(stack: Cluster, key: str) -> list[httpx.Response]:
+    idem = uuid.uuid4().hex
+    barrier = threading.Barrier(2)
+
+    def send(n: int) -> httpx.Response:
+        with httpx.Client(base_url=stack.replicas[n].url, timeout=30) as client:
+            barrier.wait()
+            return client.post(
+                "/api/v1/reports/heavy",
+                json={"report_type": "pdf", "pages": 2},
+                headers={"X-API-Key": key, "Idempotency-Key": idem},
+            )
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(send, [0, 1]))
+
+
+def burst(stack: Cluster, key: str, requests: int) -> Counter[int]:
+    """``requests`` reads by one caller, straight to the replicas in turn, 6 at a time."""
+
+    def one(n: int) -> int:
+        replica = stack.replicas[n % len(stack.replicas)]
+        return httpx.get(
+            f"{replica.url}/api/v1/reports/jobs",
+            params={"limit": 1},
+            headers={"X-API-Key": key},
+            timeout=30,
+        ).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        return Counter(pool.map(one, range(requests)))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with cluster(
+        tmp_path_factory.mktemp("replicas"),
+        RATE_LIMIT_REQUESTS=str(RATE_LIMIT),
+        RATE_LIMIT_WINDOW="86400",  # one token back every two minutes: none during the test
+        CELERY_TRAFFIC_PERCENT="75",
+        MAX_ATTEMPTS="3",
+    ) as running:
+        yield running
+
+
+def test_a_console_session_is_valid_on_every_replica_and_clients_claim_nothing(
+    stack: Cluster,
+) -> None:
+    """Signed in through one replica, known to the others, signed out everywhere at once;
+    the balancer, not the client, tells the replicas which scheme the client spoke."""
+    key = stack.api_key
+    first, *others = stack.replicas
+    with httpx.Client(base_url=first.url, timeout=10) as browser:
+        signed_in = browser.post("/console/sign-in", data={"api_key": key})
+        assert signed_in.status_code == 303, signed_in.text
+        cookie = browser.cookies["console_session"]
+    for replica in others:
+        with httpx.Client(base_url=replica.url, timeout=10) as elsewhere:
+            elsewhere.cookies.set("console_session", cookie)
+            assert elsewhere.get("/console/jobs").status_code == 200
+    with httpx.Client(base_url=others[-1].url, timeout=10) as last:
+        last.cookies.set("console_session", cookie)
+        page = last.get("/console/jobs").text
+        assert last.post("/console/sign-out", data={"csrf": csrf_of(page)}).status_code == 303
+    with httpx.Client(base_url=first.url, timeout=10) as again:
+        again.cookies.set("console_session", cookie)
+        assert again.get("/console/jobs").status_code == 303  # back to the sign-in page
+
+    spoofed = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    through = httpx.post(
+        f"{stack.url}/console/sign-in", data={"api_key": key}, headers=spoofed, timeout=10
+    )
+    direct = httpx.post(
+        f"{first.url}/console/sign-in", data={"api_key": key}, headers=spoofed, timeout=10
+    )
+    # The balancer's address is trusted: what it forwards is believed, so it must set the
+    # scheme itself (plain HTTP here) rather than pass the client's claim on.
+    assert "secure" not in through.headers["set-cookie"].lower()
+    assert "secure" in direct.headers["set-cookie"].lower()
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def test_three_replicas_restarted_and_workers_scaled_under_traffic(stack: Cluster) -> None:
+    submitters = keys(stack, ["submitter"] * 4 + ["operator"] * 2)
+    traffic = Traffic(stack.url)
+    clients = [
+        threading.Thread(target=traffic.enqueuer, args=(submitters[n], n)) for n in range(3)
+    ] + [threading.Thread(target=traffic.reader, args=(key,)) for key in submitters[4:]]
+    for thread in clients:
+        thread.start()
+    try:
+        time.sleep(3)
+        # 1. Every replica restarted in turn; each one drains, stops and starts again.
+        stopped = [stack.restart_replica(n) for n in range(len(stack.replicas))]
+        # 2. The reports workers scaled from one process to three, one render killed, back
+        # to one (the two extra ones stopped warm).
+        stack.celery_worker("celery-reports-2", "reports")
+        stack.celery_worker("celery-reports-3", "reports")
+        killed = kill_a_render(stack, "celery-reports-2")
+        time.sleep(2)
+        stack.stop_worker("celery-reports-2")
+        stack.stop_worker("celery-reports-3")
+        # 3. One idempotency key through two replicas at once.
+        twins = same_key_on_two_replicas(stack, submitters[3])
+        time.sleep(2)
+    finally:
+        traffic.done.set()
+        for thread in clients:
+            thread.join(timeout=60)
+
+    assert all(s.graceful and s.seconds < 15 for s in stopped), stopped
+    assert traffic.failures() == [], traffic.failures()[:10]
+    routes = Counter(route for route, _, _ in traffic.outcomes)
+    assert {"POST dummy", "POST heavy", "GET job", "GET download", "GET jobs", "GET queues"} <= set(
+        routes
+    ), routes
+    assert [t.status_code for t in twins] == [200, 200], [t.text for t in twins]
+    twin = twins[0].json()["id"]
+    assert twins[1].json()["id"] == twin
+    assert sorted(t.headers.get("idempotent-replayed", "false") for t in twins) == [
+        "false",
+        "true",
+    ]
+
+    # Every accepted job completes, once.
+    expected = set(traffic.accepted) | {twin}
+    with ledger(stack.database_url) as repo:
+
+        def finished() -> bool:
+            return all(job.status.terminal for job in all_jobs(repo))
+
+        wait_until(finished, 120, "every job finished")
+        jobs = {str(job.id): job for job in all_jobs(repo)}
+    assert set(jobs) == expected
+    assert {job.status for job in jobs.values()} == {JobStatus.COMPLETED}
+    assert {job.backend.value for job in jobs.values() if job.backend} == {"celery", "rq"}
+    cut = {job_id for job_id, job in jobs.items() if job.attempts > 1}
+    assert killed in cut
+    assert len(cut) <= 3, cut  # the killed render and at most one per worker stopped warm
+    for job in jobs.values():
+        outcomes = [attempt.outcome for attempt in job.attempt_log]
+        assert len(outcomes) == job.attempts, outcomes
+        assert outcomes[-1] == "completed", outcomes
+    listing = s3_client(stack.env["S3_ENDPOINT_URL"]).list_objects_v2(Bucket=stack.env["S3_BUCKET"])
+    objects = [item["Key"] for item in listing.get("Contents", [])]
+    assert len(objects) == len(jobs)
+    for job_id, digest in traffic.downloaded.items():
+        artifact = jobs[job_id].artifact
+        assert artifact is not None
+        assert artifact.sha256 == digest
+
+    # One caller's budget is one budget, whichever replica counts it.
+    answers = burst(stack, submitters[3], RATE_LIMIT + 60)
+    assert RATE_LIMIT - 2 <= answers[200] <= RATE_LIMIT, answers  # two went to the twins
+    assert answers[200] + answers[429] == RATE_LIMIT + 60, answers
+    print(
+        f"{len(traffic.outcomes)} requests ({dict(routes)}), {len(jobs)} jobs "
+        f"({Counter(j.backend.value for j in jobs.values() if j.backend)}), "
+        f"restarts {[round(s.seconds, 1) for s in stopped]} s, burst {dict(answers)}"
+    )
