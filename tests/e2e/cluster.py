@@ -24,7 +24,7 @@ from pathlib import Path
 from app.db.migrations import upgrade
 
 from tests.conftest import fresh_pg_database
-from tests.e2e.server import LiveServer, Stopped, create_key, free_port, launch, terminate
+from tests.e2e.server import LiveServer, create_key, free_port, launch, terminate
 from tests.integration.s3 import MotoServer, new_bucket, s3_client, storage_env
 from tests.integration.workers import (
     WorkerProcess,
@@ -118,6 +118,17 @@ class Balancer:
             self.process.wait(timeout=10)
 
 
+@dataclass(frozen=True)
+class Restart:
+    """How a replica went: its exit code, the seconds from SIGTERM until the balancer took
+    it out of rotation (and whether it was still running then), and until it exited."""
+
+    returncode: int
+    left_rotation: float
+    running_when_left: bool
+    exited: float
+
+
 @dataclass
 class Cluster:
     """The running stack: the balancer, the replicas (by index), the workers (by name)."""
@@ -144,13 +155,20 @@ class Cluster:
             self.replicas.append(replica)
         return replica
 
-    def restart_replica(self, n: int) -> Stopped:
-        """SIGTERM replica ``n``, wait for it to exit, start it again and wait until the
-        balancer sends it traffic again."""
-        stopped = terminate(self.replicas[n], signal.SIGTERM, timeout=30)
+    def restart_replica(self, n: int) -> Restart:
+        """SIGTERM replica ``n``, follow it out of the balancer's rotation and out of
+        existence, start it again and wait until the balancer sends it traffic again."""
+        replica, name = self.replicas[n], f"api{n}"
+        signalled = time.monotonic()
+        replica.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: self.balancer.states()[name].startswith("DOWN"), 30, f"{name} down")
+        left = time.monotonic() - signalled
+        alive_then = replica.process.poll() is None
+        returncode = replica.process.wait(timeout=30)
+        restart = Restart(returncode, left, alive_then, time.monotonic() - signalled)
         self.start_replica(n)
-        self.balancer.wait(f"api{n}", "UP")
-        return stopped
+        self.balancer.wait(name, "UP")
+        return restart
 
     def stop_replicas(self) -> None:
         """SIGTERM every replica at once, then wait for each."""
