@@ -292,6 +292,7 @@ class Result:
     connections: int | None = None
     drain: float | None = None
     commits_per_job_alone: float | None = None
+    background_commits: float | None = None
 
 
 def warm_up(url: str, key: str) -> list[str]:
@@ -312,20 +313,29 @@ def warm_up(url: str, key: str) -> list[str]:
         return list(pool.map(one, range(40)))
 
 
-#: Jobs enqueued one after another, nothing else running, to count a job's own commits.
-CALIBRATION_JOBS = 60
+#: Jobs enqueued one after another, nothing else running, to count a job's own commits;
+#: first, IDLE_SECONDS with no request count the workers' own commits (heartbeats...).
+CALIBRATION_JOBS = 150
+IDLE_SECONDS = 4.0
 
 
-def commits_per_job(url: str, key: str, database_url: str, admin_url: str) -> float:
-    """Ledger commits of one dummy job from its POST to its completion, no reads."""
+def commits_per_job(url: str, key: str, database_url: str, admin_url: str) -> tuple[float, float]:
+    """(ledger commits/s with no request, commits of one dummy job from its POST to its
+    completion with no reads, the idle rate taken out)."""
+    idle = LedgerSnapshot.read(database_url, admin_url)
+    time.sleep(IDLE_SECONDS)
     before = LedgerSnapshot.read(database_url, admin_url)
+    background = (before.commits - idle.commits) / IDLE_SECONDS
+    started = time.monotonic()
     with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as client:
         for _ in range(CALIBRATION_JOBS):
             client.post(f"{API}/dummy", json={"processing_time": 0}).raise_for_status()
     wait_drained(database_url, admin_url, 30)
     time.sleep(1.5)
     after = LedgerSnapshot.read(database_url, admin_url)
-    return (after.commits - before.commits) / (after.total_jobs - before.total_jobs)
+    spent = background * (time.monotonic() - started)
+    jobs = after.total_jobs - before.total_jobs
+    return background, (after.commits - before.commits - spent) / jobs
 
 
 def wait_drained(database_url: str, admin_url: str, timeout: float) -> tuple[float, LedgerSnapshot]:
@@ -379,7 +389,7 @@ def cluster_run(replicas: int, args: argparse.Namespace) -> Result:
         warmed = warm_up(stack.url, stack.api_key)
         wait_drained(stack.database_url, ADMIN_URL, 30)
         time.sleep(1.5)  # pg_stat_database: backends report at most once a second
-        alone = commits_per_job(stack.url, stack.api_key, stack.database_url, ADMIN_URL)
+        background, alone = commits_per_job(stack.url, stack.api_key, stack.database_url, ADMIN_URL)
         before = LedgerSnapshot.read(stack.database_url, ADMIN_URL)
         redis_before = redis_commands(stack.env["REDIS_URL"])
         load_before = loadavg()
@@ -419,6 +429,7 @@ def cluster_run(replicas: int, args: argparse.Namespace) -> Result:
             connections=peak[0],
             drain=drain,
             commits_per_job_alone=alone,
+            background_commits=background,
         )
         print(f"loadtest: {result.label}: {summary(result)} (warm-up {len(warmed)} jobs)")
         return result
@@ -654,13 +665,16 @@ def report(
             'Locust run, "+ drain" = until the workers had finished the jobs it enqueued; '
             f'"alone" = {CALIBRATION_JOBS} dummy jobs POSTed one after another before the '
             "run, nothing else running, until they completed: a job's own commits, enqueue "
-            "to completion, with no poll, list or download.",
+            "to completion, with no poll, list or download, less the idle rate; "
+            f'"idle" = the commits of {IDLE_SECONDS:.0f} s with no request just before '
+            "(the workers' and replicas' own).",
             "",
             "| target | commits in the run | commits/s | commits per request "
-            "| commits per job (run + drain) | commits per job alone | rollbacks | WAL KiB per job "
+            "| commits per job (run + drain) | commits per job alone | idle commits/s "
+            "| rollbacks | WAL KiB per job "
             "| peak ledger connections | Redis commands per request | jobs after the drain "
             "| drain s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
         ]
         for r in ledger:
             requests = int(r.run.aggregated()["Request Count"]) or 1
@@ -671,7 +685,7 @@ def report(
             out.append(
                 f"| {r.label} | {r.commits_run} | {r.commits_run / args.run_time:.0f} "
                 f"| {r.commits_run / requests:.2f} | {r.commits_total / jobs:.2f} "
-                f"| {r.commits_per_job_alone:.2f} "
+                f"| {r.commits_per_job_alone:.2f} | {r.background_commits:.1f} "
                 f"| {r.rollbacks_total} | {(r.wal or 0) / 1024 / jobs:.1f} | {r.connections} "
                 f"| {(r.redis or 0) / requests:.2f} | {states} | {r.drain:.1f} |"
             )
