@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test test-unit test-integration test-e2e install install-test migrate serve services lint format docs bench clean
+.PHONY: run test test-unit test-integration test-e2e install install-test migrate serve services lint format docs bench loadtest clean
 
 run: migrate ## Set up and run the API on the embedded default (SQLite + inline jobs)
 	$(BIN)/python manage.py serve
@@ -60,6 +60,9 @@ docs: install ## Regenerate docs/configuration.md from the Settings fields
 bench: install-test services ## The platform beside raw Celery, raw RQ and a minimal API, one run (~5 min)
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python benchmarks/pipeline.py --out benchmarks/results/pipeline.md
+
+loadtest: install-test services ## Locust against 1, 2, 3 API replicas behind HAProxy (~5 min); URL=... LOADTEST_API_KEY=... for one run elsewhere
+	$(BIN)/python loadtests/run.py $(if $(URL),--url '$(URL)')
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -35,41 +35,39 @@ ensure Redis 6379 redis-server \
 ensure RabbitMQ 5672 rabbitmq-server 'rabbitmq-server -detached' \
   'apt-get install rabbitmq-server' || status=1
 
-# Prometheus and promtool (Debian package `prometheus`): installed when missing, never run
-# as a daemon here — the tests start their own on a free loopback port with a temp config.
-ensure_prometheus() {
-  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
-    echo "services: prometheus and promtool are installed"; return 0
-  fi
+# Debian packages the tests use without a daemon of their own: installed when missing
+# (`sudo -n` when not root). `ensure_package PACKAGE SERVICE BINARY...`: the BINARYs must be
+# on PATH afterwards; SERVICE (or "") is a daemon the package may start on install, stopped
+# again: the tests start their own, on free loopback ports with temporary configurations.
+ensure_package() {
+  local package=$1 service=$2 binary
+  shift 2
+  local missing=0
+  for binary in "$@"; do command -v "$binary" >/dev/null 2>&1 || missing=1; done
+  if [ "$missing" -eq 0 ]; then echo "services: $package is installed ($*)"; return 0; fi
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  local install="$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus"
-  echo "services: installing prometheus (with promtool) from the Debian package"
+  local install="$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $package"
+  echo "services: installing $package from the Debian package"
   bash -c "$install" >/dev/null 2>&1 || { bash -c "$sudo apt-get update" >/dev/null 2>&1 && bash -c "$install" >/dev/null 2>&1; }
-  # The package may have started its service: stop it, tests run their own.
-  if pgrep -x prometheus >/dev/null 2>&1; then
-    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
+  if [ -n "$service" ] && pgrep -x "$service" >/dev/null 2>&1; then
+    $sudo systemctl disable --now "$service" >/dev/null 2>&1 || $sudo service "$service" stop >/dev/null 2>&1 || true
   fi
-  if command -v promtool >/dev/null 2>&1; then echo "services: prometheus installed"; return 0; fi
-  echo "services: ERROR: prometheus/promtool missing and could not be installed." >&2
-  echo "services: install it (apt-get install prometheus), then run 'make test' again." >&2
-  return 1
+  for binary in "$@"; do
+    if ! command -v "$binary" >/dev/null 2>&1; then
+      echo "services: ERROR: $binary missing and could not be installed." >&2
+      echo "services: install it (apt-get install $package), then run 'make test' again." >&2
+      return 1
+    fi
+  done
+  echo "services: $package installed"
 }
-ensure_prometheus || status=1
 
-# Chromium (Debian package `chromium`) for the console's browser tests (Playwright drives the
-# system browser: nothing is downloaded at run time).
-ensure_chromium() {
-  if command -v chromium >/dev/null 2>&1; then echo "services: chromium is installed"; return 0; fi
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  local install="$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium"
-  echo "services: installing chromium from the Debian package"
-  bash -c "$install" >/dev/null 2>&1 || { bash -c "$sudo apt-get update" >/dev/null 2>&1 && bash -c "$install" >/dev/null 2>&1; }
-  if command -v chromium >/dev/null 2>&1; then echo "services: chromium installed"; return 0; fi
-  echo "services: ERROR: chromium missing and could not be installed." >&2
-  echo "services: install it (apt-get install chromium), then run 'make test' again." >&2
-  return 1
-}
-ensure_chromium || status=1
+# Prometheus and promtool: tests/integration/test_prometheus.py checks the rules and scrapes.
+ensure_package prometheus prometheus prometheus promtool || status=1
+# Chromium for the console's browser tests (Playwright drives the system browser: nothing is
+# downloaded at run time).
+ensure_package chromium "" chromium || status=1
+# HAProxy, the API's balancer (deploy/haproxy/haproxy.cfg): tests/e2e/cluster.py, make loadtest.
+ensure_package haproxy haproxy haproxy || status=1
 exit $status
