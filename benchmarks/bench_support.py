@@ -140,3 +140,12 @@ def wait_results(
             raise RuntimeError(f"raw jobs: {redis.llen(key)}/{count} done")
         time.sleep(0.005)
     return [json.loads(item) for item in redis.lrange(key, 0, -1)]
+
+
+def cpu_model() -> str:
+    """The CPU's model name, from /proc/cpuinfo."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"

@@ -43,19 +43,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # the tests package (tests/e2e/cluster.py)
+for shared in (ROOT, ROOT / "benchmarks"):  # tests/e2e/cluster.py, bench_support.py
+    if str(shared) not in sys.path:
+        sys.path.insert(0, str(shared))
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 import redis  # noqa: E402
+from bench_support import cpu_model  # noqa: E402
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 TICK = os.sysconf("SC_CLK_TCK")
 API = "/api/v1/reports"
 UNFINISHED = ("pending", "queued", "running", "retrying")
-#: The cluster's settings for load: no rate limit in the way, no log line per request.
-LOAD_SETTINGS = {"RATE_LIMIT_REQUESTS": "1000000", "RATE_LIMIT_WINDOW": "60"}
+#: The cluster's settings for load: no rate limit in the way (and the replicas log warnings
+#: only: no log line per request).
+LOAD = {"RATE_LIMIT_REQUESTS": "1000000", "RATE_LIMIT_WINDOW": "60"}
 
 
 # --- /proc -------------------------------------------------------------------------
@@ -111,7 +114,7 @@ def machine_busy() -> float:
 
 
 def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 #: Each process kind: a function of the process table giving the roots of its trees.
@@ -349,21 +352,13 @@ def wait_drained(database_url: str, admin_url: str, timeout: float) -> tuple[flo
 
 def cluster_run(replicas: int, args: argparse.Namespace) -> Result:
     from tests.conftest import ADMIN_URL
-    from tests.e2e.cluster import Cluster, cluster
-
-    def workers(stack: Cluster) -> None:
-        # The default workers, logging at INFO (their readiness is read from their logs);
-        # then the replicas, started after this, log warnings only.
-        stack.celery_worker("celery-reports", "reports")
-        stack.celery_worker("celery-others", "documents,notifications,celery")
-        stack.start_worker("rq", ["manage.py", "rq-worker"], "Listening on")
-        stack.env["LOG_LEVEL"] = "WARNING"
+    from tests.e2e.cluster import cluster
 
     base = ROOT / "data"
     base.mkdir(exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix=f"loadtest{replicas}-", dir=base) as scratch,
-        cluster(Path(scratch), replicas=replicas, workers=workers, **LOAD_SETTINGS) as stack,
+        cluster(Path(scratch), replicas=replicas, api={"LOG_LEVEL": "WARNING"}, **LOAD) as stack,
     ):
         data = Path(scratch)
         moto_port = stack.env["S3_ENDPOINT_URL"].rsplit(":", 1)[1]
@@ -555,21 +550,13 @@ def report(
     bench: list[tuple[str, int, float]],
     pg: str,
 ) -> str:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
     out = [
         "# Load test: the balanced stack under Locust",
         "",
         f"- date: {started:%Y-%m-%d %H:%M} UTC; wall time of the run: {wall:.0f} s",
         f"- command: `{command}`",
         f"- git commit: {git_commit()}",
-        f"- machine: nproc {os.cpu_count()}, {cpu_model}; load average (1, 5, 15 min) "
+        f"- machine: nproc {os.cpu_count()}, {cpu_model()}; load average (1, 5, 15 min) "
         f"{loads[0]} at the start, {loads[1]} at the end",
         f"- versions: {versions()}",
     ]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from importlib.metadata import version
-from pathlib import Path
+
+from bench_support import cpu_model
 
 from pipeline_bench.harness import (
     CLIENTS,
@@ -189,11 +189,3 @@ def report(b: Bench, command: str, wall: float) -> str:
         lines += ["", "**Failed sections** (see stderr):"]
         lines += [f"- {name}: {error}" for name, error in b.failed.items()]
     return "\n".join([*lines, "", LEGEND])
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"

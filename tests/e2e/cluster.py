@@ -8,7 +8,6 @@ Used by the replica tests (``tests/e2e/test_replicas.py``) and by ``make loadtes
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import secrets
@@ -16,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,13 @@ from pathlib import Path
 from app.db.migrations import upgrade
 
 from tests.conftest import fresh_pg_database
-from tests.e2e.server import LiveServer, create_key, free_port, launch, terminate
+from tests.e2e.server import LiveServer, create_key, free_port, launch
 from tests.integration.s3 import MotoServer, new_bucket, s3_client, storage_env
 from tests.integration.workers import (
     WorkerProcess,
     base_env,
     delete_redis_keys,
+    wait_until,
     worker_env,
 )
 
@@ -87,7 +87,7 @@ class Balancer:
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        wait_until(lambda: self.admin.exists(), 10, "haproxy's admin socket")
+        wait_until(self.admin.exists, 10)
         return self
 
     def ask(self, command: str) -> str:
@@ -110,7 +110,7 @@ class Balancer:
         }
 
     def wait(self, server: str, state: str, timeout: float = 20) -> None:
-        wait_until(lambda: self.states().get(server) == state, timeout, f"{server} {state}")
+        wait_until(lambda: self.states().get(server) == state, timeout)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -140,6 +140,7 @@ class Cluster:
     ports: list[int]
     replicas: list[LiveServer] = field(default_factory=list)
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
+    api: dict[str, str] = field(default_factory=dict)  # the replicas' own settings
     api_key: str = ""
 
     @property
@@ -147,7 +148,7 @@ class Cluster:
         return self.balancer.url
 
     def start_replica(self, n: int) -> LiveServer:
-        env = {**self.env, "PORT": str(self.ports[n]), "HOST": "127.0.0.1"}
+        env = {**self.env, **self.api, "PORT": str(self.ports[n]), "HOST": "127.0.0.1"}
         replica = launch(env, self.data / f"api-{n}.log", "--grace", "10", with_key=False)
         if n < len(self.replicas):
             self.replicas[n] = replica
@@ -161,7 +162,7 @@ class Cluster:
         replica, name = self.replicas[n], f"api{n}"
         signalled = time.monotonic()
         replica.process.send_signal(signal.SIGTERM)
-        wait_until(lambda: self.balancer.states()[name].startswith("DOWN"), 30, f"{name} down")
+        wait_until(lambda: self.balancer.states()[name].startswith("DOWN"), 30)
         left = time.monotonic() - signalled
         alive_then = replica.process.poll() is None
         returncode = replica.process.wait(timeout=30)
@@ -171,12 +172,16 @@ class Cluster:
         return restart
 
     def stop_replicas(self) -> None:
-        """SIGTERM every replica at once, then wait for each."""
+        """SIGTERM every replica at once, then wait for each (SIGKILL after 15 s)."""
         for replica in self.replicas:
             if replica.process.poll() is None:
                 replica.process.send_signal(signal.SIGTERM)
         for replica in self.replicas:
-            terminate(replica, timeout=15)
+            try:
+                replica.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+                replica.process.wait(timeout=5)
 
     def start_worker(self, name: str, command: list[str], ready: str) -> WorkerProcess:
         worker = WorkerProcess(name, command, self.env, self.data / f"{name}.log").start(ready)
@@ -191,9 +196,6 @@ class Cluster:
     def stop_worker(self, name: str) -> int | None:
         return self.workers.pop(name).stop()
 
-    def logs(self) -> str:
-        return "\n".join(r.logs()[-3000:] for r in self.replicas)
-
 
 @contextmanager
 def cluster(
@@ -201,11 +203,11 @@ def cluster(
     *,
     replicas: int = 3,
     without: tuple[str, ...] = (),
-    workers: Callable[[Cluster], None] | None = None,
+    api: dict[str, str] | None = None,
     **settings: str,
 ) -> Iterator[Cluster]:
-    """The stack of this module; ``workers(cluster)`` starts the workers (default: a Celery
-    worker on ``reports``, one on the other queues, an RQ worker on all of them)."""
+    """The stack of this module: ``settings`` for every process, ``api`` for the replicas
+    alone; a Celery worker on ``reports``, one on the other queues, an RQ worker on all."""
     prefix = f"c{secrets.token_hex(3)}-"
     with ExitStack() as stack:
         url = stack.enter_context(fresh_pg_database(data.name[:20]))
@@ -215,15 +217,17 @@ def cluster(
         bucket = new_bucket(s3_client(moto.url))
         env = worker_env(
             base_env(url, data, prefix),
-            **storage_env(moto.url, bucket),
-            ENVIRONMENT="production",
-            DISPATCH_BACKEND="auto",
-            INLINE_FALLBACK="false",
-            SHUTDOWN_DRAIN_SECONDS=str(DRAIN_SECONDS),
-            HEARTBEAT_TIMEOUT="5",
-            LOG_FORMAT="json",
-            LOG_LEVEL="INFO",
-            **settings,
+            **{
+                **storage_env(moto.url, bucket),
+                "ENVIRONMENT": "production",
+                "DISPATCH_BACKEND": "auto",
+                "INLINE_FALLBACK": "false",
+                "SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
+                "HEARTBEAT_TIMEOUT": "5",
+                "LOG_FORMAT": "json",
+                "LOG_LEVEL": "INFO",  # the workers say when they are ready
+                **settings,
+            },
         )
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         stack.callback(delete_redis_keys, prefix)
@@ -234,28 +238,15 @@ def cluster(
         config.write_text(balancer_config(port, ports, admin, without=without))
         balancer = Balancer(config, port, admin, data / "haproxy.log").start()
         stack.callback(balancer.stop)
-        stack_ = Cluster(data, env, url, balancer, ports)
-        stack_.api_key = create_key(env, "operations", "operator")
-        if workers is None:
-            stack_.celery_worker("celery-reports", "reports")
-            stack_.celery_worker("celery-others", "documents,notifications,celery")
-            stack_.start_worker("rq", ["manage.py", "rq-worker"], "Listening on")
-        else:
-            workers(stack_)
-        stack.callback(lambda: [w.stop() for w in list(stack_.workers.values())])
+        running = Cluster(data, env, url, balancer, ports, api=api or {})
+        running.api_key = create_key(env, "operations", "operator")
+        stack.callback(lambda: [w.stop() for w in list(running.workers.values())])
+        running.celery_worker("celery-reports", "reports")
+        running.celery_worker("celery-others", "documents,notifications,celery")
+        running.start_worker("rq", ["manage.py", "rq-worker"], "Listening on")
+        stack.callback(running.stop_replicas)
         for n in range(replicas):
-            stack_.start_replica(n)
-        stack.callback(stack_.stop_replicas)
+            running.start_replica(n)
         for n in range(replicas):
             balancer.wait(f"api{n}", "UP")
-        yield stack_
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if condition():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"not {what} after {timeout}s")
+        yield running

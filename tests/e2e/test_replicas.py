@@ -24,17 +24,17 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from app.domain.states import JobStatus
 
-from tests.e2e.cluster import DRAIN_SECONDS, Cluster, cluster, wait_until
+from tests.e2e.cluster import DRAIN_SECONDS, Cluster, cluster
 from tests.e2e.server import create_key
 from tests.integration.ops import all_jobs, ledger
 from tests.integration.s3 import s3_client
+from tests.integration.workers import parent_pid, wait_until
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -90,10 +90,9 @@ class Traffic:
                     client, f"POST {route}", "POST", f"/api/v1/reports/{route}",
                     json=body, headers=headers,
                 )  # fmt: skip
-                if answer is not None and answer.status_code == 200:
-                    with self.lock:
-                        self.accepted[answer.json()["id"]] = route
-                    mine.append(answer.json()["id"])
+                job_id = self.accept(answer, route)
+                if job_id is not None:
+                    mine.append(job_id)
                 for job_id in list(mine[-3:]):
                     time.sleep(PACE)
                     found = self.call(client, "GET job", "GET", f"/api/v1/reports/jobs/{job_id}")
@@ -111,10 +110,17 @@ class Traffic:
                 if not self.surge.wait(0.2):
                     continue
                 answer = self.call(client, "POST dummy", "POST", "/api/v1/reports/dummy", json={})
-                if answer is not None and answer.status_code == 200:
-                    with self.lock:
-                        self.accepted[answer.json()["id"]] = "dummy"
+                self.accept(answer, "dummy")
                 time.sleep(SURGE_PACE)
+
+    def accept(self, answer: httpx.Response | None, route: str) -> str | None:
+        """The id of the job an enqueue's ``answer`` accepted (recorded), else None."""
+        if answer is None or answer.status_code != 200:
+            return None
+        job_id: str = answer.json()["id"]
+        with self.lock:
+            self.accepted[job_id] = route
+        return job_id
 
     def download(self, client: httpx.Client, job_id: str) -> None:
         path = f"/api/v1/reports/jobs/{job_id}/download"
@@ -149,22 +155,13 @@ def keys(stack: Cluster, roles: list[str]) -> list[str]:
         return [f.result() for f in futures]
 
 
-def descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (children first), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(0), [])
-        found += children
-        todo += children
-    return found
+def under(pid: int, roots: set[int]) -> bool:
+    """Whether ``pid`` is one of ``roots`` or below one of them."""
+    while pid > 1:
+        if pid in roots:
+            return True
+        pid = parent_pid(pid)
+    return False
 
 
 def kill_a_render(stack: Cluster, key: str, workers: list[str]) -> tuple[str, set[str]]:
@@ -175,11 +172,7 @@ def kill_a_render(stack: Cluster, key: str, workers: list[str]) -> tuple[str, se
             client.post("/api/v1/reports/dummy", json={"processing_time": 6}).json()["id"]
             for _ in range(3)
         }
-    pids: set[int] = set()
-    for name in workers:
-        process = stack.workers[name].process
-        assert process is not None
-        pids |= set(descendants(process.pid))
+    roots = {stack.workers[name].process.pid for name in workers}  # type: ignore[union-attr]
     victim: list[str] = []
 
     def running_there() -> bool:
@@ -188,13 +181,13 @@ def kill_a_render(stack: Cluster, key: str, workers: list[str]) -> tuple[str, se
                 job = repo.get(uuid.UUID(job_id))
                 if job is not None and job.status is JobStatus.RUNNING and job.worker:
                     pid = int(job.worker.rsplit(":", 1)[1])
-                    if pid in pids:
+                    if under(pid, roots):
                         os.kill(pid, signal.SIGKILL)
                         victim.append(job_id)
                         return True
         return False
 
-    wait_until(running_there, 30, f"a long render running on {workers}")
+    wait_until(running_there, 30)
     return victim[0], long
 
 
@@ -343,7 +336,7 @@ def test_three_replicas_restarted_and_workers_scaled_under_traffic(stack: Cluste
         def finished() -> bool:
             return all(job.status.terminal for job in all_jobs(repo))
 
-        wait_until(finished, 120, "every job finished")
+        wait_until(finished, 120, interval=0.5)
         jobs = {str(job.id): job for job in all_jobs(repo)}
     assert set(jobs) == expected
     assert {job.status for job in jobs.values()} == {JobStatus.COMPLETED}
