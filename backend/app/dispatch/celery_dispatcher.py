@@ -100,6 +100,10 @@ class CeleryDispatcher(BrokeredBackend):
         stop backstop's grace; ``routing``: how often the workers are probed.
         """
         self.app = app
+        # Celery imports its control module (kombu.pidbox, kombu.matcher) on first use; two
+        # threads doing so at once (the availability probe, a cancel) can fail the import
+        # (KeyError: 'kombu.matcher', seen as "broker unreachable"): import it once, here.
+        _ = app.control
         self._brokers = brokers
         self._jobs = jobs
         self._names = {queue_name(brokers, q): q for q in Queue}
