@@ -273,6 +273,26 @@ def test_a_console_session_is_valid_on_every_replica_and_clients_claim_nothing(
     assert "secure" in direct.headers["set-cookie"].lower()
 
 
+def test_the_balancers_own_health_says_whether_any_replica_is_in_rotation(
+    stack: Cluster,
+) -> None:
+    """The compose healthcheck's URL: answered by HAProxy itself, 503 once no replica is
+    in rotation, 200 again when one is back."""
+    health = f"{stack.url}/balancer/health"
+    assert httpx.get(health, timeout=5).status_code == 200
+    names = [f"api{n}" for n in range(len(stack.replicas))]
+    try:
+        for name in names:
+            stack.balancer.ask(f"disable server replicas/{name}")
+        assert httpx.get(health, timeout=5).status_code == 503
+    finally:
+        for name in names:
+            stack.balancer.ask(f"enable server replicas/{name}")
+        for name in names:
+            stack.balancer.wait(name, "UP")
+    assert httpx.get(health, timeout=5).status_code == 200
+
+
 def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
     assert found, html[:500]

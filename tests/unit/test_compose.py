@@ -1,10 +1,12 @@
 """The compose stacks, without a Docker engine: they parse, the services the issue lists are
-there, healthchecks gate the start order, no database/Redis/Flower port is published on all
-interfaces, no disk is shared between services, the migration's phases are expressed, and
-every command they run exists here and answers ``--help``."""
+there, healthchecks gate the start order, only the balancer is published on all interfaces
+(the API runs as replicas behind it), no disk is shared between services, the migration's
+phases are expressed, and every command they run exists here and answers ``--help``."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import shutil
 import subprocess
 import sys
@@ -21,8 +23,9 @@ CELERY_STACK = ROOT / "docker-compose.celery.yml"
 STACKS = [RQ_STACK, CELERY_STACK]
 
 EXPECTED = {
-    RQ_STACK: {"backend", "rq-worker", "rq-cron", "redis", "db", "objects", "migrate"},
+    RQ_STACK: {"balancer", "backend", "rq-worker", "rq-cron", "redis", "db", "objects", "migrate"},
     CELERY_STACK: {
+        "balancer",
         "backend",
         "rq-worker",
         "objects",
@@ -40,6 +43,7 @@ EXPECTED = {
     },
 }
 PRIVATE = {"db", "redis", "objects", "celery-flower", "prometheus", "grafana"}
+HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 #: Images whose programs have no Debian or PyPI package to run here: MinIO's server and its
 #: `mc` healthcheck. The tests speak the same S3 protocol to moto's server instead.
 FOREIGN_IMAGES = ("minio/minio:",)
@@ -61,8 +65,9 @@ def test_both_stacks_are_one_project_so_phase_0_carries_over() -> None:
     """Same project name: the same ledger, Redis and bucket volumes after the switch."""
     assert stack(RQ_STACK)["name"] == stack(CELERY_STACK)["name"]
     assert set(stack(RQ_STACK)["volumes"]) <= set(stack(CELERY_STACK)["volumes"])
-    for name in ("db", "redis", "objects"):
+    for name in ("db", "redis", "objects", "balancer"):
         assert services(RQ_STACK)[name] == services(CELERY_STACK)[name], name
+    assert stack(RQ_STACK)["networks"] == stack(CELERY_STACK)["networks"]
 
 
 @pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
@@ -141,7 +146,42 @@ def test_no_private_port_on_all_interfaces(path: Path) -> None:
             if name in PRIVATE:
                 assert spec.startswith("127.0.0.1:"), (name, spec)
             else:
-                assert name == "backend", f"{name} publishes {spec}"
+                assert name == "balancer", f"{name} publishes {spec}"
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
+def test_api_replicas_sit_behind_the_balancer(path: Path) -> None:
+    """Two or more `backend` replicas, none published; the balancer runs the committed
+    haproxy.cfg (valid for this machine's HAProxy), whose servers are the `backend` service
+    on the port the replicas listen on, and the replicas believe X-Forwarded-For from the
+    balancer's fixed address alone, an address Docker gives no other container."""
+    stack_ = stack(path)
+    backend, balancer = stack_["services"]["backend"], stack_["services"]["balancer"]
+    assert backend["deploy"]["replicas"] >= 2
+    assert "ports" not in backend
+    assert "container_name" not in backend  # replicas need names of their own
+    command = backend["command"]
+    port = command[command.index("--port") + 1]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in balancer["volumes"]}
+    config_path = balancer["command"][balancer["command"].index("-f") + 1]
+    assert (ROOT / mounted[config_path]).resolve() == HAPROXY_CFG
+    assert balancer["ports"] == [f"{port}:{port}"]
+    check = subprocess.run(
+        ["haproxy", "-c", "-q", "-f", str(HAPROXY_CFG)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    config = HAPROXY_CFG.read_text()
+    assert re.search(rf"^\s*server-template \S+ \d+ backend:{port} ", config, re.M)
+    assert re.search(rf"^\s*bind :{port}$", config, re.M)
+    probe = balancer["healthcheck"]["test"][-1]
+    monitor = re.search(r"^\s*monitor-uri (\S+)$", config, re.M)
+    assert monitor
+    assert probe == f"http://127.0.0.1:{port}{monitor[1]}"
+    address = ipaddress.ip_address(balancer["networks"]["default"]["ipv4_address"])
+    assert backend["environment"]["FORWARDED_ALLOW_IPS"] == str(address)
+    (ipam,) = stack_["networks"]["default"]["ipam"]["config"]
+    assert address in ipaddress.ip_network(ipam["subnet"])
+    assert address not in ipaddress.ip_network(ipam["ip_range"])
 
 
 def commands(path: Path) -> list[tuple[str, list[str]]]:
