@@ -17,7 +17,8 @@ from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import cm
-from reportlab.platypus import BaseDocTemplate, Flowable, Frame, PageTemplate, Table, TableStyle
+from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.platypus import BaseDocTemplate, Flowable, Frame, PageTemplate
 
 from app.domain.errors import RenderError
 from app.domain.progress import Progress
@@ -76,42 +77,137 @@ def percent(value: float, decimals: int = 1) -> str:
 
 
 def grid_table(
-    rows: Sequence[Sequence[Any]],
+    rows: Sequence[Sequence[str]],
     widths: Sequence[float],
     *,
     numeric_from: int,
     row_height: float = 14,
     font_size: float = 7.5,
     total_row: bool = False,
-) -> Table:
+) -> GridTable:
     """A house-style table: navy header, zebra rows, columns from ``numeric_from`` right-aligned.
 
     Fixed widths and heights keep layout cheap and the page geometry exact.
     """
-    heights = [row_height + 4] + [row_height] * (len(rows) - 1)
-    table = Table(rows, colWidths=widths, rowHeights=heights, repeatRows=1)
-    commands: list[tuple[Any, ...]] = [
-        ("FONT", (0, 0), (-1, -1), "Helvetica", font_size),
-        ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", font_size),
-        ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
-        ("BACKGROUND", (0, 0), (-1, 0), NAVY),
-        ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, LIGHT]),
-        ("LINEBELOW", (0, 0), (-1, -1), 0.25, GRID),
-        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-        ("ALIGN", (numeric_from, 0), (-1, -1), "RIGHT"),
-        ("LEFTPADDING", (0, 0), (-1, -1), 3),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
-        ("TOPPADDING", (0, 0), (-1, -1), 1),
-        ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-    ]
-    if total_row:
-        commands += [
-            ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", font_size),
-            ("BACKGROUND", (0, -1), (-1, -1), colors.HexColor("#D6DEEB")),
-            ("LINEABOVE", (0, -1), (-1, -1), 0.75, NAVY),
-        ]
-    table.setStyle(TableStyle(commands))
-    return table
+    return GridTable(
+        rows,
+        widths,
+        numeric_from=numeric_from,
+        row_height=row_height,
+        font_size=font_size,
+        total_row=total_row,
+    )
+
+
+_PADDING = 3  # left and right padding of a cell's text
+_TOTAL_FILL = colors.HexColor("#D6DEEB")
+
+
+class GridTable(Flowable):  # type: ignore[misc]  # reportlab is untyped
+    """A one-line-per-cell grid drawn straight on the canvas, never split.
+
+    It draws what a Platypus ``Table`` styled as the house grid drew (header band, zebra
+    rows, a rule below every row, an optional bold total row with a rule above it, text
+    vertically centred, numeric columns right-aligned), at the same coordinates, without
+    the per-cell style objects and one text object per cell that cost most of a detail
+    page: all the cells go into one PDF text object, the zebra bands into one path and
+    the rules into another. White zebra bands are not painted (the page is white).
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Sequence[str]],
+        widths: Sequence[float],
+        *,
+        numeric_from: int,
+        row_height: float,
+        font_size: float,
+        total_row: bool,
+    ) -> None:
+        super().__init__()
+        self.hAlign = "CENTER"  # as Platypus tables
+        self._rows = rows
+        self._widths = tuple(widths)
+        self._numeric_from = numeric_from
+        self._row_height = row_height
+        self._font_size = font_size
+        self._total_row = total_row and len(rows) > 1
+        self.width = sum(self._widths)
+        self.height = row_height + 4 + row_height * (len(rows) - 1)
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        return self.width, self.height
+
+    def split(self, available_width: float, available_height: float) -> list[Any]:
+        return []  # page breaks are explicit: a table that does not fit moves on whole
+
+    def draw(self) -> None:
+        canvas = self.canv
+        rows, width = self._rows, self.width
+        header_height, row_height = self._row_height + 4, self._row_height
+        top = self.height
+        last = len(rows) - 1
+        # bottom edge of every row, top to bottom
+        bottoms = [top - header_height - row_height * i for i in range(len(rows))]
+        canvas.saveState()
+        canvas.setFillColor(NAVY)
+        canvas.rect(0, bottoms[0], width, header_height, stroke=0, fill=1)
+        bands = canvas.beginPath()
+        for i in range(2, len(rows), 2):
+            bands.rect(0, bottoms[i], width, row_height)
+        canvas.setFillColor(LIGHT)
+        canvas.drawPath(bands, stroke=0, fill=1)
+        if self._total_row:
+            canvas.setFillColor(_TOTAL_FILL)
+            canvas.rect(0, bottoms[last], width, row_height, stroke=0, fill=1)
+        self._draw_text(bottoms)
+        rules = canvas.beginPath()
+        for y in bottoms:
+            rules.moveTo(0, y)
+            rules.lineTo(width, y)
+        canvas.setLineCap(1)
+        canvas.setLineJoin(1)
+        canvas.setStrokeColor(GRID)
+        canvas.setLineWidth(0.25)
+        canvas.drawPath(rules, stroke=1, fill=0)
+        if self._total_row:
+            canvas.setStrokeColor(NAVY)
+            canvas.setLineWidth(0.75)
+            y = bottoms[last] + row_height
+            canvas.line(0, y, width, y)
+        canvas.restoreState()
+
+    def _draw_text(self, bottoms: list[float]) -> None:
+        """Every cell in one text object; baseline as Platypus centres one line of text."""
+        canvas, rows, size = self.canv, self._rows, self._font_size
+        lefts = [sum(self._widths[:i]) + _PADDING for i in range(len(self._widths))]
+        rights = [left - 2 * _PADDING + w for left, w in zip(lefts, self._widths, strict=True)]
+        numeric_from = self._numeric_from
+        text = canvas.beginText()
+        code = text._code  # the text object's operators: appended to directly, below
+        origin, encode = text.setTextOrigin, text._formatText
+        regular, bold = "Helvetica", "Helvetica-Bold"
+        last = len(rows) - 1
+        current = ""
+        for i, (row, bottom) in enumerate(zip(rows, bottoms, strict=True)):
+            font = bold if i == 0 or (self._total_row and i == last) else regular
+            if font != current:
+                text.setFont(font, size)
+                current = font
+            if i <= 1:
+                text.setFillColor(colors.white if i == 0 else colors.black)
+            height = self._row_height + 4 if i == 0 else self._row_height
+            # Platypus: bottom + (1 padding + height - 1 padding + 1.2 size leading) / 2 - size
+            y = bottom + height / 2 - 0.4 * size
+            for j, cell in enumerate(row):
+                if j < numeric_from:
+                    origin(lefts[j], y)
+                else:
+                    origin(rights[j] - stringWidth(cell, font, size), y)
+                # T* ends the line as drawString did: text extractors (pypdf) still
+                # give one cell per line
+                code.append(encode(cell) + " T*")
+        canvas.drawText(text)
 
 
 class Deferred(Flowable):  # type: ignore[misc]  # reportlab is untyped
