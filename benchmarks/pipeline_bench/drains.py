@@ -42,6 +42,15 @@ def celery_drain(b: Bench) -> None:
     b.figures["celery_drain.pg"] = raw_celery_drain(b, f"{b.prefix}rawpg", jobs, backend)
     b.figures["celery_drain.platform"] = platform_drain(b, "celery", jobs)
     b.figures["celery_drain.ceiling"] = ledger_ceiling(b, jobs)
+    # What a pipeline that only added the two costs would drain: R and L in series.
+    b.figures["celery_drain.bound"] = additive_bound(
+        b.figures["celery_drain.raw"], b.figures["celery_drain.ceiling"]
+    )
+
+
+def additive_bound(raw: float, ledger: float) -> float:
+    """``1 / (1/R + 1/L)``: jobs/s if each job cost raw Celery's time plus the ledger's."""
+    return 1 / (1 / raw + 1 / ledger)
 
 
 def ledger_ceiling(b: Bench, jobs: int) -> float:
