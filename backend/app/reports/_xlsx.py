@@ -2,26 +2,15 @@
 
 The renderer lets openpyxl build the whole package (workbook, styles, summary sheet,
 sheet views, column widths, filters, each data sheet's header row) and writes the data
-rows itself, as SpreadsheetML in a temporary file per sheet, which
-:class:`StableZipFile` splices into the sheet openpyxl produced when it is archived.
+rows itself: when openpyxl archives a data sheet, :class:`StableZipFile` splices the
+rows into it as they are made, while a second thread deflates them.
 
 Why not a library (issue 12): the same workbook written by the maintained streaming
-writers (benchmarks/xlsx_peers.py, checked cell for cell against ours) is 4-10x slower,
-far outside the 1.5x that would retire this module. 3 data sheets, render time in a
-fresh process, median (min-max) of 3 alternating rounds, 2 loaded cores, 2026-12-01,
-``python benchmarks/render.py --output benchmarks/results/render.md``:
-
-    writer                            100,000 rows             1,000,000 rows          RSS
-    ours                              1.36 s (1.29-1.45)       18.0 s (17.4-26.6)      59 MB
-    openpyxl 3.1.5 write-only + lxml  14.1 s (11.4-14.2) 10x   133 s (104-188) 7.1x    54 MB
-    XlsxWriter 3.3.1 constant_memory  6.75 s (6.36-7.90) 4.9x  68.8 s (67.8-93.3) 3.8x 56 MB
-
-Whole process at 100,000 rows (``python benchmarks/xlsx_peers.py --write ours|xlsxwriter
---rows 100000``, 7 runs in turn, medians): ours 1.70 s, XlsxWriter 6.16 s; ratio pair by
-pair 0.27 (0.23-0.33), i.e. XlsxWriter 3.7x. All three stay flat in memory; the
-difference is the cost of a row, everything included (claims generation ~3 µs of it):
-ours ~14 µs, XlsxWriter ~68 µs, openpyxl with lxml ~140 µs (both go through a Python
-call and an object per cell). Re-measure when either library changes its cell writer.
+writers (openpyxl write-only with lxml, XlsxWriter constant_memory; benchmarks/
+xlsx_peers.py, checked cell for cell against ours) goes through a Python call and an
+object per cell, several times our cost of a row; the figures are in
+``benchmarks/results/render.md`` (``python benchmarks/render.py``). Re-measure when
+either library changes its cell writer.
 
 This leans on two openpyxl 3.1 internals, both covered by the unit tests:
 ``ExcelWriter(workbook, archive).save()`` (what ``Workbook.save`` does, with our own
@@ -31,35 +20,53 @@ zip file) and ``worksheet._writer.out``, the temporary file of a write-only shee
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from _typeshed import SizedBuffer
 
 FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
+COMPRESS_LEVEL = 1
+"""zlib level of every entry: 1 deflates 3x faster than the default 6, 30 % larger."""
 _CHUNK = 1 << 20
+_HANDOFF = 4 << 20
+"""Bytes handed to the deflating thread at once: few hand-offs, few GIL round trips."""
 _EXCEL_EPOCH = date(1899, 12, 30).toordinal()
+_DATE_MARK = "\0"
 # XML-escape text; drop the control characters XML 1.0 forbids.
 _XML_TEXT = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"} | dict.fromkeys(
     (*range(9), 11, 12, *range(14, 32))
 )
 
 Kind = Literal["text", "date", "number"]
+Body = Callable[[Callable[[bytes], None]], None]
+"""Writes a sheet's ``<row>`` elements, as UTF-8, through the function it is given."""
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A data column: its letter, the kind of its values and its openpyxl style id."""
+    """A data column: the kind of its values and its openpyxl style id.
 
-    letter: str
+    ``verbatim`` text is known to be XML-safe (see :func:`is_xml_safe`): not escaped.
+    """
+
     kind: Kind
     style_id: int = 0
+    verbatim: bool = False
+
+
+def is_xml_safe(text: str) -> bool:
+    """Whether ``text`` can stand in an element as it is, and Excel keeps it as it is."""
+    return text.isprintable() and not any(c in text for c in "&<>") and text == text.strip()
 
 
 def _escape(value: object) -> str:
@@ -67,12 +74,14 @@ def _escape(value: object) -> str:
 
 
 class RowSerializer:
-    """Turns a row of values into one ``<row>`` element, the way openpyxl would write it.
+    """Turns rows of values into ``<row>`` elements, the way openpyxl would write them.
 
     Text is written as inline strings (as openpyxl's write-only mode does), dates
-    (``datetime.date``) as Excel serial numbers, numbers with ``repr``. Values must not
-    be None, and text must not start or end with whitespace (Excel would trim it).
-    About 3 µs a row of 9 columns, against about 180 µs through openpyxl's cell writer.
+    (``datetime.date``, at most one column) as Excel serial numbers, numbers with
+    ``repr``. Rows and cells carry no ``r`` attribute: each follows the previous one, as
+    SpreadsheetML allows. Values must not be None, and text must not start or end with
+    whitespace (Excel would trim it). Rows sorted by date are the fast case: the date
+    is baked into the row template once per run of equal dates.
     """
 
     def __init__(self, columns: Sequence[Column]) -> None:
@@ -80,62 +89,63 @@ class RowSerializer:
         for col in columns:
             style = f' s="{col.style_id}"' if col.style_id else ""
             if col.kind == "text":
-                cells.append(f'<c r="{col.letter}\0"{style} t="inlineStr"><is><t>%s</t></is></c>')
+                cells.append(f'<c{style} t="inlineStr"><is><t>%s</t></is></c>')
+            elif col.kind == "date":
+                cells.append(f"<c{style}><v>{_DATE_MARK}</v></c>")
             else:
-                cells.append(f'<c r="{col.letter}\0"{style}><v>%s</v></c>')
-        self._template = '<row r="\0">' + "".join(cells) + "</row>"
-        kinds = [col.kind for col in columns]
-        self._dates = [i for i, kind in enumerate(kinds) if kind == "date"]
-        self._numbers = [i for i, kind in enumerate(kinds) if kind == "number"]
-        self._texts = [i for i, kind in enumerate(kinds) if kind == "text"]
+                cells.append(f"<c{style}><v>%r</v></c>")
+        self._template = "<row>" + "".join(cells) + "</row>"
+        dates = [i for i, col in enumerate(columns) if col.kind == "date"]
+        if len(dates) > 1:
+            raise ValueError("RowSerializer takes at most one date column")
+        self._date = dates[0] if dates else None
+        self._escaped = [
+            i for i, col in enumerate(columns) if col.kind == "text" and not col.verbatim
+        ]
 
-    def row(self, number: int, values: Sequence[Any]) -> str:
-        """The XML of row ``number`` (1-based) holding ``values``."""
-        cells = list(values)
-        for i in self._dates:
-            cells[i] = cells[i].toordinal() - _EXCEL_EPOCH
-        for i in self._numbers:
-            cells[i] = repr(cells[i])
-        texts = [cells[i] for i in self._texts]
-        try:
-            joined = "".join(texts)
-            safe = joined.isprintable() and not ("&" in joined or "<" in joined or ">" in joined)
-        except TypeError:  # not all str
-            safe = False
-        if not safe:
-            for i in self._texts:
-                cells[i] = _escape(cells[i])
-        return self._template.replace("\0", str(number)) % tuple(cells)
+    def rows(self, rows: Iterable[tuple[Any, ...]]) -> str:
+        """The XML of ``rows``, one ``<row>`` element each, in order."""
+        parts: list[str] = []
+        append, at = parts.append, self._date
+        template, last = self._template, None
+        for row in rows:
+            if self._escaped:
+                row = self._escape_row(row)
+            if at is not None:
+                if row[at] != last:
+                    last = row[at]
+                    serial = str(last.toordinal() - _EXCEL_EPOCH)
+                    template = self._template.replace(_DATE_MARK, serial)
+                row = row[:at] + row[at + 1 :]
+            append(template % row)
+        return "".join(parts)
+
+    def _escape_row(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        cells = list(row)
+        for i in self._escaped:
+            cells[i] = _escape(cells[i])
+        return tuple(cells)
 
 
 class StableZipFile(zipfile.ZipFile):
-    """A ZipFile whose bytes depend on its content only (fixed timestamps and modes).
+    """A ZipFile whose bytes depend on its content only (fixed timestamps, modes, level).
 
     openpyxl archives a write-only sheet with ``write(temp_file, arcname)``; when
-    ``bodies`` maps that temp file to a file of rows, they are spliced in before
-    ``</sheetData>``. ``on_chunk(done, total)`` is called after every MiB of body copied
-    (it may raise to abort).
+    ``bodies`` maps that temp file to a :data:`Body`, the rows it writes are spliced in
+    before ``</sheetData>``, deflated by a second thread while the body makes the next
+    rows (zlib releases the GIL: on two cores the deflating costs no time).
     """
 
-    def __init__(
-        self,
-        file: str | os.PathLike[str],
-        *,
-        bodies: dict[str, Path],
-        on_chunk: Callable[[int, int], None],
-        compresslevel: int = 1,
-    ) -> None:
+    def __init__(self, file: str | os.PathLike[str], *, bodies: dict[str, Body]) -> None:
         super().__init__(
-            file, "w", zipfile.ZIP_DEFLATED, allowZip64=True, compresslevel=compresslevel
+            file, "w", zipfile.ZIP_DEFLATED, allowZip64=True, compresslevel=COMPRESS_LEVEL
         )
         self._bodies = bodies
-        self._on_chunk = on_chunk
-        self._total = sum(p.stat().st_size for p in bodies.values())
-        self._done = 0
 
     def _stable_info(self, name: str) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
         info.compress_type = zipfile.ZIP_DEFLATED
+        info._compresslevel = COMPRESS_LEVEL  # type: ignore[attr-defined]  # open() reads it
         info.external_attr = 0o644 << 16
         return info
 
@@ -168,17 +178,67 @@ class StableZipFile(zipfile.ZipFile):
                 shutil.copyfileobj(source, out, _CHUNK)
             return
         head, tail = _split_sheet(Path(filename).read_bytes())  # a header row: small
-        info.file_size = len(head) + body.stat().st_size + len(tail)
-        with self.open(info, "w") as out, body.open("rb") as rows:
+        with self.open(info, "w") as out:
             out.write(head)
-            self._copy(rows, out)
+            with _Deflater(out) as deflater:
+                body(deflater.write)
             out.write(tail)
 
-    def _copy(self, source: IO[bytes], out: IO[bytes]) -> None:
-        while chunk := source.read(_CHUNK):
-            out.write(chunk)
-            self._done += len(chunk)
-            self._on_chunk(self._done, self._total)
+
+class _Deflater:
+    """Writes to a zip entry from a second thread, in hand-offs of about :data:`_HANDOFF`.
+
+    A failure of the thread (a full disk) is raised in the caller at its next write or
+    at the end; a failure of the caller stops the thread before the entry is closed.
+    """
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="xlsx-deflate", daemon=True)
+
+    def __enter__(self) -> _Deflater:
+        self._thread.start()
+        return self
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size >= _HANDOFF:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(b"".join(self._pending))
+        self._pending.clear()
+        self._size = 0
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if kind is None and self._pending:
+                self._hand_off()
+        finally:
+            self._queue.put(None)
+            self._thread.join()
+        if kind is None and self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(data)
+                except BaseException as error:  # handed to the caller
+                    self._error = error
 
 
 def _split_sheet(skeleton: bytes) -> tuple[bytes, bytes]:

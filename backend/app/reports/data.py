@@ -98,6 +98,8 @@ _GUARANTEE_TABLES = tuple(
 _START_ORIGIN = date(2002, 1, 1)
 _START_SPAN = (WINDOW_START - _START_ORIGIN).days  # every policy is in force on WINDOW_START
 _MASK = (1 << 64) - 1
+_NORMAL_MAGIC = 4 * math.exp(-0.5) / math.sqrt(2.0)
+"""Kinderman and Monahan's constant, as ``random.normalvariate`` computes it."""
 
 
 def _mix(x: int) -> int:
@@ -226,11 +228,16 @@ def claim_figures(
 def _draw(
     seed: int, count: int, portfolio: Portfolio | None, *, full: bool
 ) -> Iterator[Claim | tuple[date, str, float]]:
+    """The claims, one draw after another; the hot loop of every report.
+
+    :func:`_mix` and ``random.lognormvariate`` are written out inline (the loop's two
+    costliest calls): the same arithmetic on the same draws, so the same claims.
+    """
     book = portfolio or Portfolio.for_claims(seed, count)
-    rng = random.Random(seed * 1_000_003 + 7)
-    rand, lognormal = rng.random, rng.lognormvariate
+    rand = random.Random(seed * 1_000_003 + 7).random
+    exp, log, magic = math.exp, math.log, _NORMAL_MAGIC
     product_table, guarantee_tables, severity = _CLAIM_PRODUCT_TABLE, _GUARANTEE_TABLES, _SEVERITY
-    ranges, key, holders, regions = book.ranges, book.key, HOLDERS, _REGION_TABLE
+    ranges, key, holders, regions, mask = book.ranges, book.key, HOLDERS, _REGION_TABLE, _MASK
     codes = [p.code for p in PRODUCTS]
     labels = [p.label for p in PRODUCTS]
     number = 0
@@ -238,7 +245,7 @@ def _draw(
         if not today:
             continue
         loss_date = WINDOW_START + timedelta(days=offset)
-        year = loss_date.year
+        prefix = f"SIN-{loss_date.year}-"
         age = (AS_OF - loss_date).days
         refused = 0.05 * min(1.0, age / 60)
         settled = refused + 0.92 * (1 - math.exp(-age / 45))
@@ -248,25 +255,25 @@ def _draw(
             p = product_table[int(rand() * 1024)]
             start, end = ranges[p]
             index = start + int(rand() * (end - start))
-            h = _mix(key ^ index)  # the fields of book.policy(index), without building it
+            x = ((key ^ index) + 0x9E3779B97F4A7C15) & mask  # _mix(key ^ index)
+            x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+            x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+            h = x ^ (x >> 31)  # the fields of book.policy(index), without building it
             region = regions[h & 1023]
             label, _, mu, sigma = guarantee_tables[p][int(rand() * 100)]
-            amount = max(15.0, round(lognormal(mu, sigma) * severity[region], 2))
+            while True:  # a normal draw by Kinderman and Monahan's ratio of uniforms
+                u = rand()
+                v = 1.0 - rand()
+                z = magic * (u - 0.5) / v
+                if z * z / 4.0 <= -log(v):
+                    break
+            amount = max(15.0, round(exp(mu + z * sigma) * severity[region], 2))
             r = rand()
             if not full:
                 yield loss_date, region, amount
                 continue
-            status = (
-                "Refusé"
-                if r < refused
-                else "Réglé"
-                if r < settled
-                else "En cours"
-                if r < in_progress
-                else "Ouvert"
-            )
             yield Claim(
-                f"SIN-{year}-{number:07d}",
+                f"{prefix}{number:07d}",
                 loss_date,
                 f"{codes[p]}-{index:08d}",
                 holders[(h >> 10) & 4095],
@@ -274,5 +281,11 @@ def _draw(
                 label,
                 region,
                 amount,
-                status,
+                "Refusé"
+                if r < refused
+                else "Réglé"
+                if r < settled
+                else "En cours"
+                if r < in_progress
+                else "Ouvert",
             )

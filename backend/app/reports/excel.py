@@ -1,16 +1,15 @@
 """Excel claims register: a live-formula summary sheet and N streamed data sheets.
 
 The workbook is an openpyxl write-only workbook; data rows are serialised by
-:mod:`app.reports._xlsx` (see there why) and spliced in when the package is zipped, so
-memory stays flat from 10 rows to 1,000,000. Bytes are deterministic: fixed document
-properties, fixed zip timestamps.
+:mod:`app.reports._xlsx` (see there why) as the package is zipped, straight into each
+sheet's entry, so memory stays flat from 10 rows to 1,000,000. Bytes are deterministic:
+fixed document properties, fixed zip timestamps.
 """
 
 from __future__ import annotations
 
 import itertools
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,8 @@ from openpyxl.writer.excel import ExcelWriter
 from app.domain.params import ExcelParams
 from app.domain.progress import Progress
 from app.reports import data
-from app.reports._xlsx import Column, Kind, RowSerializer, StableZipFile
+from app.reports._catalog import HOLDERS, PRODUCTS
+from app.reports._xlsx import Body, Column, Kind, RowSerializer, StableZipFile, is_xml_safe
 
 CHUNK_ROWS = 2_000
 """Rows written between two progress checkpoints."""
@@ -32,7 +32,7 @@ FIXED_TIMESTAMP = datetime(2026, 1, 31, 8, 0, 0)
 EUR_FORMAT = '#,##0.00 "€"'
 DATE_FORMAT = "dd/mm/yyyy"
 COUNT_FORMAT = "#,##0"
-_ROWS_SHARE = 0.85  # of the progress bar; the rest is zipping
+_ROWS_SHARE = 0.99  # of the progress bar; the rest is the package around the rows
 
 # (header, kind, width) of the data columns, in Claim field order.
 DATA_COLUMNS: tuple[tuple[str, Kind, float], ...] = (
@@ -46,7 +46,6 @@ DATA_COLUMNS: tuple[tuple[str, Kind, float], ...] = (
     ("Montant (€)", "number", 15),
     ("Statut", "text", 10),
 )
-_LETTERS = "ABCDEFGHI"
 _HEADER_FONT = Font(bold=True, color="FFFFFF")
 _HEADER_FILL = PatternFill("solid", fgColor="1F3864")
 _HEADER_ALIGN = Alignment(horizontal="center", vertical="center", wrap_text=True)
@@ -96,7 +95,7 @@ class ExcelRenderer:
     extension = "xlsx"
 
     def render(self, params: ExcelParams, target: Path, progress: Progress) -> None:
-        """Write the workbook to ``target``: sheet bodies to scratch files first, then the zip."""
+        """Write the workbook to ``target``, the rows generated as their sheets are zipped."""
         plans = plan_sheets(params.rows, params.sheets)
         progress.advance(0.0, "generating claims")
         wb = Workbook(write_only=True)
@@ -104,45 +103,44 @@ class ExcelRenderer:
         summary = wb.create_sheet("Synthèse")
         sheets = [_data_sheet(wb, plan) for plan in plans]  # nothing written yet
         serializer = RowSerializer(_columns(sheets[0]))
-        with tempfile.TemporaryDirectory(prefix="xlsx-", dir=target.parent) as tmp:
-            bodies = _write_bodies(Path(tmp), plans, params, serializer, progress)
-
-            def on_chunk(copied: int, total: int) -> None:
-                share = 1 - _ROWS_SHARE - 0.01
-                progress.advance(_ROWS_SHARE + share * copied / max(total, 1), "compressing")
-
-            try:
-                _write_summary(summary, plans, params)
-                for ws in sheets:
-                    ws.append(_header(ws))
-                skeletons = {ws._writer.out: body for ws, body in zip(sheets, bodies, strict=True)}
-                with StableZipFile(target, bodies=skeletons, on_chunk=on_chunk) as archive:
-                    ExcelWriter(wb, archive).save()
-            finally:
-                _release(wb)
+        bodies = _bodies(plans, params, serializer, progress)
+        try:
+            _write_summary(summary, plans, params)
+            for ws in sheets:
+                ws.append(_header(ws))
+            skeletons = {ws._writer.out: body for ws, body in zip(sheets, bodies, strict=True)}
+            with StableZipFile(target, bodies=skeletons) as archive:
+                ExcelWriter(wb, archive).save()
+                progress.advance(_ROWS_SHARE, "compressing")
+        finally:
+            _release(wb)
         progress.advance(1.0, "done")
 
 
-def _write_bodies(
-    folder: Path,
-    plans: list[SheetPlan],
-    params: ExcelParams,
-    serializer: RowSerializer,
-    progress: Progress,
-) -> list[Path]:
-    """Stream the claims into one file of ``<row>`` elements per data sheet."""
+def _bodies(
+    plans: list[SheetPlan], params: ExcelParams, serializer: RowSerializer, progress: Progress
+) -> list[Body]:
+    """One :data:`Body` per data sheet, all drawing from one stream of claims, in order."""
     claims = data.claims(params.seed, params.rows)
-    done, bodies = 0, []
-    for i, plan in enumerate(plans):
-        body = folder / f"sheet{i}.xml"
-        stage = f"writing sheet {i + 1}/{len(plans)}"
-        with body.open("w", encoding="utf-8", newline="") as out:
-            for number, chunk in _chunks(itertools.islice(claims, plan.rows), start=2):
-                out.write("".join(serializer.row(n, c) for n, c in enumerate(chunk, number)))
+    done = 0
+
+    def body(index: int, first: int) -> Body:
+        plan = plans[index]
+        stage = f"writing sheet {index + 1}/{len(plans)}"
+
+        def write(out: Callable[[bytes], None]) -> None:
+            nonlocal done
+            if done != first:
+                raise RuntimeError("openpyxl archived the data sheets out of order")
+            for chunk in _chunks(itertools.islice(claims, plan.rows)):
+                out(serializer.rows(chunk).encode())
                 done += len(chunk)
                 progress.advance(_ROWS_SHARE * done / params.rows, stage)
-        bodies.append(body)
-    return bodies
+
+        return write
+
+    firsts = itertools.accumulate((p.rows for p in plans), initial=0)
+    return [body(i, first) for i, first in zip(range(len(plans)), firsts, strict=False)]
 
 
 def _release(wb: Any) -> None:
@@ -156,12 +154,10 @@ def _release(wb: Any) -> None:
         Path(writer.out).unlink(missing_ok=True)
 
 
-def _chunks(claims: Iterator[data.Claim], *, start: int) -> Iterator[tuple[int, list[data.Claim]]]:
-    """(first row number, up to CHUNK_ROWS claims) until ``claims`` is exhausted."""
-    row = start
+def _chunks(claims: Iterator[data.Claim]) -> Iterator[list[data.Claim]]:
+    """Up to CHUNK_ROWS claims at a time until ``claims`` is exhausted."""
     while chunk := list(itertools.islice(claims, CHUNK_ROWS)):
-        yield row, chunk
-        row += len(chunk)
+        yield chunk
 
 
 def _set_properties(wb: Any, params: ExcelParams) -> None:
@@ -183,7 +179,7 @@ def _styled(ws: Any, value: object, **style: Any) -> Any:
 def _data_sheet(wb: Any, plan: SheetPlan) -> Any:
     """A write-only sheet with widths, frozen header row and filter, still empty."""
     ws = wb.create_sheet(plan.title)
-    for letter, (_, _, width) in zip(_LETTERS, DATA_COLUMNS, strict=True):
+    for letter, (_, _, width) in zip("ABCDEFGHI", DATA_COLUMNS, strict=True):
         ws.column_dimensions[letter].width = width
     ws.row_dimensions[1].height = 30
     ws.freeze_panes = "A2"
@@ -206,10 +202,21 @@ def _columns(ws: Any) -> list[Column]:
         "number": _styled(ws, None, number_format=EUR_FORMAT).style_id,
         "text": 0,
     }
-    return [
-        Column(letter, kind, style_ids[kind])
-        for letter, (_, kind, _) in zip(_LETTERS, DATA_COLUMNS, strict=True)
-    ]
+    return [Column(kind, style_ids[kind], verbatim=_VERBATIM) for _, kind, _ in DATA_COLUMNS]
+
+
+def _catalog_is_xml_safe() -> bool:
+    """Whether every text a claim holds is XML-safe, so rows need no escaping.
+
+    The texts are the catalog's strings and identifiers made of a product code and digits.
+    """
+    texts = [*HOLDERS, *data.REGIONS, *data.STATUSES]
+    for product in PRODUCTS:
+        texts += [product.code, product.label, *(g[0] for g in product.guarantees)]
+    return all(map(is_xml_safe, texts))
+
+
+_VERBATIM = _catalog_is_xml_safe()
 
 
 def _write_summary(ws: Any, plans: list[SheetPlan], params: ExcelParams) -> None:
