@@ -144,6 +144,39 @@ def test_data_is_deterministic_lazy_and_consistent() -> None:
     assert sum(data.daily_counts(1_000_000)) == 1_000_000
 
 
+# Digests taken from the generator as it stood before its hot loops were rewritten
+# (commit 2465583): how the draws are made changed, not what they are.
+CLAIMS_DIGEST = "08ed6b63aa2aa296275325f050fb59c5f252f1f38ab0e79689746c54ddda0b4a"
+PREMIUMS_DIGEST = "229f7d90dd5b84240beebdf4a021da78c1aeef2410c48688175b99bb0d8f58ea"
+
+
+def test_claims_are_the_draws_they_always_were() -> None:
+    digest = hashlib.sha256()
+    for seed, count in ((0, 20_000), (7, 1_234), (42, 1)):
+        for claim in data.claims(seed, count):
+            digest.update(repr(tuple(claim)).encode())
+    assert digest.hexdigest() == CLAIMS_DIGEST
+
+
+def test_earned_premiums_are_what_they_always_were() -> None:
+    digest = hashlib.sha256()
+    for seed, count in ((0, 100_000), (7, 1_234), (42, 100), (3, 49_999)):
+        totals = data.Portfolio.for_claims(seed, count).earned_premium_cents()
+        digest.update(repr(sorted(totals.items())).encode())
+    assert digest.hexdigest() == PREMIUMS_DIGEST
+
+
+@pytest.mark.parametrize(("seed", "claims_count"), [(0, 100), (11, 7_777), (2**40 + 3, 20_000)])
+def test_earned_premiums_add_up_the_policies(seed: int, claims_count: int) -> None:
+    portfolio = data.Portfolio.for_claims(seed, claims_count)
+    expected = dict.fromkeys(data.REGIONS, 0)
+    for policy in portfolio.policies():
+        expected[policy.region] += round(policy.annual_premium * 100) * 2
+    done: list[int] = []
+    assert portfolio.earned_premium_cents(done.append, every=1_000) == expected
+    assert done == list(range(1_000, portfolio.size + 1, 1_000))
+
+
 # --------------------------------------------------------------------------- PDF
 
 
