@@ -15,6 +15,7 @@ from reportlab import rl_config
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4
+from reportlab.lib.rl_accel import fp_str
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import cm
 from reportlab.pdfbase.pdfmetrics import stringWidth
@@ -178,15 +179,22 @@ class GridTable(Flowable):  # type: ignore[misc]  # reportlab is untyped
         canvas.restoreState()
 
     def _draw_text(self, bottoms: list[float]) -> None:
-        """Every cell in one text object; baseline as Platypus centres one line of text."""
+        """Every cell in one text object; baseline as Platypus centres one line of text.
+
+        The operators are appended directly, as ``setTextOrigin`` and ``textOut`` would
+        write them; a cell's text is encoded once per table and font (dates, products,
+        regions, statuses repeat down a page).
+        """
         canvas, rows, size = self.canv, self._rows, self._font_size
         lefts = [sum(self._widths[:i]) + _PADDING for i in range(len(self._widths))]
         rights = [left - 2 * _PADDING + w for left, w in zip(lefts, self._widths, strict=True)]
+        left_xs = [fp_str(x) for x in lefts]
         numeric_from = self._numeric_from
         text = canvas.beginText()
-        code = text._code  # the text object's operators: appended to directly, below
-        origin, encode = text.setTextOrigin, text._formatText
+        code = text._code  # the text object's operators
+        encode = text._formatText
         regular, bold = "Helvetica", "Helvetica-Bold"
+        encoded: dict[str, dict[str, str]] = {regular: {}, bold: {}}
         last = len(rows) - 1
         current = ""
         for i, (row, bottom) in enumerate(zip(rows, bottoms, strict=True)):
@@ -194,19 +202,24 @@ class GridTable(Flowable):  # type: ignore[misc]  # reportlab is untyped
             if font != current:
                 text.setFont(font, size)
                 current = font
+                known = encoded[font]
             if i <= 1:
                 text.setFillColor(colors.white if i == 0 else colors.black)
             height = self._row_height + 4 if i == 0 else self._row_height
             # Platypus: bottom + (1 padding + height - 1 padding + 1.2 size leading) / 2 - size
-            y = bottom + height / 2 - 0.4 * size
+            y = fp_str(bottom + height / 2 - 0.4 * size)
             for j, cell in enumerate(row):
-                if j < numeric_from:
-                    origin(lefts[j], y)
-                else:
-                    origin(rights[j] - stringWidth(cell, font, size), y)
-                # T* ends the line as drawString did: text extractors (pypdf) still
-                # give one cell per line
-                code.append(encode(cell) + " T*")
+                x = (
+                    left_xs[j]
+                    if j < numeric_from
+                    else fp_str(rights[j] - stringWidth(cell, font, size))
+                )
+                shown = known.get(cell)
+                if shown is None:
+                    # T* ends the line as drawString did: text extractors (pypdf) still
+                    # give one cell per line
+                    shown = known[cell] = encode(cell) + " T*"
+                code.append(f"1 0 0 1 {x} {y} Tm {shown}")
         canvas.drawText(text)
 
 

@@ -139,8 +139,7 @@ def _bodies(
 
         return write
 
-    firsts = itertools.accumulate((p.rows for p in plans), initial=0)
-    return [body(i, first) for i, first in zip(range(len(plans)), firsts, strict=False)]
+    return [body(i, sum(p.rows for p in plans[:i])) for i in range(len(plans))]
 
 
 def _release(wb: Any) -> None:
