@@ -100,15 +100,17 @@ _GUARANTEE_TABLES = tuple(
 _START_ORIGIN = date(2002, 1, 1)
 _START_SPAN = (WINDOW_START - _START_ORIGIN).days  # every policy is in force on WINDOW_START
 _MASK = (1 << 64) - 1
+# SplitMix64's increment and its finaliser's two multipliers: _mix, _mix_range, _draw.
+_GAMMA, _MUL1, _MUL2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _NORMAL_MAGIC = 4 * math.exp(-0.5) / math.sqrt(2.0)
 """Kinderman and Monahan's constant, as ``random.normalvariate`` computes it."""
 
 
 def _mix(x: int) -> int:
     """SplitMix64 finaliser: 64 well-mixed bits from an integer."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    x = (x + _GAMMA) & _MASK
+    x = ((x ^ (x >> 30)) * _MUL1) & _MASK
+    x = ((x ^ (x >> 27)) * _MUL2) & _MASK
     return x ^ (x >> 31)
 
 
@@ -216,9 +218,9 @@ def _mix_range(key: int, start: int, end: int) -> array[int]:
         return int.from_bytes(value.to_bytes(16, "little") * n, "little")
 
     low = lanes(_MASK)
-    x = ((x ^ lanes(key)) + lanes(0x9E3779B97F4A7C15)) & low
-    x = ((x ^ (x >> 30)) & low) * 0xBF58476D1CE4E5B9 & low
-    x = ((x ^ (x >> 27)) & low) * 0x94D049BB133111EB & low
+    x = ((x ^ lanes(key)) + lanes(_GAMMA)) & low
+    x = ((x ^ (x >> 30)) & low) * _MUL1 & low
+    x = ((x ^ (x >> 27)) & low) * _MUL2 & low
     x = (x ^ (x >> 31)) & low
     words = array("Q", x.to_bytes(16 * n, "little"))
     if sys.byteorder == "big":
@@ -275,7 +277,8 @@ def _draw(
     rand = random.Random(seed * 1_000_003 + 7).random
     exp, log, magic = math.exp, math.log, _NORMAL_MAGIC
     product_table, guarantee_tables, severity = _CLAIM_PRODUCT_TABLE, _GUARANTEE_TABLES, _SEVERITY
-    ranges, key, holders, regions, mask = book.ranges, book.key, HOLDERS, _REGION_TABLE, _MASK
+    ranges, key, holders, regions = book.ranges, book.key, HOLDERS, _REGION_TABLE
+    mask, gamma, mul1, mul2 = _MASK, _GAMMA, _MUL1, _MUL2
     codes = [p.code for p in PRODUCTS]
     labels = [p.label for p in PRODUCTS]
     number = 0
@@ -293,9 +296,9 @@ def _draw(
             p = product_table[int(rand() * 1024)]
             start, end = ranges[p]
             index = start + int(rand() * (end - start))
-            x = ((key ^ index) + 0x9E3779B97F4A7C15) & mask  # _mix(key ^ index)
-            x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
-            x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+            x = ((key ^ index) + gamma) & mask  # _mix(key ^ index)
+            x = ((x ^ (x >> 30)) * mul1) & mask
+            x = ((x ^ (x >> 27)) * mul2) & mask
             h = x ^ (x >> 31)  # the fields of book.policy(index), without building it
             region = regions[h & 1023]
             label, _, mu, sigma = guarantee_tables[p][int(rand() * 100)]
