@@ -137,10 +137,13 @@ def test_cancel_queued_job_never_runs_and_running_job_stops_within_2s(
         datetime.fromisoformat(client.delete(f"{API}/jobs/{job_id}").json()["finished_at"])
         for job_id in long_jobs
     ]
-    # Both workers stop at their next checkpoint: a new job starts on a freed thread.
-    probe = client.post(f"{API}/dummy").json()["id"]
-    started = datetime.fromisoformat(wait_for(client, probe, timeout=10)["started_at"])
-    assert (started - max(cancelled_at)).total_seconds() < 2.0
+    # Both workers stop at their next checkpoint: two probes, each holding a thread for
+    # 3 s, both start on the freed threads (which then have discarded their scratch files).
+    probes = [client.post(f"{API}/dummy?processing_time=3").json()["id"] for _ in long_jobs]
+    for probe in probes:
+        running = wait_for(client, probe, {"running", "completed"}, timeout=10)
+        started = datetime.fromisoformat(running["started_at"])
+        assert (started - max(cancelled_at)).total_seconds() < 2.0
 
     never_ran = client.get(f"{API}/jobs/{queued}").json()
     assert (never_ran["status"], never_ran["attempts"], never_ran["started_at"]) == (

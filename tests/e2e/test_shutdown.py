@@ -78,7 +78,7 @@ def test_sigterm_lets_an_inflight_download_finish(tmp_path: Path) -> None:
         with server.client() as client:
             job = client.post(
                 "/api/v1/reports/heavy",
-                json={"report_type": "excel", "rows": 150000, "sheets": 2},
+                json={"report_type": "excel", "rows": 300000, "sheets": 2},  # ~10 MB
             ).json()
             done = wait_for(client, job["id"], timeout=90)
         assert done["status"] == "completed", done

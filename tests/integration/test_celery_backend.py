@@ -126,7 +126,7 @@ def stuck_render(
     deps = container.deps
     params = {"rows": 20000, "sheets": 1, "processing_time": 8}
     job = enqueue_report(deps=deps, report_type=ReportType.EXCEL, params=params).job
-    writing = wait_for(deps.repo, job.id, lambda j: j.stage == "compressing", timeout=30)
+    writing = wait_for(deps.repo, job.id, lambda j: j.stage == "writing sheet 1/1", timeout=30)
     assert writing.worker is not None
     pid = int(writing.worker.rsplit(":", 1)[1])
     assert worker.process is not None

@@ -385,19 +385,19 @@ def test_dummy_fails_on_the_first_attempts_then_succeeds(tmp_path: Path) -> None
     assert document["summary"]["total"] == sum(document["summary"]["values"])
 
 
-class CancelWhenCompressing(RecordingProgress):
+class CancelInSecondSheet(RecordingProgress):
     def advance(self, fraction: float, stage: str) -> None:
         super().advance(fraction, stage)
-        if stage == "compressing":
+        if stage == "writing sheet 2/3":
             raise JobCancelled
 
 
 def test_excel_cancelled_while_zipping_leaves_no_temporary_file(tmp_path: Path) -> None:
     before = set(Path(tempfile.gettempdir()).glob("openpyxl.*"))
-    progress = CancelWhenCompressing()
+    progress = CancelInSecondSheet()
     with pytest.raises(JobCancelled):
         render(ExcelRenderer(), ExcelParams(rows=9_000, sheets=3), tmp_path, progress)
-    assert progress.calls[-1][1] == "compressing"
+    assert progress.calls[-1][1] == "writing sheet 2/3"
     assert set(Path(tempfile.gettempdir()).glob("openpyxl.*")) <= before
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
 

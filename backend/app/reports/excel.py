@@ -111,7 +111,6 @@ class ExcelRenderer:
             skeletons = {ws._writer.out: body for ws, body in zip(sheets, bodies, strict=True)}
             with StableZipFile(target, bodies=skeletons) as archive:
                 ExcelWriter(wb, archive).save()
-                progress.advance(_ROWS_SHARE, "compressing")
         finally:
             _release(wb)
         progress.advance(1.0, "done")
