@@ -158,6 +158,8 @@ def test_cancel_queued_job_never_runs_and_running_job_stops_within_2s(
         assert not (server.data_dir / "artifacts" / job_id).exists()
     leftovers = [p for p in (server.data_dir / "artifacts").rglob("*") if p.is_file()]
     assert not [p for p in leftovers if any(j in str(p) for j in long_jobs)]
+    for probe in probes:  # the pool is idle again for the next test
+        assert wait_for(client, probe, timeout=10)["status"] == "completed"
 
 
 def test_progress_and_stage_are_visible_while_running(client: httpx.Client) -> None:
