@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from importlib.metadata import version
 
-from bench_support import cpu_model
+from bench_support import cpu_model, scratch_note
 
 from pipeline_bench.harness import (
     CLIENTS,
@@ -167,6 +167,8 @@ def report(b: Bench, command: str, wall: float) -> str:
         ),
         f"- sizes: --jobs {b.args.jobs} (RQ: {max(1, b.args.jobs // RQ_SHARE)}), "
         f"--duration {b.args.duration:g} s, sections: {', '.join(b.args.only)}",
+        "- CPU ms to create a file or folder (a dummy job creates three; scratch folder "
+        f"first): {scratch_note()}",
         "",
         "| measure | platform | peer | ratio | target | met |",
         "|---|---:|---:|---:|---|:-:|",
