@@ -32,8 +32,8 @@ def creation_cost(folder: Path, count: int = 200) -> float:
     """CPU milliseconds this process spends creating one file or folder in ``folder``.
 
     A dummy job creates three (its scratch file, its job and attempt folders). On this
-    machine's ext4 the cost swings with the folder, from day to day: 0.03 ms under the
-    project's ``data/`` and ~1 ms under ``/tmp`` one day, 0.7 ms and 0.15 ms another.
+    machine's ext4 the cost swings with the folder and the day, by more than tenfold
+    (figures: docs/benchmarks.md, "The job pipeline beside its peers").
     """
     folder.mkdir(parents=True, exist_ok=True)
     probe = Path(tempfile.mkdtemp(prefix="probe-", dir=folder))

@@ -84,10 +84,14 @@ def measure(url: str, pairs: int, rounds: int) -> str:
     status_only = {
         s: sql.rsplit(" RETURNING ", 1)[0] + " RETURNING status" for s, sql in whole.items()
     }
-    # The values SQLAlchemy binds from the statements themselves (the target status...).
-    fixed = {
-        s: c.construct_params(_sample(s, artifact_columns(artifact))) for s, c in compiled.items()
+    # Every value but the job and the time, bound once: those the statements carry (the
+    # target status...), then the claim's sources and worker, the outcome's fence and artifact.
+    constant = {
+        claim: {"sources": [s.value for s in sources_of(JobStatus.RUNNING)], "new_worker": "w:1"},
+        outcome: {"sources": [JobStatus.RUNNING.value], "expected_worker": "w:1"}
+        | {f"new_{c}": v for c, v in artifact_columns(artifact).items()},
     }
+    bound = {s: {**c.params, **constant[s]} for s, c in compiled.items()}
     driver = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
 
     def platform(job_id: UUID) -> None:
@@ -102,8 +106,8 @@ def measure(url: str, pairs: int, rounds: int) -> str:
         assert done.artifact == artifact
 
     def on_driver(sql: dict[Shape, str], read: bool) -> Pair:
-        def run(shape: Shape, params: dict[str, Any]) -> Any:
-            cursor = driver.execute(sql[shape], {**fixed[shape], **params})
+        def run(shape: Shape, job_id: UUID, now: datetime) -> Any:
+            cursor = driver.execute(sql[shape], {**bound[shape], "job_id": job_id, "now": now})
             row = cursor.fetchone()
             assert row is not None
             if read:
@@ -113,11 +117,8 @@ def measure(url: str, pairs: int, rounds: int) -> str:
 
         def pair(job_id: UUID) -> None:
             now = datetime.now(UTC)
-            sources = [s.value for s in sources_of(JobStatus.RUNNING)]
-            run(claim, {"job_id": job_id, "now": now, "sources": sources, "new_worker": "w:1"})
-            done = {"job_id": job_id, "now": now, "sources": ["running"], "expected_worker": "w:1"}
-            done |= {f"new_{c}": v for c, v in artifact_columns(artifact).items()}
-            run(outcome, done)
+            run(claim, job_id, now)
+            run(outcome, job_id, now)
 
         return pair
 
@@ -160,14 +161,6 @@ class _Row(dict[str, Any]):
 
     def __getattr__(self, name: str) -> Any:
         return self[name]
-
-
-def _sample(shape: Any, artifact: dict[str, Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {"job_id": None, "now": None, "sources": None, "new_worker": None}
-    params |= {"stale_before": None, "expected_worker": None}
-    if shape.artifact:
-        params |= {f"new_{c}": v for c, v in artifact.items()}
-    return params
 
 
 def _table(samples: dict[str, list[tuple[float, float]]], pairs: int, rounds: int) -> str:
