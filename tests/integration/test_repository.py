@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -312,32 +313,62 @@ def test_warm_up_touches_no_job(repo: SqlJobRepository) -> None:
     assert repo.get(job.id) == running
 
 
-def _kill_connection(engine: Engine, url: str) -> None:
-    """Terminate the server side of ``engine``'s one pooled connection, as a restart would."""
-    with engine.connect() as conn:
-        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+def _kill_connections(engine: Engine, url: str, count: int = 1) -> None:
+    """Terminate the server side of ``count`` pooled connections of ``engine``, as a
+    restart would; they go back to the pool just used, as a busy worker's would."""
+    with ExitStack() as held:
+        conns = [held.enter_context(engine.connect()) for _ in range(count)]
+        pids = [conn.execute(text("SELECT pg_backend_pid()")).scalar_one() for conn in conns]
     admin = make_engine(url, pool_size=1)
     with admin.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        for pid in pids:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     admin.dispose()
 
 
+def _claim_nobody(repo: SqlJobRepository) -> None:
+    """A claim of no job: a transition, which runs on the driver's cursor (app.db.driver)."""
+    assert repo.transition(uuid.uuid4(), JobStatus.RUNNING, now=utcnow(), worker="w") is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [SqlJobRepository.ping, _claim_nobody],
+    ids=["through-sqlalchemy", "on-the-driver"],
+)
 def test_a_connection_idle_past_the_ping_delay_is_checked_first(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, call: Callable[[SqlJobRepository], None]
 ) -> None:
     """Idle connections are pinged and replaced; one used a moment ago is not (cost: one
     LedgerUnavailable, then the pool has replaced every connection of before)."""
     monkeypatch.setattr(session, "PING_AFTER_IDLE_SECONDS", 0.3)
-    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    engine = make_engine(pg_url, pool_size=2, max_overflow=0)
     repo = SqlJobRepository(engine)
     try:
-        _kill_connection(engine, pg_url)
+        _kill_connections(engine, pg_url, 2)
         time.sleep(0.4)
-        repo.ping()  # idle: pinged, found dead, replaced before use
-        _kill_connection(engine, pg_url)
+        call(repo)  # idle: pinged, found dead, replaced before use
+        _kill_connections(engine, pg_url, 2)
         with pytest.raises(LedgerUnavailable):
-            repo.ping()  # used just now: not pinged
-        repo.ping()
+            call(repo)  # used just now: not pinged
+        call(repo)  # the other one, as old, was replaced too
+    finally:
+        engine.dispose()
+
+
+def test_a_driver_call_leaves_its_connection_transactional(pg_url: str) -> None:
+    """The hot path runs its statement in autocommit, then hands the connection back as the
+    pool lent it: the next user's transaction still rolls back."""
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    repo = SqlJobRepository(engine)
+    job = _job(f"tx-{uuid.uuid4()}")
+    repo.add(job)
+    try:
+        _claim_nobody(repo)
+        with engine.connect() as conn:
+            conn.execute(text("DELETE FROM report_jobs WHERE id = :id"), {"id": job.id})
+            conn.rollback()
+        assert repo.get(job.id) is not None
     finally:
         engine.dispose()
 

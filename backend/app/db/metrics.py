@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -58,9 +60,24 @@ def _histogram(statement: str) -> Any:
     return child
 
 
+#: The engines :func:`instrument` times.
+_metered: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def observe(statement: str, seconds: float) -> None:
+    """Count one statement of ``seconds`` in ``db_query_duration_seconds``."""
+    _histogram(statement).observe(seconds)
+
+
+def observer_of(engine: Engine) -> Callable[[str, float], None] | None:
+    """:func:`observe` when ``engine`` is metered, else None: for statements run past it."""
+    return observe if engine in _metered else None
+
+
 def instrument(engine: Engine) -> None:
     """Time ``engine``'s statements; publish its pool's size and room when it is a QueuePool."""
     dialect = engine.dialect
+    _metered.add(engine)
 
     def execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
         started = time.perf_counter()

