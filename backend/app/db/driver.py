@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import UpdateBase
 
@@ -32,14 +33,19 @@ Processor = Callable[[Any], Any]
 class DriverStatement:
     """A Core statement compiled once for ``engine``'s dialect, run on the DBAPI cursor.
 
-    ``returning``: the columns the statement returns, in order.
+    ``returning``: the columns the statement returns, in order (none: it returns no row).
+    ``columns``: those an INSERT names (SQLAlchemy's ``column_keys``; default: all).
     """
 
     def __init__(
-        self, stmt: UpdateBase, engine: Engine, returning: Sequence[ColumnElement[Any]]
+        self,
+        stmt: UpdateBase,
+        engine: Engine,
+        returning: Sequence[ColumnElement[Any]] = (),
+        columns: Sequence[str] | None = None,
     ) -> None:
         dialect = engine.dialect
-        compiled = stmt.compile(dialect=dialect)
+        compiled = stmt.compile(dialect=dialect, column_keys=columns)
         self.sql = compiled.string
         #: Values the statement itself carries (the target status...), bound at every call.
         self.constants = dict(compiled.params)
@@ -58,9 +64,21 @@ class DriverStatement:
             if process is not None:
                 self.results.append((i, process))
 
+    def bound(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Every value the SQL names: the statement's own, then ``params``, processed."""
+        values = {**self.constants, **params}
+        for name, process in self.binds:
+            if name in values:
+                values[name] = process(values[name])
+        return values
+
 
 class DriverRunner:
-    """Runs :class:`DriverStatement` s on ``engine``'s pool, one autocommit call each."""
+    """Runs :class:`DriverStatement` s on ``engine``'s pool, one autocommit call each.
+
+    An error that is not the ledger's absence is raised as SQLAlchemy would raise it (an
+    ``IntegrityError``...), so callers catch one family of exceptions on either path.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -68,12 +86,8 @@ class DriverRunner:
         self._observe = observer_of(engine)
 
     def first(self, statement: DriverStatement, params: dict[str, Any]) -> Any:
-        """Run ``statement`` with ``params``; its first row (columns as attributes), or None."""
-        values = {**statement.constants, **params}
-        for name, process in statement.binds:
-            if name in values:
-                values[name] = process(values[name])
-        row = self._run(statement.sql, values)
+        """Run ``statement``; its first row (columns as attributes), or None."""
+        row = self._run(statement.sql, statement.bound(params), lambda cursor: cursor.fetchone())
         if row is None:
             return None
         cells = list(row)
@@ -81,14 +95,19 @@ class DriverRunner:
             cells[i] = process(cells[i])
         return statement.row(cells)
 
-    def _run(self, sql: str, values: dict[str, Any]) -> Sequence[Any] | None:
+    def count(self, statement: DriverStatement, params: dict[str, Any]) -> int:
+        """Run ``statement``; the number of rows it wrote."""
+        rowcount: int = self._run(
+            statement.sql, statement.bound(params), lambda cursor: cursor.rowcount
+        )
+        return rowcount
+
+    def _run(self, sql: str, values: dict[str, Any], read: Callable[[Any], Any]) -> Any:
+        dbapi = self._dialect.loaded_dbapi
         try:
             fairy = self._engine.raw_connection()
-        except self._dialect.loaded_dbapi.Error as exc:
-            refused = unavailable_error(self._dialect, exc, disconnect=False)
-            if refused is not None:
-                raise refused from exc
-            raise
+        except dbapi.Error as exc:
+            raise self._error(sql, values, exc, lost=False) from exc
         driver: Any = fairy.driver_connection
         cursor = None
         try:
@@ -96,22 +115,30 @@ class DriverRunner:
             started = time.perf_counter()
             cursor = driver.cursor()
             cursor.execute(sql, values)
-            row: Sequence[Any] | None = cursor.fetchone()
+            result = read(cursor)
             if self._observe is not None:
                 self._observe(sql, time.perf_counter() - started)
             cursor.close()
             driver.autocommit = False  # the pool's other users expect the default
-            return row
-        except self._dialect.loaded_dbapi.Error as exc:
+            return result
+        except dbapi.Error as exc:
             lost = driver.closed or self._dialect.is_disconnect(exc, driver, cursor)
             if lost:
                 fairy.invalidate(exc)
                 self._engine.dispose()  # the connections of before are likely gone too
-            elif not driver.closed:
+            else:
                 driver.autocommit = False
-            error = unavailable_error(self._dialect, exc, disconnect=lost)
-            if error is not None:
-                raise error from exc
-            raise
+            raise self._error(sql, values, exc, lost=lost) from exc
         finally:
             fairy.close()
+
+    def _error(
+        self, sql: str, values: dict[str, Any], exc: Exception, *, lost: bool
+    ) -> BaseException:
+        """:class:`LedgerUnavailable` when transient, else SQLAlchemy's wrapper of ``exc``."""
+        absent = unavailable_error(self._dialect, exc, disconnect=lost)
+        if absent is not None:
+            return absent
+        return DBAPIError.instance(
+            sql, values, exc, self._dialect.loaded_dbapi.Error, dialect=self._dialect
+        )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import UpdateBase
 
 from app.db.driver import DriverRunner, DriverStatement
 from app.db.job_rows import JOBS, artifact_columns, to_job, to_values
@@ -41,10 +42,10 @@ class SqlJobRepository:
 
     The hot path (insert, claim, progress, finish) is one statement per call, built once
     per shape and reused, so SQLAlchemy compiles it once and only binds values after: no
-    ORM unit of work, no per-call statement building. On PostgreSQL the transitions (a
-    worker's claim and outcome) then run on the driver's own cursor
-    (:mod:`app.db.driver`), which halves what they cost the worker's CPU. ``transition`` writes the columns
-    the domain's :data:`~app.domain.states.ENTRIES` say the target status sets.
+    ORM unit of work, no per-call statement building. On PostgreSQL it then runs on the
+    driver's own cursor (:mod:`app.db.driver`), which halves what it costs the caller's
+    CPU. ``transition`` writes the columns the domain's
+    :data:`~app.domain.states.ENTRIES` say the target status sets.
 
     A job costs three commits, each one statement and one round trip: the insert, already
     ``queued``, before the publish (the row exists before its message); the claim (the
@@ -60,9 +61,9 @@ class SqlJobRepository:
         # trip, where BEGIN … COMMIT would take three.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._postgres = engine.dialect.name == "postgresql"
-        # On PostgreSQL a worker's transitions run on the driver's cursor (app.db.driver).
+        # On PostgreSQL the hot path runs on the driver's cursor (app.db.driver).
         self._driver = DriverRunner(engine) if self._postgres else None
-        self._on_driver: dict[Shape, DriverStatement] = {}
+        self._on_driver: dict[UpdateBase, DriverStatement] = {}
 
     def ping(self) -> None:
         """Raise unless the database answers."""
@@ -79,8 +80,12 @@ class SqlJobRepository:
             IntegrityError: the insert broke another constraint.
         """
         try:
-            with self._engine.connect() as conn:
-                conn.execute(_INSERT, to_values(job))
+            values = to_values(job)
+            if self._driver is not None:
+                self._driver.count(self._hot(_INSERT, columns=list(values)), values)
+            else:
+                with self._engine.connect() as conn:
+                    conn.execute(_INSERT, values)
         except IntegrityError as exc:
             key = job.idempotency_key
             earlier = self.find_idempotent(job.owner, key) if key is not None else None
@@ -179,11 +184,7 @@ class SqlJobRepository:
         if artifact is not None:
             params.update({f"new_{c}": v for c, v in artifact_columns(artifact).items()})
         if self._driver is not None:
-            compiled = self._on_driver.get(shape)
-            if compiled is None:
-                compiled = DriverStatement(stmt, self._engine, list(JOBS.c))
-                self._on_driver[shape] = compiled
-            row = self._driver.first(compiled, params)
+            row = self._driver.first(self._hot(stmt, rows=True), params)
         else:
             with self._engine.connect() as conn:
                 row = conn.execute(stmt, params).first()
@@ -210,6 +211,8 @@ class SqlJobRepository:
             "expected_worker": worker,
         }
         stmt = progress_statement(fenced=worker is not None, postgres=self._postgres)
+        if self._driver is not None:
+            return bool(self._driver.count(self._hot(stmt), params))
         with self._engine.connect() as conn:
             return bool(conn.execute(stmt, params).rowcount)
 
@@ -269,6 +272,20 @@ class SqlJobRepository:
         with self._engine.connect() as conn:
             row = conn.execute(_NOTIFICATION, params).first()
         return to_job(row) if row is not None else None
+
+    def _hot(
+        self, stmt: UpdateBase, *, rows: bool = False, columns: list[str] | None = None
+    ) -> DriverStatement:
+        """``stmt`` (built once and kept) compiled for the driver, once.
+
+        ``rows``: it returns the whole row; ``columns``: those an INSERT names.
+        """
+        compiled = self._on_driver.get(stmt)
+        if compiled is None:
+            returning = list(JOBS.c) if rows else []
+            compiled = DriverStatement(stmt, self._engine, returning, columns)
+            self._on_driver[stmt] = compiled
+        return compiled
 
     def _one(self, stmt: Select[Any], params: dict[str, Any]) -> ReportJob | None:
         with self._engine.connect() as conn:
