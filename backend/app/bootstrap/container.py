@@ -18,6 +18,7 @@ from app.core.metrics import MetricsOpsRecorder, MetricsTrafficRecorder
 from app.db.api_keys import SqlApiKeyRepository
 from app.db.console import SqlConsoleRepository
 from app.db.housekeeping import SqlHousekeepingRepository
+from app.db.metrics import silence_pool
 from app.db.migrations import current_revision, head_revision
 from app.db.repository import SqlJobRepository
 from app.db.schedules import SqlScheduleRepository
@@ -183,6 +184,8 @@ class Container:
         connection the parent lends it and since when it is idle), own worker id.
         """
         self.engine.dispose(close=False)
+        if backend is Backend.RQ:  # a work horse: one job, then gone
+            silence_pool(self.engine)
         if lent is not None:
             adopt_connection(self.engine, *lent)
         self.deps = replace(self.deps, worker_id=worker_name(backend))

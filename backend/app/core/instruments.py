@@ -162,7 +162,8 @@ def pool_gauges() -> tuple[Gauge, Gauge]:
     """``db_connection_pool_size`` and ``db_connection_pool_available``, made on first use.
 
     Both are per process: a pool belongs to one process (each uvicorn worker, Celery child
-    and RQ work horse has its own). Merged, the size is the largest pool of a live process
+    and RQ worker has its own; an RQ work horse publishes none, see
+    :func:`app.db.metrics.silence_pool`). Merged, the size is the largest pool of a live process
     (``livemax``) and the available connections the fewest any live process has left
     (``livemin``): 0 means some process waits for a connection. Unlabelled, a metric makes
     its value when it is made, so these are made by the first engine, once the CLIs have

@@ -60,8 +60,9 @@ def _histogram(statement: str) -> Any:
     return child
 
 
-#: The engines :func:`instrument` times.
+#: The engines :func:`instrument` times; those of them whose pool is not published.
 _metered: weakref.WeakSet[Engine] = weakref.WeakSet()
+_silenced: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def observe(statement: str, seconds: float) -> None:
@@ -72,6 +73,16 @@ def observe(statement: str, seconds: float) -> None:
 def observer_of(engine: Engine) -> Callable[[str, float], None] | None:
     """:func:`observe` when ``engine`` is metered, else None: for statements run past it."""
     return observe if engine in _metered else None
+
+
+def silence_pool(engine: Engine) -> None:
+    """From now on this process publishes no pool gauges of ``engine``.
+
+    For an RQ work horse: it lives for one job, on a connection its worker lends it, and
+    its gauges would only churn files (two per horse, created and removed) and read 0
+    available whenever a job runs; the worker's own stand for it.
+    """
+    _silenced.add(engine)
 
 
 def instrument(engine: Engine) -> None:
@@ -118,7 +129,7 @@ def _watch_pool(engine: Engine) -> None:
     def publish(returning: int = 0) -> None:
         nonlocal sized
         pool = engine.pool
-        if not isinstance(pool, QueuePool):
+        if not isinstance(pool, QueuePool) or engine in _silenced:
             return
         # No public accessor for max_overflow; -1 (unbounded) adds nothing.
         capacity = pool.size() + max(getattr(pool, "_max_overflow", 0), 0)
