@@ -4,8 +4,9 @@ A job's two worker-side transitions (the claim: ``queued`` → ``running``, cond
 outcome: ``running`` → ``completed``, fenced on the worker, durable), run for N fresh jobs
 in each of three ways, in alternating rounds, on a fresh PostgreSQL database:
 
-- **platform**: ``SqlJobRepository.transition`` (SQLAlchemy Core, the engine's pool and
-  its events, the whole row read back into a ``ReportJob``);
+- **platform**: ``SqlJobRepository.transition`` (statements compiled once by SQLAlchemy,
+  run on the driver's cursor of a pooled connection with the pool's events, the whole row
+  read back into a ``ReportJob``: ``app.db.driver``);
 - **psycopg, whole row**: the very statements the platform compiles, run on one psycopg
   connection held open (no pool, no SQLAlchemy), the row read into a ``ReportJob``;
 - **psycopg, status only**: the same statements returning the status alone: the floor of
@@ -123,7 +124,7 @@ def measure(url: str, pairs: int, rounds: int) -> str:
         return pair
 
     ways: dict[str, Pair] = {
-        "platform (SQLAlchemy, pool, whole row)": platform,
+        "platform (pool, driver cursor, whole row)": platform,
         "psycopg, whole row": on_driver(whole, read=True),
         "psycopg, status only": on_driver(status_only, read=False),
     }
