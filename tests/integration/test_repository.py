@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -15,13 +15,14 @@ from app.db import session
 from app.db.models import ReportJobRow
 from app.db.repository import SqlJobRepository
 from app.db.session import make_engine
-from app.domain.errors import LedgerUnavailable
+from app.domain.errors import IdempotencyKeyTaken, LedgerUnavailable
 from app.domain.jobs import Artifact, JobError, ReportJob, utcnow
 from app.domain.ledger import JobFilter
 from app.domain.params import PdfParams
 from app.domain.queues import Backend, ReportType
 from app.domain.states import JobStatus
 from sqlalchemy import Engine, text, update
+from sqlalchemy.exc import IntegrityError
 
 
 @pytest.fixture
@@ -59,6 +60,19 @@ def test_claim_is_conditional_and_counts_the_attempt(repo: SqlJobRepository) -> 
     assert (claimed.status, claimed.attempts, claimed.worker) == (JobStatus.RUNNING, 1, "w1")
     assert claimed.queued_at is not None  # claimed before "queued" was recorded
     assert repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker="w2") is None
+    assert claimed == repo.get(job.id)  # the row a write returns reads as a select's does
+
+
+def test_a_taken_idempotency_key_or_id_is_refused_with_its_own_error(
+    repo: SqlJobRepository,
+) -> None:
+    first = _job(f"k-{uuid.uuid4()}", idempotency_key="same")
+    repo.add(first)
+    with pytest.raises(IdempotencyKeyTaken) as taken:
+        repo.add(_job(first.owner or "", idempotency_key="same"))
+    assert taken.value.earlier == first
+    with pytest.raises(IntegrityError):
+        repo.add(replace(_job("other"), id=first.id))
 
 
 def test_only_one_of_many_concurrent_claims_wins(repo: SqlJobRepository) -> None:
