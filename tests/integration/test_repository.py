@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from app.db import session
@@ -61,6 +61,25 @@ def test_claim_is_conditional_and_counts_the_attempt(repo: SqlJobRepository) -> 
     assert claimed.queued_at is not None  # claimed before "queued" was recorded
     assert repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker="w2") is None
     assert claimed == repo.get(job.id)  # the row a write returns reads as a select's does
+
+
+def test_times_come_back_in_utc_whatever_the_session_zone(pg_url: str) -> None:
+    """A session in another zone (a server's ``TimeZone``) still yields UTC times, from a
+    select and from the row a write returns alike."""
+    paris = "options=-c%20timezone%3DEurope%2FParis"
+    engine = make_engine(f"{pg_url}{'&' if '?' in pg_url else '?'}{paris}")
+    repo = SqlJobRepository(engine)
+    try:
+        job = _job("zone")
+        repo.add(job)
+        claimed = repo.transition(job.id, JobStatus.RUNNING, now=utcnow(), worker="w")
+        assert claimed is not None
+        for read in (claimed, repo.get(job.id)):
+            assert read is not None
+            times = [read.created_at, read.updated_at, read.started_at, read.queued_at]
+            assert [t.tzinfo if t else None for t in times] == [UTC] * 4
+    finally:
+        engine.dispose()
 
 
 def test_a_taken_idempotency_key_or_id_is_refused_with_its_own_error(
