@@ -1,8 +1,9 @@
 """The ledger's hot statements on the driver's own cursor, past SQLAlchemy's execute.
 
-A worker's claim and outcome are one statement each; run through ``Connection.execute``
-they cost about as much CPU again as on the bare psycopg cursor (the execution context,
-the result metadata read from ``cursor.description``, the connection's events). A
+A job's insert, claim and outcome are one statement each; run through
+``Connection.execute`` each paid more CPU around the statement than for it (the execution
+context, the result metadata read from ``cursor.description``, the connection's events;
+figures in docs/benchmarks.md). A
 :class:`DriverStatement` is compiled once, by SQLAlchemy, for the engine's dialect; each
 call then only binds values, runs the SQL on a pooled connection's own cursor and reads
 the row by position, with the same type processing SQLAlchemy would apply (times in

@@ -43,8 +43,8 @@ class SqlJobRepository:
     The hot path (insert, claim, progress, finish) is one statement per call, built once
     per shape and reused, so SQLAlchemy compiles it once and only binds values after: no
     ORM unit of work, no per-call statement building. On PostgreSQL it then runs on the
-    driver's own cursor (:mod:`app.db.driver`), which halves what it costs the caller's
-    CPU. ``transition`` writes the columns the domain's
+    driver's own cursor (:mod:`app.db.driver`), past SQLAlchemy's per-call execution
+    machinery. ``transition`` writes the columns the domain's
     :data:`~app.domain.states.ENTRIES` say the target status sets.
 
     A job costs three commits, each one statement and one round trip: the insert, already
